@@ -1,0 +1,485 @@
+//! The state machine behind every annotated handler: claim, run, store, replay (SPEC §4, §7).
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::Body;
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request};
+use axum::response::{IntoResponse, Response};
+use axum::RequestExt as _;
+use bytes::{Bytes, BytesMut};
+use futures_util::{stream, FutureExt as _, StreamExt as _};
+use http::{request::Parts, HeaderName, Method};
+use http_body_util::BodyExt as _;
+use tracing::Instrument as _;
+
+use crate::fingerprint::{Fingerprint, FingerprintSource, FingerprintWriter, RequestInput};
+use crate::key::IdempotencyKey;
+use crate::problem::{Problem, ProblemKind};
+use crate::record::{is_storable, replayable_headers, Record};
+use crate::scope::{self, Scope, ScopeKind};
+use crate::store::{Claim, DynStore, FencingToken, MemoryStore, RecordKey, Store};
+
+/// The store (and store-wide policy) every annotated handler under a [`Router`] uses.
+///
+/// Without one, annotated handlers share a process-wide [`MemoryStore`] with default bounds.
+/// Add it as a layer to swap the store for every annotated route added before it:
+///
+/// ```
+/// use axum::{routing::post, Router};
+/// use idem_runtime::{idempotent, store::MemoryStore, Idempotency};
+///
+/// #[idempotent]
+/// async fn create() -> &'static str { "created" }
+///
+/// let store = MemoryStore::builder().max_entries(50_000).build();
+/// let app: Router = Router::new().route("/things", post(create)).layer(Idempotency::new(store));
+/// ```
+///
+/// [`Router`]: axum::Router
+#[derive(Clone)]
+pub struct Idempotency {
+    store: Arc<dyn DynStore>,
+    fail_open: bool,
+}
+
+impl std::fmt::Debug for Idempotency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Idempotency").field("fail_open", &self.fail_open).finish_non_exhaustive()
+    }
+}
+
+impl Idempotency {
+    /// Uses `store` for every annotated handler behind this layer.
+    pub fn new(store: impl Store) -> Self {
+        Self { store: Arc::new(store), fail_open: false }
+    }
+
+    /// When the store is unreachable, run handlers without idempotency (and log a warning)
+    /// instead of answering 503. Off by default: failing closed never runs a side effect twice.
+    pub fn fail_open(mut self, fail_open: bool) -> Self {
+        self.fail_open = fail_open;
+        self
+    }
+
+    fn process_default() -> Self {
+        static DEFAULT: OnceLock<Idempotency> = OnceLock::new();
+        DEFAULT.get_or_init(|| Idempotency::new(MemoryStore::new())).clone()
+    }
+}
+
+impl<S> tower_layer::Layer<S> for Idempotency {
+    type Service = WithIdempotency<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        WithIdempotency { inner, idempotency: self.clone() }
+    }
+}
+
+/// The service [`Idempotency`] wraps routes in: it hands the store to annotated handlers.
+#[derive(Clone, Debug)]
+pub struct WithIdempotency<S> {
+    inner: S,
+    idempotency: Idempotency,
+}
+
+impl<S, B> tower_service::Service<http::Request<B>> for WithIdempotency<S>
+where
+    S: tower_service::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        req.extensions_mut().insert(self.idempotency.clone());
+        self.inner.call(req)
+    }
+}
+
+/// A handler's arguments, as the attribute compiled them.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct HandlerConfig {
+    pub required: bool,
+    pub ttl: Duration,
+    pub lease: Duration,
+    pub wait: bool,
+    pub header: Option<&'static str>,
+    pub scope: ScopeKind,
+}
+
+/// Implemented by the attribute for one marker type per handler.
+#[doc(hidden)]
+pub trait Spec: 'static {
+    const CONFIG: HandlerConfig;
+
+    fn scope(parts: &Parts) -> Result<Scope, Response> {
+        scope::resolve(Self::CONFIG.scope, parts)
+    }
+}
+
+/// Present in a request's extensions when its fingerprint is needed.
+#[derive(Clone, Copy)]
+struct Fingerprinting;
+
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
+}
+
+fn route_of(parts: &Parts) -> String {
+    match parts.extensions.get::<MatchedPath>() {
+        Some(path) => path.as_str().to_owned(),
+        None => parts.uri.path().to_owned(),
+    }
+}
+
+/// The hidden first extractor of an annotated handler: reads the key and scope before any
+/// other extractor runs.
+#[doc(hidden)]
+pub struct Idem<C> {
+    active: Option<Box<Active>>,
+    _spec: PhantomData<fn() -> C>,
+}
+
+struct Active {
+    idempotency: Idempotency,
+    key: RecordKey,
+    method: Method,
+    route: String,
+    config: HandlerConfig,
+    started: Instant,
+}
+
+impl<S: Send + Sync, C: Spec> FromRequestParts<S> for Idem<C> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
+        let inactive = Self { active: None, _spec: PhantomData };
+        if is_safe(&parts.method) {
+            return Ok(inactive);
+        }
+        let config = C::CONFIG;
+        let started = Instant::now();
+        let reject = |problem: Problem| {
+            outcome_event(&parts.method, &route_of(parts), problem.kind().status().as_u16(), "rejected", started);
+            Err(problem.into_response())
+        };
+        let extra = config.header.map(HeaderName::from_static);
+        let key = match IdempotencyKey::from_headers(&parts.headers, extra.as_ref()) {
+            Ok(Some(key)) => key,
+            Ok(None) if config.required => {
+                return reject(Problem::new(
+                    ProblemKind::MissingKey,
+                    "this endpoint requires an Idempotency-Key header: 1 to 255 visible ASCII characters, e.g. a UUID",
+                ))
+            }
+            Ok(None) => return Ok(inactive),
+            Err(e) => return reject(Problem::new(ProblemKind::MalformedKey, e.to_string())),
+        };
+        let scope = match C::scope(parts) {
+            Ok(scope) => scope,
+            Err(response) => {
+                outcome_event(&parts.method, &route_of(parts), response.status().as_u16(), "rejected", started);
+                return Err(response);
+            }
+        };
+        let idempotency = parts.extensions.get::<Idempotency>().cloned().unwrap_or_else(Idempotency::process_default);
+        parts.extensions.insert(Fingerprinting);
+        Ok(Self {
+            active: Some(Box::new(Active {
+                idempotency,
+                key: RecordKey::new(&scope, &key),
+                method: parts.method.clone(),
+                route: route_of(parts),
+                config,
+                started,
+            })),
+            _spec: PhantomData,
+        })
+    }
+}
+
+fn outcome_event(method: &Method, route: &str, status: u16, outcome: &'static str, started: Instant) {
+    tracing::info!(
+        target: "idem",
+        %method,
+        route,
+        outcome,
+        status,
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "idempotent request"
+    );
+}
+
+impl<C: Spec> Idem<C> {
+    /// Runs `handler` under the idempotency contract, given the digests of the selected
+    /// parameters (in parameter order).
+    pub async fn run<F>(self, params: &[Option<[u8; 32]>], handler: F) -> Response
+    where
+        F: Future<Output = Response> + Send + 'static,
+    {
+        match self.active {
+            None => handler.await,
+            Some(active) => active.run(params, handler).await,
+        }
+    }
+}
+
+impl Active {
+    fn event(&self, status: u16, outcome: &'static str) {
+        outcome_event(&self.method, &self.route, status, outcome, self.started);
+    }
+
+    async fn run<F>(self: Box<Self>, params: &[Option<[u8; 32]>], handler: F) -> Response
+    where
+        F: Future<Output = Response> + Send + 'static,
+    {
+        let fingerprint = Fingerprint::new(&self.method, &self.route, params);
+        let lease = self.config.lease;
+        let give_up = Instant::now() + lease;
+        let mut pause = Duration::from_millis(5);
+        let token = loop {
+            match self.idempotency.store.claim(&self.key, &fingerprint, lease).await {
+                Ok(Claim::Acquired(token)) => break token,
+                Ok(Claim::Completed(record)) => {
+                    self.event(record.status.as_u16(), "replayed");
+                    return record.replay();
+                }
+                Ok(Claim::Mismatch) => {
+                    self.event(422, "mismatch");
+                    return Problem::new(
+                        ProblemKind::KeyReused,
+                        "this Idempotency-Key was used for a different request (method, route, parameters or body); use a new key for a new request",
+                    )
+                    .into_response();
+                }
+                Ok(Claim::InFlight { .. }) if self.config.wait && Instant::now() < give_up => {
+                    tokio::time::sleep(pause.min(give_up.saturating_duration_since(Instant::now()))).await;
+                    pause = (pause * 2).min(Duration::from_millis(250));
+                }
+                Ok(Claim::InFlight { .. }) => {
+                    self.event(409, "conflict");
+                    return Problem::new(
+                        ProblemKind::InFlight,
+                        "a request with this Idempotency-Key is still running; retry after the indicated delay to get its response",
+                    )
+                    .retry_after(1)
+                    .into_response();
+                }
+                Err(error) if self.idempotency.fail_open => {
+                    tracing::warn!(target: "idem", route = self.route, %error, "store unavailable; running the handler without idempotency (fail-open)");
+                    let response = handler.await;
+                    self.event(response.status().as_u16(), "executed-fail-open");
+                    return response;
+                }
+                Err(error) => {
+                    tracing::error!(target: "idem", route = self.route, %error, "store unavailable; answering 503");
+                    self.event(503, "store-error");
+                    return Problem::new(ProblemKind::StoreUnavailable, "the idempotency store is unreachable; retry later")
+                        .retry_after(1)
+                        .into_response();
+                }
+            }
+        };
+        // The handler runs in its own task: a client that disconnects drops this future, not
+        // the handler, whose response is then stored for the retry.
+        let task = tokio::spawn(self.execute(token, fingerprint, handler).in_current_span());
+        match task.await {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::error!(target: "idem", %error, "handler task did not finish");
+                Problem::new(ProblemKind::HandlerPanicked, "the handler did not finish").into_response()
+            }
+        }
+    }
+
+    async fn execute<F>(self: Box<Self>, token: FencingToken, fingerprint: Fingerprint, handler: F) -> Response
+    where
+        F: Future<Output = Response> + Send + 'static,
+    {
+        let store = &self.idempotency.store;
+        let lease = self.config.lease;
+        let mut handler = std::pin::pin!(AssertUnwindSafe(handler).catch_unwind());
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut handler => break outcome,
+                () = tokio::time::sleep(lease / 3) => {
+                    if let Err(error) = store.renew(&self.key, token, lease).await {
+                        tracing::error!(target: "idem", route = self.route, %error, "could not renew the lease of a running handler");
+                    }
+                }
+            }
+        };
+        let response = match outcome {
+            Ok(response) => response,
+            Err(_panic) => {
+                self.release(token).await;
+                self.event(500, "panicked");
+                return Problem::new(
+                    ProblemKind::HandlerPanicked,
+                    "the handler panicked; nothing was stored and a retry with the same key runs it again",
+                )
+                .into_response();
+            }
+        };
+        let status = response.status();
+        if !is_storable(status) {
+            self.release(token).await;
+            self.event(status.as_u16(), "executed-not-stored");
+            return response;
+        }
+        let (parts, body) = response.into_parts();
+        let (stored, body) = match capture(body, store.max_body_bytes()).await {
+            Captured::Whole(bytes) => (Some(bytes.clone()), Body::from(bytes)),
+            Captured::Oversized(body) => (None, body),
+            Captured::Failed(body) => {
+                self.release(token).await;
+                self.event(status.as_u16(), "executed-not-stored");
+                return Response::from_parts(parts, body);
+            }
+        };
+        let record = Record {
+            fingerprint,
+            status,
+            headers: replayable_headers(&parts.headers),
+            body: stored,
+            expires_at: SystemTime::now() + self.config.ttl,
+        };
+        match store.complete(&self.key, token, record).await {
+            Ok(()) => self.event(status.as_u16(), "executed"),
+            Err(error) => {
+                tracing::error!(target: "idem", route = self.route, %error, "the handler ran but its response could not be stored; a retry may run it again");
+                self.event(status.as_u16(), "executed-not-stored");
+            }
+        }
+        Response::from_parts(parts, body)
+    }
+
+    async fn release(&self, token: FencingToken) {
+        if let Err(error) = self.idempotency.store.release(&self.key, token).await {
+            tracing::error!(target: "idem", route = self.route, %error, "could not release a claim; retries get 409 until its lease expires");
+        }
+    }
+}
+
+enum Captured {
+    /// The whole body, within the limit.
+    Whole(Bytes),
+    /// Larger than the limit: the body to send, from its first byte.
+    Oversized(Body),
+    /// The body failed while being read: what was read, then the error.
+    Failed(Body),
+}
+
+async fn capture(mut body: Body, limit: usize) -> Captured {
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut len = 0;
+    let replay = |chunks: Vec<Bytes>, rest| Body::from_stream(stream::iter(chunks.into_iter().map(Ok)).chain(rest));
+    loop {
+        match body.frame().await {
+            None => break,
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    len += data.len();
+                    chunks.push(data);
+                    if len > limit {
+                        return Captured::Oversized(replay(chunks, body.into_data_stream()));
+                    }
+                }
+            }
+            Some(Err(error)) => {
+                let rest = stream::once(async move { Err::<Bytes, _>(error) }).boxed();
+                return Captured::Failed(Body::from_stream(stream::iter(chunks.into_iter().map(Ok)).chain(rest)));
+            }
+        }
+    }
+    Captured::Whole(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().expect("one chunk"),
+        _ => {
+            let mut all = BytesMut::with_capacity(len);
+            chunks.iter().for_each(|c| all.extend_from_slice(c));
+            all.freeze()
+        }
+    })
+}
+
+/// A handler parameter that is part of the fingerprint: the extracted value plus the digest of
+/// its input.
+#[doc(hidden)]
+pub struct Fp<E> {
+    value: E,
+    digest: Option<[u8; 32]>,
+}
+
+impl<E> Fp<E> {
+    pub fn digest(&self) -> Option<[u8; 32]> {
+        self.digest
+    }
+
+    pub fn into_inner(self) -> E {
+        self.value
+    }
+}
+
+fn digest_of<E: FingerprintSource>(input: &RequestInput<'_>) -> [u8; 32] {
+    let mut writer = FingerprintWriter::new();
+    E::write(input, &mut writer);
+    writer.finish()
+}
+
+impl<S, E> FromRequestParts<S> for Fp<E>
+where
+    S: Send + Sync,
+    E: FromRequestParts<S> + FingerprintSource,
+{
+    type Rejection = E::Rejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let value = E::from_request_parts(parts, state).await?;
+        let digest = parts.extensions.get::<Fingerprinting>().map(|_| digest_of::<E>(&RequestInput::parts(parts)));
+        Ok(Self { value, digest })
+    }
+}
+
+impl<S, E> FromRequest<S> for Fp<E>
+where
+    S: Send + Sync,
+    E: FromRequest<S> + FingerprintSource,
+{
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        if req.extensions().get::<Fingerprinting>().is_none() {
+            let value = E::from_request(req, state).await.map_err(IntoResponse::into_response)?;
+            return Ok(Self { value, digest: None });
+        }
+        let (parts, body) = req.with_limited_body().into_parts();
+        let bytes = body.collect().await.map_err(body_problem)?.to_bytes();
+        let digest = Some(digest_of::<E>(&RequestInput::with_body(&parts, &bytes)));
+        let req = Request::from_parts(parts, Body::from(bytes));
+        let value = E::from_request(req, state).await.map_err(IntoResponse::into_response)?;
+        Ok(Self { value, digest })
+    }
+}
+
+fn body_problem(error: axum::Error) -> Response {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return Problem::new(ProblemKind::BodyTooLarge, "the request body is larger than this endpoint accepts")
+                .into_response();
+        }
+        source = e.source();
+    }
+    Problem::new(ProblemKind::BodyUnreadable, format!("the request body could not be read: {error}")).into_response()
+}

@@ -1,0 +1,319 @@
+//! What makes two requests "the same request" (SPEC §6).
+//!
+//! The fingerprint is a SHA-256 over the method, the matched route template, and a canonical
+//! encoding of what each selected handler parameter extracts. Each extractor type says how its
+//! input is encoded by implementing [`FingerprintSource`]; idem implements it for axum's
+//! extractors, and you can implement it for your own.
+
+use axum::extract::{Extension, Form, Json, MatchedPath, OriginalUri, Path, Query, State};
+use bytes::Bytes;
+use http::{request::Parts, Method, Uri};
+use sha2::{Digest, Sha256};
+
+/// A request fingerprint: SHA-256 of the method, route and selected parameters.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint(pub [u8; 32]);
+
+impl std::fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Fingerprint({:02x}{:02x}{:02x}{:02x}…)", self.0[0], self.0[1], self.0[2], self.0[3])
+    }
+}
+
+impl Fingerprint {
+    /// Combines the request line with per-parameter digests, in parameter order.
+    pub fn new(method: &Method, route: &str, params: &[Option<[u8; 32]>]) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"idem-fp-v1\0");
+        h.update(method.as_str().as_bytes());
+        h.update([0]);
+        h.update((route.len() as u64).to_be_bytes());
+        h.update(route.as_bytes());
+        for p in params {
+            match p {
+                Some(d) => {
+                    h.update([1]);
+                    h.update(d);
+                }
+                None => h.update([0]),
+            }
+        }
+        Self(h.finalize().into())
+    }
+}
+
+/// What an extractor read from the request, handed to [`FingerprintSource::write`].
+#[derive(Debug, Clone, Copy)]
+pub struct RequestInput<'a> {
+    parts: &'a Parts,
+    body: Option<&'a [u8]>,
+}
+
+impl<'a> RequestInput<'a> {
+    /// Input for an extractor that reads the request head only.
+    pub fn parts(parts: &'a Parts) -> Self {
+        Self { parts, body: None }
+    }
+
+    /// Input for an extractor that reads the body.
+    pub fn with_body(parts: &'a Parts, body: &'a [u8]) -> Self {
+        Self { parts, body: Some(body) }
+    }
+
+    /// The request head.
+    pub fn head(&self) -> &'a Parts {
+        self.parts
+    }
+
+    /// The buffered body, for body extractors.
+    pub fn body(&self) -> Option<&'a [u8]> {
+        self.body
+    }
+}
+
+/// Accumulates one parameter's canonical encoding into a SHA-256.
+///
+/// Every write is length-prefixed and tagged, so no two sequences of writes collide.
+pub struct FingerprintWriter {
+    hasher: Sha256,
+}
+
+impl Default for FingerprintWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FingerprintWriter {
+    /// An empty writer.
+    pub fn new() -> Self {
+        Self { hasher: Sha256::new() }
+    }
+
+    fn tag(&mut self, tag: u8, len: usize) {
+        self.hasher.update([tag]);
+        self.hasher.update((len as u64).to_be_bytes());
+    }
+
+    /// Raw bytes, as they are.
+    pub fn bytes(&mut self, bytes: &[u8]) {
+        self.tag(b'b', bytes.len());
+        self.hasher.update(bytes);
+    }
+
+    /// A JSON document, canonically: object keys sorted, no insignificant whitespace. Input that
+    /// is not JSON is written as raw bytes.
+    pub fn json(&mut self, raw: &[u8]) {
+        match serde_json::from_slice::<serde_json::Value>(raw) {
+            Ok(value) => {
+                self.tag(b'j', 0);
+                write_canonical(&mut self.hasher, &value);
+            }
+            Err(_) => self.bytes(raw),
+        }
+    }
+
+    /// `application/x-www-form-urlencoded` pairs (a query string or a form body), decoded and
+    /// stably sorted by name: the order of different names does not matter, the order of
+    /// repeated values of one name does.
+    pub fn pairs(&mut self, urlencoded: &[u8]) {
+        let mut pairs: Vec<_> = form_urlencoded::parse(urlencoded).collect();
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        self.tag(b'p', pairs.len());
+        for (k, v) in pairs {
+            self.tag(b'k', k.len());
+            self.hasher.update(k.as_bytes());
+            self.tag(b'v', v.len());
+            self.hasher.update(v.as_bytes());
+        }
+    }
+
+    /// The digest of everything written.
+    pub fn finish(self) -> [u8; 32] {
+        self.hasher.finalize().into()
+    }
+}
+
+fn write_canonical(out: &mut Sha256, value: &serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.update(b"{");
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.update(b",");
+                }
+                serde_json::to_writer(&mut *out, k).expect("hashing never fails");
+                out.update(b":");
+                write_canonical(out, v);
+            }
+            out.update(b"}");
+        }
+        Value::Array(items) => {
+            out.update(b"[");
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.update(b",");
+                }
+                write_canonical(out, v);
+            }
+            out.update(b"]");
+        }
+        scalar => {
+            serde_json::to_writer(&mut *out, scalar).expect("hashing never fails");
+        }
+    }
+}
+
+/// An extractor whose input can be part of a request fingerprint.
+///
+/// Implemented for axum's extractors: `Json`, `Form`, `Query`, `Path`, `Bytes`, `String`, `Uri`,
+/// `OriginalUri`, `Method`, and (contributing nothing, as state-like values) `State`,
+/// `Extension` and `MatchedPath`. Implement it for your own extractors, or leave them out of the
+/// fingerprint with `skip(...)`.
+///
+/// ```
+/// use idem_runtime::fingerprint::{FingerprintSource, FingerprintWriter, RequestInput};
+///
+/// /// An extractor reading the `X-Tenant` header.
+/// struct Tenant(String);
+///
+/// impl FingerprintSource for Tenant {
+///     fn write(input: &RequestInput<'_>, out: &mut FingerprintWriter) {
+///         if let Some(v) = input.head().headers.get("x-tenant") {
+///             out.bytes(v.as_bytes());
+///         }
+///     }
+/// }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be part of an idempotency fingerprint",
+    label = "idem does not know how to fingerprint this parameter",
+    note = "leave it out with `skip(<its binding>)` in `#[idempotent(...)]`, or implement `idem_runtime::fingerprint::FingerprintSource` for it"
+)]
+pub trait FingerprintSource {
+    /// Writes the canonical encoding of this extractor's input.
+    fn write(input: &RequestInput<'_>, out: &mut FingerprintWriter);
+}
+
+impl<T> FingerprintSource for Json<T> {
+    fn write(input: &RequestInput<'_>, out: &mut FingerprintWriter) {
+        out.json(input.body().unwrap_or_default());
+    }
+}
+
+impl<T> FingerprintSource for Form<T> {
+    fn write(input: &RequestInput<'_>, out: &mut FingerprintWriter) {
+        match input.body() {
+            Some(body) => out.pairs(body),
+            None => out.pairs(input.head().uri.query().unwrap_or_default().as_bytes()),
+        }
+    }
+}
+
+impl<T> FingerprintSource for Query<T> {
+    fn write(input: &RequestInput<'_>, out: &mut FingerprintWriter) {
+        out.pairs(input.head().uri.query().unwrap_or_default().as_bytes());
+    }
+}
+
+impl<T> FingerprintSource for Path<T> {
+    fn write(input: &RequestInput<'_>, out: &mut FingerprintWriter) {
+        out.bytes(input.head().uri.path().as_bytes());
+    }
+}
+
+impl FingerprintSource for Bytes {
+    fn write(input: &RequestInput<'_>, out: &mut FingerprintWriter) {
+        out.bytes(input.body().unwrap_or_default());
+    }
+}
+
+impl FingerprintSource for String {
+    fn write(input: &RequestInput<'_>, out: &mut FingerprintWriter) {
+        out.bytes(input.body().unwrap_or_default());
+    }
+}
+
+fn write_uri(uri: &Uri, out: &mut FingerprintWriter) {
+    out.bytes(uri.path().as_bytes());
+    out.pairs(uri.query().unwrap_or_default().as_bytes());
+}
+
+impl FingerprintSource for Uri {
+    fn write(input: &RequestInput<'_>, out: &mut FingerprintWriter) {
+        write_uri(&input.head().uri, out);
+    }
+}
+
+impl FingerprintSource for OriginalUri {
+    fn write(input: &RequestInput<'_>, out: &mut FingerprintWriter) {
+        match input.head().extensions.get::<OriginalUri>() {
+            Some(OriginalUri(uri)) => write_uri(uri, out),
+            None => write_uri(&input.head().uri, out),
+        }
+    }
+}
+
+/// State-like extractors: the same for every retry, so they add nothing.
+macro_rules! contributes_nothing {
+    ($($ty:ty),* $(,)?) => {$(
+        impl<T> FingerprintSource for $ty {
+            fn write(_: &RequestInput<'_>, _: &mut FingerprintWriter) {}
+        }
+    )*};
+}
+contributes_nothing!(State<T>, Extension<T>);
+
+impl FingerprintSource for MatchedPath {
+    fn write(_: &RequestInput<'_>, _: &mut FingerprintWriter) {}
+}
+
+impl FingerprintSource for Method {
+    fn write(_: &RequestInput<'_>, _: &mut FingerprintWriter) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(raw: &str) -> [u8; 32] {
+        let mut w = FingerprintWriter::new();
+        w.json(raw.as_bytes());
+        w.finish()
+    }
+
+    fn pairs(raw: &str) -> [u8; 32] {
+        let mut w = FingerprintWriter::new();
+        w.pairs(raw.as_bytes());
+        w.finish()
+    }
+
+    #[test]
+    fn json_key_order_and_whitespace_do_not_matter() {
+        assert_eq!(json(r#"{"a":1,"b":{"y":[1,2],"x":"s"}}"#), json(" { \"b\" : {\"x\":\"s\",\"y\":[1, 2]}, \"a\":1 }"));
+        assert_ne!(json(r#"{"a":1}"#), json(r#"{"a":2}"#));
+        assert_ne!(json(r#"[1,2]"#), json(r#"[2,1]"#));
+        assert_ne!(json("not json"), json(r#""not json""#));
+    }
+
+    #[test]
+    fn pair_order_matters_only_within_a_name() {
+        assert_eq!(pairs("a=1&b=2"), pairs("b=2&a=1"));
+        assert_eq!(pairs("a=%20"), pairs("a=+"));
+        assert_ne!(pairs("a=1&a=2"), pairs("a=2&a=1"));
+    }
+
+    #[test]
+    fn writes_are_unambiguous() {
+        let mut a = FingerprintWriter::new();
+        a.bytes(b"ab");
+        a.bytes(b"c");
+        let mut b = FingerprintWriter::new();
+        b.bytes(b"a");
+        b.bytes(b"bc");
+        assert_ne!(a.finish(), b.finish());
+    }
+}

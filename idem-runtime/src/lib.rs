@@ -1,0 +1,75 @@
+//! Stripe-grade idempotency for axum handlers, with one attribute.
+//!
+//! ```
+//! use axum::{http::StatusCode, response::IntoResponse, routing::post, Json, Router};
+//! use idem_runtime::idempotent;
+//! use serde::Deserialize;
+//!
+//! #[derive(Deserialize)]
+//! struct NewOrder { item: String, qty: u32 }
+//!
+//! #[idempotent(required, ttl = "24h", scope = "pat")]
+//! async fn create_order(Json(order): Json<NewOrder>) -> impl IntoResponse {
+//!     (StatusCode::CREATED, format!("{} x {}", order.qty, order.item))
+//! }
+//!
+//! let app: Router = Router::new().route("/orders", post(create_order));
+//! ```
+//!
+//! A client sends `Idempotency-Key: <unique value>` with a POST. The first request runs the
+//! handler; every retry with the same key (same caller, same request) receives the stored
+//! response with `Idempotent-Replayed: true`, and the handler does not run again. A retry
+//! while the first is still running gets `409` (or waits, with `on_conflict = "wait"`); the
+//! same key with a different request gets `422`. Every response idem makes itself is an
+//! RFC 9457 problem ([`problem`]).
+//!
+//! Records live in an embedded, bounded in-memory store by default; [`Idempotency`] swaps in
+//! another [`store::Store`] for a whole router.
+
+pub mod fingerprint;
+pub mod key;
+pub mod problem;
+pub mod record;
+pub mod scope;
+pub mod store;
+
+mod engine;
+
+pub use engine::{Idempotency, WithIdempotency};
+
+/// Makes an axum handler idempotent. See the crate README for the full semantics.
+///
+/// ```
+/// use axum::{routing::post, Router};
+/// use idem_runtime::idempotent;
+///
+/// #[idempotent(required, ttl = "24h", scope = "pat")]
+/// async fn create() -> &'static str { "created" }
+///
+/// let app: Router = Router::new().route("/things", post(create));
+/// ```
+#[cfg(feature = "macros")]
+pub use idem_macros::idempotent;
+
+/// What the attribute's expansion uses. Not public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::engine::{Fp, HandlerConfig, Idem, Spec};
+    pub use crate::scope::{resolve_with, Scope, ScopeKind};
+    pub use ::axum::extract::{FromRequest, FromRequestParts};
+    pub use ::axum::response::{IntoResponse, Response};
+    pub use ::core::time::Duration;
+    pub use ::http::request::Parts;
+
+    /// Fails to compile, at the parameter's type, when it cannot be fingerprinted.
+    #[inline(always)]
+    pub fn assert_fingerprint_source<T: crate::fingerprint::FingerprintSource>() {}
+
+    /// Fails to compile, at the parameter's type, when it is no extractor of the request head.
+    #[inline(always)]
+    pub fn assert_parts_extractor<T: FromRequestParts<S>, S>() {}
+
+    /// Fails to compile, at the parameter's type, when it is no extractor.
+    #[inline(always)]
+    pub fn assert_extractor<T: FromRequest<S, M>, S, M>() {}
+}

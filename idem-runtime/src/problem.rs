@@ -1,0 +1,150 @@
+//! RFC 9457 problem responses.
+//!
+//! Every response idem produces itself is `application/problem+json` with `type`, `title`,
+//! `status` and `detail`. The `type` URI is stable per kind of problem; see [`ProblemKind`].
+
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderValue, StatusCode};
+use serde::Serialize;
+
+/// The media type of every problem response.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The kinds of problem idem answers with. The `type` URIs never change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ProblemKind {
+    /// 400: the handler is `required` and the request carries no key.
+    MissingKey,
+    /// 400: the key header is malformed (SPEC §3).
+    MalformedKey,
+    /// 401: the scope cannot be resolved (e.g. `scope = "pat"` without `Authorization`).
+    ScopeUnresolved,
+    /// 409: a request with the same key is still running; retry after `Retry-After`.
+    InFlight,
+    /// 422: the key was already used with a different request.
+    KeyReused,
+    /// 500: the handler panicked; the key was released and a retry runs the handler again.
+    HandlerPanicked,
+    /// 503: the idempotency store is unreachable; retry after `Retry-After`.
+    StoreUnavailable,
+    /// A replay of a response whose body was larger than the store's limit: the request was
+    /// executed, its status and headers are replayed, the body is not.
+    BodyNotStored,
+    /// 413: the request body is larger than the configured limit.
+    BodyTooLarge,
+    /// 400: the request body could not be read.
+    BodyUnreadable,
+}
+
+impl ProblemKind {
+    /// The stable `type` URI.
+    pub const fn type_uri(self) -> &'static str {
+        match self {
+            Self::MissingKey => "urn:idem:problem:missing-key",
+            Self::MalformedKey => "urn:idem:problem:malformed-key",
+            Self::ScopeUnresolved => "urn:idem:problem:scope-unresolved",
+            Self::InFlight => "urn:idem:problem:in-flight",
+            Self::KeyReused => "urn:idem:problem:key-reused",
+            Self::HandlerPanicked => "urn:idem:problem:handler-panicked",
+            Self::StoreUnavailable => "urn:idem:problem:store-unavailable",
+            Self::BodyNotStored => "urn:idem:problem:body-not-stored",
+            Self::BodyTooLarge => "urn:idem:problem:body-too-large",
+            Self::BodyUnreadable => "urn:idem:problem:body-unreadable",
+        }
+    }
+
+    /// The short, human-readable `title`.
+    pub const fn title(self) -> &'static str {
+        match self {
+            Self::MissingKey => "Idempotency-Key is missing",
+            Self::MalformedKey => "Idempotency-Key is malformed",
+            Self::ScopeUnresolved => "The idempotency scope cannot be resolved",
+            Self::InFlight => "A request with this Idempotency-Key is in progress",
+            Self::KeyReused => "Idempotency-Key is already used",
+            Self::HandlerPanicked => "The handler failed; the request was not completed",
+            Self::StoreUnavailable => "The idempotency store is unavailable",
+            Self::BodyNotStored => "The response body of this Idempotency-Key was too large to keep",
+            Self::BodyTooLarge => "The request body is too large",
+            Self::BodyUnreadable => "The request body could not be read",
+        }
+    }
+
+    /// The HTTP status of this kind (for [`ProblemKind::BodyNotStored`], the replay uses the
+    /// stored status instead).
+    pub const fn status(self) -> StatusCode {
+        match self {
+            Self::MissingKey | Self::MalformedKey | Self::BodyUnreadable => StatusCode::BAD_REQUEST,
+            Self::ScopeUnresolved => StatusCode::UNAUTHORIZED,
+            Self::InFlight => StatusCode::CONFLICT,
+            Self::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::HandlerPanicked => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BodyNotStored => StatusCode::OK,
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        }
+    }
+}
+
+/// An RFC 9457 problem: turns into an `application/problem+json` response.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    kind: ProblemKind,
+    status: StatusCode,
+    detail: String,
+    retry_after: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    r#type: &'a str,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+}
+
+impl Problem {
+    /// A problem of `kind` with a `detail` for this occurrence.
+    pub fn new(kind: ProblemKind, detail: impl Into<String>) -> Self {
+        Self { kind, status: kind.status(), detail: detail.into(), retry_after: None }
+    }
+
+    /// Adds a `Retry-After` header, in seconds.
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    pub(crate) fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// The kind of this problem.
+    pub fn kind(&self) -> ProblemKind {
+        self.kind
+    }
+
+    /// The body as JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&Body {
+            r#type: self.kind.type_uri(),
+            title: self.kind.title(),
+            status: self.status.as_u16(),
+            detail: &self.detail,
+        })
+        .expect("a problem always serializes")
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, self.to_json()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}

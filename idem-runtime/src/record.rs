@@ -1,0 +1,274 @@
+//! A stored response (SPEC §8) and its byte encoding for remote stores.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+use crate::fingerprint::Fingerprint;
+use crate::problem::{Problem, ProblemKind};
+
+/// The header marking a replayed response.
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// A completed request's response, as kept in a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The fingerprint of the request that produced it.
+    pub fingerprint: Fingerprint,
+    /// The response status.
+    pub status: StatusCode,
+    /// The replayable response headers (hop-by-hop, `Date` and `Set-Cookie` removed).
+    pub headers: HeaderMap,
+    /// The body, or `None` when it was larger than the store's limit.
+    pub body: Option<Bytes>,
+    /// When the record stops being replayed.
+    pub expires_at: SystemTime,
+}
+
+/// Headers never replayed: hop-by-hop ones (RFC 9110 §7.6.1), `Date` and `Set-Cookie`.
+/// `Content-Length` is recomputed from the stored body.
+const NOT_REPLAYED: [HeaderName; 11] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::DATE,
+    header::SET_COOKIE,
+    header::CONTENT_LENGTH,
+];
+
+/// Whether a response with this status is kept (SPEC §8): below 500, except 408, 409, 425, 429.
+pub fn is_storable(status: StatusCode) -> bool {
+    !(status.is_server_error() || matches!(status.as_u16(), 408 | 409 | 425 | 429))
+}
+
+/// The subset of `headers` that a replay repeats.
+pub fn replayable_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut kept = headers.clone();
+    for name in &NOT_REPLAYED {
+        kept.remove(name);
+    }
+    // Headers named by `Connection` are hop-by-hop too.
+    for value in headers.get_all(header::CONNECTION) {
+        for name in value.to_str().unwrap_or_default().split(',') {
+            if let Ok(name) = HeaderName::from_bytes(name.trim().as_bytes()) {
+                kept.remove(name);
+            }
+        }
+    }
+    kept
+}
+
+impl Record {
+    /// Whether the record is past its time to live at `now`.
+    pub fn is_expired_at(&self, now: SystemTime) -> bool {
+        self.expires_at <= now
+    }
+
+    /// The time left before the record expires, zero once expired.
+    pub fn ttl_left(&self, now: SystemTime) -> Duration {
+        self.expires_at.duration_since(now).unwrap_or_default()
+    }
+
+    /// About how many bytes the record takes in memory.
+    pub fn size_hint(&self) -> usize {
+        let headers: usize = self.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum();
+        96 + headers + self.body.as_ref().map_or(0, Bytes::len)
+    }
+
+    /// The response a retry receives: the stored status, headers and body, plus
+    /// `Idempotent-Replayed: true`.
+    pub fn replay(&self) -> Response {
+        let mut response = match &self.body {
+            Some(body) => {
+                let mut response = Response::new(Body::from(body.clone()));
+                *response.status_mut() = self.status;
+                *response.headers_mut() = self.headers.clone();
+                response
+            }
+            None => {
+                let problem = Problem::new(
+                    ProblemKind::BodyNotStored,
+                    "the request was executed; its status and headers are replayed, but its body was larger than the store keeps",
+                )
+                .with_status(self.status);
+                let mut response = problem.into_response();
+                let content_type = response.headers_mut().remove(header::CONTENT_TYPE);
+                let mut headers = self.headers.clone();
+                headers.remove(header::CONTENT_ENCODING);
+                if let Some(content_type) = content_type {
+                    headers.insert(header::CONTENT_TYPE, content_type);
+                }
+                *response.headers_mut() = headers;
+                response
+            }
+        };
+        response.headers_mut().insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+        response
+    }
+
+    /// Encodes the record into bytes, for stores that keep bytes.
+    ///
+    /// Layout (integers big-endian): `"IDM1"`, fingerprint (32), status (u16), expiry in ms since
+    /// the Unix epoch (u64), header count (u16), then per header name length (u16), name,
+    /// value length (u32), value; then a body flag (u8: 0 none, 1 present), body length (u32),
+    /// body.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.size_hint());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&self.fingerprint.0);
+        out.extend_from_slice(&self.status.as_u16().to_be_bytes());
+        let ms = self.expires_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        out.extend_from_slice(&ms.to_be_bytes());
+        out.extend_from_slice(&(self.headers.len() as u16).to_be_bytes());
+        for (name, value) in &self.headers {
+            out.extend_from_slice(&(name.as_str().len() as u16).to_be_bytes());
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(&(value.len() as u32).to_be_bytes());
+            out.extend_from_slice(value.as_bytes());
+        }
+        match &self.body {
+            Some(body) => {
+                out.push(1);
+                out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+                out.extend_from_slice(body);
+            }
+            None => out.push(0),
+        }
+        out
+    }
+
+    /// Decodes bytes produced by [`Record::encode`]. Never panics, whatever the input.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader(bytes);
+        if r.take(4)? != MAGIC {
+            return Err(DecodeError("not an idem record (bad magic)"));
+        }
+        let fingerprint = Fingerprint(r.take(32)?.try_into().expect("32 bytes"));
+        let status = StatusCode::from_u16(r.u16()?).map_err(|_| DecodeError("invalid status"))?;
+        let expires_at = UNIX_EPOCH
+            .checked_add(Duration::from_millis(r.u64()?))
+            .ok_or(DecodeError("expiry out of range"))?;
+        let count = r.u16()?;
+        let mut headers = HeaderMap::with_capacity(count as usize);
+        for _ in 0..count {
+            let len = r.u16()? as usize;
+            let name = HeaderName::from_bytes(r.take(len)?).map_err(|_| DecodeError("invalid header name"))?;
+            let len = r.u32()? as usize;
+            let value = HeaderValue::from_bytes(r.take(len)?).map_err(|_| DecodeError("invalid header value"))?;
+            headers.append(name, value);
+        }
+        let body = match r.take(1)?[0] {
+            0 => None,
+            1 => {
+                let len = r.u32()? as usize;
+                Some(Bytes::copy_from_slice(r.take(len)?))
+            }
+            _ => return Err(DecodeError("invalid body flag")),
+        };
+        if !r.0.is_empty() {
+            return Err(DecodeError("trailing bytes"));
+        }
+        Ok(Self { fingerprint, status, headers, body, expires_at })
+    }
+}
+
+const MAGIC: &[u8; 4] = b"IDM1";
+
+/// Bytes that are not an encoded [`Record`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError(&'static str);
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot decode a stored record: {}", self.0)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.0.len() < n {
+            return Err(DecodeError("truncated"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_be_bytes(self.take(2)?.try_into().expect("2 bytes")))
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(body: Option<&'static [u8]>) -> Record {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::LOCATION, HeaderValue::from_static("/orders/1"));
+        headers.append("x-multi", HeaderValue::from_static("a"));
+        headers.append("x-multi", HeaderValue::from_static("b"));
+        Record {
+            fingerprint: Fingerprint([7; 32]),
+            status: StatusCode::CREATED,
+            headers,
+            body: body.map(Bytes::from_static),
+            expires_at: UNIX_EPOCH + Duration::from_millis(1_800_000_000_123),
+        }
+    }
+
+    #[test]
+    fn encoding_round_trips() {
+        for record in [sample(Some(b"{\"id\":1}")), sample(None), sample(Some(b""))] {
+            assert_eq!(Record::decode(&record.encode()).unwrap(), record);
+        }
+    }
+
+    #[test]
+    fn decoding_rejects_every_truncation() {
+        let bytes = sample(Some(b"body")).encode();
+        for n in 0..bytes.len() {
+            assert!(Record::decode(&bytes[..n]).is_err(), "prefix of {n} bytes decoded");
+        }
+    }
+
+    #[test]
+    fn replay_drops_hop_by_hop_date_and_cookies() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::DATE, HeaderValue::from_static("Sun, 22 Nov 2026 12:00:00 GMT"));
+        headers.insert(header::SET_COOKIE, HeaderValue::from_static("s=1"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("x-hop"));
+        headers.insert("x-hop", HeaderValue::from_static("1"));
+        headers.insert(header::LOCATION, HeaderValue::from_static("/a"));
+        let kept = replayable_headers(&headers);
+        assert_eq!(kept.len(), 1);
+        assert!(kept.contains_key(header::LOCATION));
+    }
+
+    #[test]
+    fn storable_statuses() {
+        for s in [200, 201, 204, 301, 400, 404, 422] {
+            assert!(is_storable(StatusCode::from_u16(s).unwrap()), "{s}");
+        }
+        for s in [408, 409, 425, 429, 500, 502, 503] {
+            assert!(!is_storable(StatusCode::from_u16(s).unwrap()), "{s}");
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Whose namespace a key lives in (SPEC §5).
+//!
+//! A [`Scope`] is a SHA-256 digest: credentials and tenant values are never kept in memory past
+//! the request, and never reach a store.
+
+use axum::response::{IntoResponse, Response};
+use http::{header, request::Parts, HeaderName};
+use sha2::{Digest, Sha256};
+
+use crate::problem::{Problem, ProblemKind};
+
+/// The namespace a key belongs to, as a digest.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Scope([u8; 32]);
+
+impl Scope {
+    fn tagged(tag: &[u8], value: &[u8]) -> Self {
+        let mut h = Sha256::new();
+        h.update((tag.len() as u32).to_be_bytes());
+        h.update(tag);
+        h.update(value);
+        Self(h.finalize().into())
+    }
+
+    /// One namespace shared by every caller.
+    pub fn global() -> Self {
+        Self::tagged(b"global", b"")
+    }
+
+    /// The namespace of one credential (the whole `Authorization` value).
+    pub fn credential(credential: &[u8]) -> Self {
+        Self::tagged(b"pat", credential)
+    }
+
+    /// The namespace named by the value of a header.
+    pub fn header(name: &HeaderName, value: &[u8]) -> Self {
+        Self::tagged(format!("header:{name}").as_bytes(), value)
+    }
+
+    /// A namespace of the application's choosing (`scope = with(f)`).
+    pub fn custom(value: impl AsRef<[u8]>) -> Self {
+        Self::tagged(b"custom", value.as_ref())
+    }
+
+    /// The digest.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Scope({:02x}{:02x}{:02x}{:02x}…)", self.0[0], self.0[1], self.0[2], self.0[3])
+    }
+}
+
+/// How a handler's scope is found, as written in `scope = …`.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeKind {
+    /// `pat` when `Authorization` is present, else `global`.
+    Auto,
+    /// One namespace.
+    Global,
+    /// The `Authorization` credential; 401 without it.
+    Pat,
+    /// The value of this (lower-case) header; 401 without it.
+    Header(&'static str),
+    /// A function of the request parts (`with(path)`), called by the generated code.
+    With,
+}
+
+pub(crate) fn resolve(kind: ScopeKind, parts: &Parts) -> Result<Scope, Response> {
+    let auth = || parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()).filter(|v| !v.is_empty());
+    match kind {
+        ScopeKind::Global => Ok(Scope::global()),
+        ScopeKind::Auto => Ok(auth().map_or_else(Scope::global, Scope::credential)),
+        ScopeKind::Pat => auth().map(Scope::credential).ok_or_else(|| {
+            Problem::new(
+                ProblemKind::ScopeUnresolved,
+                "this endpoint keeps idempotency keys per credential; send an Authorization header",
+            )
+            .into_response()
+        }),
+        ScopeKind::Header(name) => {
+            let name = HeaderName::from_static(name);
+            match parts.headers.get(&name).filter(|v| !v.is_empty()) {
+                Some(v) => Ok(Scope::header(&name, v.as_bytes())),
+                None => Err(Problem::new(
+                    ProblemKind::ScopeUnresolved,
+                    format!("this endpoint keeps idempotency keys per {name}; send that header"),
+                )
+                .into_response()),
+            }
+        }
+        ScopeKind::With => unreachable!("`with(...)` scopes are resolved by the generated code"),
+    }
+}
+
+/// Calls a user's `with(f)` scope function.
+#[doc(hidden)]
+pub fn resolve_with<T, R>(parts: &Parts, f: fn(&Parts) -> Result<T, R>) -> Result<Scope, Response>
+where
+    T: AsRef<[u8]>,
+    R: IntoResponse,
+{
+    f(parts).map(Scope::custom).map_err(IntoResponse::into_response)
+}

@@ -1,0 +1,206 @@
+//! The embedded store: the zero-configuration default.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use moka::sync::Cache;
+use moka::Expiry;
+
+use super::{Claim, FencingToken, RecordKey, Store, StoreError, DEFAULT_MAX_BODY_BYTES};
+use crate::fingerprint::Fingerprint;
+use crate::record::Record;
+
+const SHARDS: usize = 64;
+
+/// An in-process store: completed records in a bounded [moka] cache with per-record expiry,
+/// in-flight claims beside it.
+///
+/// - Bounded in entries and in bytes: each record weighs `max(its size, max_bytes /
+///   max_entries)`, and the cache holds at most `max_bytes` of weight, so neither bound is
+///   exceeded (beyond the cache's short maintenance lag). Under pressure the least valuable
+///   completed records are evicted; a retry of an evicted key runs the handler again.
+/// - In-flight claims are never evicted: they live outside the cache until completed or
+///   released, so their number is bounded by the requests running at once.
+/// - Every operation on one key holds that key's shard lock, which makes claims atomic.
+///
+/// Clones share the same storage.
+///
+/// ```
+/// use idem_runtime::store::MemoryStore;
+///
+/// let store = MemoryStore::builder().max_entries(10_000).max_bytes(16 << 20).build();
+/// # drop(store);
+/// ```
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    completed: Cache<RecordKey, Arc<Record>>,
+    in_flight: Box<[Mutex<HashMap<RecordKey, InFlight>>]>,
+    next_token: AtomicU64,
+    max_body_bytes: usize,
+}
+
+struct InFlight {
+    token: u64,
+    fingerprint: Fingerprint,
+    lease_until: Instant,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("completed", &self.inner.completed.entry_count())
+            .field("weighted_size", &self.inner.completed.weighted_size())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::builder().build()
+    }
+}
+
+/// Sizes a [`MemoryStore`].
+#[derive(Debug, Clone)]
+pub struct MemoryStoreBuilder {
+    max_entries: u64,
+    max_bytes: u64,
+    max_body_bytes: usize,
+}
+
+impl MemoryStoreBuilder {
+    /// The most completed records kept [100 000].
+    pub fn max_entries(mut self, n: u64) -> Self {
+        self.max_entries = n.max(1);
+        self
+    }
+
+    /// The most bytes of completed records kept [64 MiB].
+    pub fn max_bytes(mut self, n: u64) -> Self {
+        self.max_bytes = n.max(1);
+        self
+    }
+
+    /// The largest response body kept [1 MiB]; a larger one is kept as status and headers only.
+    /// Capped at `max_bytes`.
+    pub fn max_body_bytes(mut self, n: usize) -> Self {
+        self.max_body_bytes = n;
+        self
+    }
+
+    /// Builds the store.
+    pub fn build(self) -> MemoryStore {
+        let min_weight = (self.max_bytes / self.max_entries).max(1);
+        let completed = Cache::builder()
+            .max_capacity(self.max_bytes)
+            .weigher(move |_: &RecordKey, record: &Arc<Record>| {
+                (record.size_hint() as u64).max(min_weight).min(u32::MAX as u64) as u32
+            })
+            .expire_after(RecordTtl)
+            .build();
+        MemoryStore {
+            inner: Arc::new(Inner {
+                completed,
+                in_flight: (0..SHARDS).map(|_| Mutex::default()).collect(),
+                next_token: AtomicU64::new(1),
+                max_body_bytes: self.max_body_bytes.min(self.max_bytes as usize),
+            }),
+        }
+    }
+}
+
+struct RecordTtl;
+
+impl Expiry<RecordKey, Arc<Record>> for RecordTtl {
+    fn expire_after_create(&self, _: &RecordKey, record: &Arc<Record>, _: Instant) -> Option<Duration> {
+        Some(record.ttl_left(SystemTime::now()))
+    }
+}
+
+impl MemoryStore {
+    /// A store with the default bounds (100 000 records, 64 MiB, 1 MiB per body).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sizes a store.
+    pub fn builder() -> MemoryStoreBuilder {
+        MemoryStoreBuilder { max_entries: 100_000, max_bytes: 64 << 20, max_body_bytes: DEFAULT_MAX_BODY_BYTES }
+    }
+
+    fn shard(&self, key: &RecordKey) -> MutexGuard<'_, HashMap<RecordKey, InFlight>> {
+        let shard = &self.inner.in_flight[key.0[0] as usize % SHARDS];
+        // A panic while holding the lock leaves the map consistent: every update is one call.
+        shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn claim_now(&self, key: &RecordKey, fingerprint: &Fingerprint, lease: Duration) -> Claim {
+        let mut in_flight = self.shard(key);
+        if let Some(record) = self.inner.completed.get(key) {
+            if !record.is_expired_at(SystemTime::now()) {
+                return if record.fingerprint == *fingerprint { Claim::Completed(record) } else { Claim::Mismatch };
+            }
+            self.inner.completed.invalidate(key);
+        }
+        let now = Instant::now();
+        if let Some(claim) = in_flight.get(key) {
+            if claim.lease_until > now {
+                return if claim.fingerprint == *fingerprint {
+                    Claim::InFlight { lease_left: claim.lease_until - now }
+                } else {
+                    Claim::Mismatch
+                };
+            }
+        }
+        let token = self.inner.next_token.fetch_add(1, Ordering::Relaxed);
+        in_flight.insert(*key, InFlight { token, fingerprint: *fingerprint, lease_until: now + lease });
+        Claim::Acquired(FencingToken(token))
+    }
+
+    fn owned<'a>(
+        map: &'a mut HashMap<RecordKey, InFlight>,
+        key: &RecordKey,
+        token: FencingToken,
+    ) -> Result<&'a mut InFlight, StoreError> {
+        map.get_mut(key).filter(|claim| claim.token == token.0).ok_or(StoreError::LeaseLost)
+    }
+}
+
+impl Store for MemoryStore {
+    async fn claim(&self, key: &RecordKey, fingerprint: &Fingerprint, lease: Duration) -> Result<Claim, StoreError> {
+        Ok(self.claim_now(key, fingerprint, lease))
+    }
+
+    async fn complete(&self, key: &RecordKey, token: FencingToken, record: Record) -> Result<(), StoreError> {
+        let mut in_flight = self.shard(key);
+        Self::owned(&mut in_flight, key, token)?;
+        if !record.is_expired_at(SystemTime::now()) {
+            self.inner.completed.insert(*key, Arc::new(record));
+        }
+        in_flight.remove(key);
+        Ok(())
+    }
+
+    async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<(), StoreError> {
+        let mut in_flight = self.shard(key);
+        Self::owned(&mut in_flight, key, token)?;
+        in_flight.remove(key);
+        Ok(())
+    }
+
+    async fn renew(&self, key: &RecordKey, token: FencingToken, lease: Duration) -> Result<(), StoreError> {
+        let mut in_flight = self.shard(key);
+        Self::owned(&mut in_flight, key, token)?.lease_until = Instant::now() + lease;
+        Ok(())
+    }
+
+    fn max_body_bytes(&self) -> usize {
+        self.inner.max_body_bytes
+    }
+}

@@ -1,0 +1,183 @@
+//! Where records live: the [`Store`] trait and the embedded [`MemoryStore`].
+//!
+//! A store keeps, per [`RecordKey`], either an in-flight claim (a lease held by one request,
+//! identified by a [`FencingToken`]) or a completed [`Record`]. Every operation is one atomic
+//! step, so a remote store can implement each as one round trip (a Lua script in Redis, a
+//! conditional write elsewhere):
+//!
+//! | operation | does |
+//! | --- | --- |
+//! | [`claim`](Store::claim) | absent or lease expired → new claim; completed → the record (or mismatch); in flight → conflict (or mismatch) |
+//! | [`complete`](Store::complete) | owner only: replace the claim with the record |
+//! | [`release`](Store::release) | owner only: drop the claim so a retry runs the handler |
+//! | [`renew`](Store::renew) | owner only: extend the lease |
+//!
+//! "Owner only" means the token matches the current claim: a stale owner whose lease expired
+//! and was taken over gets [`StoreError::LeaseLost`] and cannot overwrite the newer claim.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::fingerprint::Fingerprint;
+use crate::key::IdempotencyKey;
+use crate::record::Record;
+use crate::scope::Scope;
+
+mod memory;
+
+pub use memory::{MemoryStore, MemoryStoreBuilder};
+
+/// The address of a record: SHA-256 of (scope, key). Neither the raw key nor the credential is
+/// recoverable from it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RecordKey(pub [u8; 32]);
+
+impl RecordKey {
+    /// The address of `key` within `scope`.
+    pub fn new(scope: &Scope, key: &IdempotencyKey) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"idem-record-v1\0");
+        h.update(scope.as_bytes());
+        h.update(key.as_str().as_bytes());
+        Self(h.finalize().into())
+    }
+
+    /// Lower-case hex, e.g. for a remote store's key names.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl std::fmt::Debug for RecordKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RecordKey({})", &self.to_hex()[..12])
+    }
+}
+
+/// Identifies one claim. A store hands out a fresh token per claim and accepts
+/// `complete`/`release`/`renew` only with the token of the current claim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FencingToken(pub u64);
+
+/// What [`Store::claim`] found.
+#[derive(Debug, Clone)]
+pub enum Claim {
+    /// The caller now owns the key and runs the handler.
+    Acquired(FencingToken),
+    /// The key completed with the same fingerprint: replay this record.
+    Completed(Arc<Record>),
+    /// The key is in use (in flight or completed) with a different fingerprint.
+    Mismatch,
+    /// Another request holds the key with the same fingerprint; its lease runs this long still.
+    InFlight {
+        /// Time left on the other request's lease.
+        lease_left: Duration,
+    },
+}
+
+/// A store operation that did not happen.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The token is not the current claim's: the lease expired and the key was taken over or
+    /// released. Nothing was written.
+    LeaseLost,
+    /// The store could not be reached or answered with an error.
+    Unavailable(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::LeaseLost => f.write_str("the claim's lease was lost to another request"),
+            Self::Unavailable(e) => write!(f, "the idempotency store is unavailable: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::LeaseLost => None,
+            Self::Unavailable(e) => Some(&**e),
+        }
+    }
+}
+
+/// A place to keep claims and records. See the [module docs](self) for the contract.
+///
+/// Implementations must make each method atomic per [`RecordKey`] across every process sharing
+/// the store, and must check a record's `expires_at` on read (a store's own expiry may lag).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an idempotency store",
+    note = "implement `idem_runtime::store::Store` for it, or use `idem_runtime::store::MemoryStore`"
+)]
+pub trait Store: Send + Sync + 'static {
+    /// Claims `key` for a request with `fingerprint`, or reports who has it.
+    fn claim(
+        &self,
+        key: &RecordKey,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Claim, StoreError>> + Send;
+
+    /// Replaces the claim held with `token` by `record`, kept until `record.expires_at`.
+    fn complete(
+        &self,
+        key: &RecordKey,
+        token: FencingToken,
+        record: Record,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Drops the claim held with `token`.
+    fn release(&self, key: &RecordKey, token: FencingToken) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Extends the lease of the claim held with `token` to `lease` from now.
+    fn renew(
+        &self,
+        key: &RecordKey,
+        token: FencingToken,
+        lease: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The largest response body this store keeps; larger bodies are stored as `None`.
+    fn max_body_bytes(&self) -> usize {
+        DEFAULT_MAX_BODY_BYTES
+    }
+}
+
+/// The default largest stored body: 1 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// [`Store`] made object-safe, so one handle can hold any store.
+pub(crate) trait DynStore: Send + Sync + 'static {
+    fn claim<'a>(&'a self, key: &'a RecordKey, fp: &'a Fingerprint, lease: Duration) -> BoxFuture<'a, Result<Claim, StoreError>>;
+    fn complete<'a>(&'a self, key: &'a RecordKey, token: FencingToken, record: Record) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn release<'a>(&'a self, key: &'a RecordKey, token: FencingToken) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn renew<'a>(&'a self, key: &'a RecordKey, token: FencingToken, lease: Duration) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn max_body_bytes(&self) -> usize;
+}
+
+impl<T: Store> DynStore for T {
+    fn claim<'a>(&'a self, key: &'a RecordKey, fp: &'a Fingerprint, lease: Duration) -> BoxFuture<'a, Result<Claim, StoreError>> {
+        Box::pin(Store::claim(self, key, fp, lease))
+    }
+    fn complete<'a>(&'a self, key: &'a RecordKey, token: FencingToken, record: Record) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(Store::complete(self, key, token, record))
+    }
+    fn release<'a>(&'a self, key: &'a RecordKey, token: FencingToken) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(Store::release(self, key, token))
+    }
+    fn renew<'a>(&'a self, key: &'a RecordKey, token: FencingToken, lease: Duration) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(Store::renew(self, key, token, lease))
+    }
+    fn max_body_bytes(&self) -> usize {
+        Store::max_body_bytes(self)
+    }
+}
