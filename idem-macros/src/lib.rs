@@ -1,1 +1,198 @@
-//! x
+//! The `#[idempotent]` attribute for axum handlers.
+//!
+//! Depend on `idem-runtime`, which re-exports the attribute; this crate holds only the
+//! macro.
+
+use proc_macro::TokenStream;
+use quote::ToTokens as _;
+
+mod attr;
+mod expand;
+
+/// Makes an axum handler idempotent: the first request with an `Idempotency-Key` runs it, every
+/// retry with the same key gets the stored response.
+///
+/// ```
+/// use axum::{http::StatusCode, routing::post, Json, Router};
+/// use idem_runtime::idempotent;
+/// use serde::Deserialize;
+///
+/// #[derive(Deserialize)]
+/// struct NewOrder { item: String, qty: u32 }
+///
+/// #[idempotent(required, ttl = "24h", scope = "pat")]
+/// async fn create_order(Json(order): Json<NewOrder>) -> (StatusCode, String) {
+///     (StatusCode::CREATED, format!("{} x {}", order.qty, order.item))
+/// }
+///
+/// let app: Router = Router::new().route("/orders", post(create_order));
+/// ```
+///
+/// The function stays a handler, routed as before. It gains a hidden first parameter (the key
+/// and scope are read before any other extractor runs) and returns `axum::response::Response`;
+/// the body is kept, with its parameters, patterns, generics and return type, as written.
+/// Handlers must be free `async fn`s with at most 15 parameters. Safe methods (GET, HEAD,
+/// OPTIONS, TRACE) pass straight through.
+///
+/// Every argument is optional.
+///
+/// # `required` / `optional`
+///
+/// Whether a request without a key is rejected with a 400 problem (`required`) or runs
+/// normally (`optional`, the default).
+///
+/// ```
+/// # use idem_runtime::idempotent;
+/// #[idempotent(required)]
+/// async fn pay() -> &'static str { "paid" }
+/// ```
+///
+/// # `ttl = "24h"`
+///
+/// How long a completed response is replayed; humantime syntax (`"90s"`, `"15m"`, `"7d"`),
+/// parsed at compile time. Default 24 h.
+///
+/// ```
+/// # use idem_runtime::idempotent;
+/// #[idempotent(ttl = "7d")]
+/// async fn transfer() -> &'static str { "sent" }
+/// ```
+///
+/// ```compile_fail
+/// # use idem_runtime::idempotent;
+/// #[idempotent(ttl = "0s")] // zero is an error, and so is anything humantime cannot parse
+/// async fn transfer() -> &'static str { "sent" }
+/// ```
+///
+/// # `scope = "auto" | "pat" | "global" | header("X-Tenant") | with(path)`
+///
+/// Whose namespace a key lives in. `pat`: one per `Authorization` credential (401 without it).
+/// `global`: one for everyone. `header("X")`: one per value of header X (401 without it).
+/// `with(f)`: `f: fn(&http::request::Parts) -> Result<impl AsRef<[u8]>, impl IntoResponse>`
+/// names it, or rejects the request. `auto` (default): `pat` when `Authorization` is present,
+/// else `global`. Scopes are stored only as SHA-256 digests.
+///
+/// ```
+/// # use idem_runtime::idempotent;
+/// use axum::http::{request::Parts, StatusCode};
+///
+/// fn tenant(parts: &Parts) -> Result<String, StatusCode> {
+///     parts.uri.host().map(str::to_owned).ok_or(StatusCode::BAD_REQUEST)
+/// }
+///
+/// #[idempotent(scope = with(tenant))]
+/// async fn create() -> &'static str { "created" }
+///
+/// #[idempotent(scope = header("X-Tenant"))]
+/// async fn create_too() -> &'static str { "created" }
+/// ```
+///
+/// # `fingerprint(a, b)` / `skip(c)`
+///
+/// Which parameters make up the request fingerprint, named by their bindings (`Json(order)`
+/// binds `order`). By default all of them; `State` and `Extension` contribute nothing. A
+/// retry whose fingerprint differs gets 422. A parameter whose type cannot be fingerprinted
+/// (see `idem_runtime::fingerprint::FingerprintSource`) must be skipped.
+///
+/// ```
+/// # use idem_runtime::idempotent;
+/// use axum::{extract::Path, Json};
+///
+/// #[idempotent(fingerprint(body))]
+/// async fn update(Path(id): Path<u64>, Json(body): Json<serde_json::Value>) -> String {
+///     format!("{id}: {body}")
+/// }
+/// ```
+///
+/// ```compile_fail
+/// # use idem_runtime::idempotent;
+/// # use axum::Json;
+/// #[idempotent(skip(nope))] // `nope` is not a parameter
+/// async fn update(Json(body): Json<serde_json::Value>) -> String { body.to_string() }
+/// ```
+///
+/// # `lease = "30s"`
+///
+/// How long an in-flight claim holds before another request may take over (a crashed
+/// process's claim expires after it). A running handler renews its lease. Default 30 s, or half
+/// the `ttl` when that is shorter; must be shorter than `ttl`.
+///
+/// ```
+/// # use idem_runtime::idempotent;
+/// #[idempotent(lease = "2m")]
+/// async fn slow_report() -> &'static str { "done" }
+/// ```
+///
+/// # `on_conflict = "reject" | "wait"`
+///
+/// A duplicate arriving while the first request runs: 409 with `Retry-After` (`reject`,
+/// default), or wait up to the lease for the first to finish and replay its response.
+///
+/// ```
+/// # use idem_runtime::idempotent;
+/// #[idempotent(on_conflict = "wait")]
+/// async fn create() -> &'static str { "created" }
+/// ```
+///
+/// # `header = "Request-Id"`
+///
+/// One more header name accepted for the key, besides `Idempotency-Key` and
+/// `X-Idempotency-Key`.
+///
+/// ```
+/// # use idem_runtime::idempotent;
+/// #[idempotent(header = "Request-Id")]
+/// async fn create() -> &'static str { "created" }
+/// ```
+///
+/// # `crate = "path"`
+///
+/// Where `idem_runtime` is, when the dependency is renamed.
+///
+/// ```
+/// # extern crate idem_runtime as my_idem;
+/// # use my_idem::idempotent;
+/// #[idempotent(crate = "my_idem")]
+/// async fn create() -> &'static str { "created" }
+/// ```
+///
+/// # `state = Type`
+///
+/// The router's state type, used only for the compile-time check that every parameter is an
+/// extractor. It is taken from a `State<T>` parameter when there is one, else `()`; name it
+/// when a custom extractor needs the state but the handler takes no `State`.
+///
+/// ```
+/// # use idem_runtime::idempotent;
+/// #[derive(Clone)]
+/// struct AppState;
+///
+/// #[idempotent(state = AppState)]
+/// async fn create() -> &'static str { "created" }
+/// ```
+#[proc_macro_attribute]
+pub fn idempotent(args: TokenStream, item: TokenStream) -> TokenStream {
+    let (args, checked) = attr::Args::parse(args.into());
+    let func = match syn::parse::<syn::ItemFn>(item.clone()) {
+        Ok(func) => func,
+        Err(_) => {
+            let error = syn::Error::new(
+                proc_macro2::Span::call_site(),
+                "`#[idempotent]` goes on an `async fn` handler",
+            );
+            let mut out: proc_macro2::TokenStream = item.into();
+            out.extend(error.to_compile_error());
+            return out.into();
+        }
+    };
+    let expanded = checked.and_then(|()| expand::expand(&args, &func));
+    match expanded {
+        Ok(tokens) => tokens.into(),
+        Err(error) => {
+            // Keep the function as written so the rest of the crate (and the IDE) still sees it.
+            let mut out = func.into_token_stream();
+            out.extend(error.to_compile_error());
+            out.into()
+        }
+    }
+}
