@@ -1,0 +1,305 @@
+//! A router of annotated handlers that count their executions, and helpers to drive it.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, request::Parts, HeaderMap, HeaderValue, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http_body_util::BodyExt as _;
+use idem_runtime::idempotent;
+use idem_runtime::store::MemoryStore;
+use idem_runtime::Idempotency;
+use tower::ServiceExt as _;
+
+/// How many times each handler body ran.
+#[derive(Default)]
+pub struct Hits(Mutex<HashMap<&'static str, usize>>, std::sync::atomic::AtomicBool);
+
+impl Hits {
+    pub fn hit(&self, name: &'static str) -> usize {
+        let mut map = self.0.lock().unwrap();
+        let n = map.entry(name).or_default();
+        *n += 1;
+        *n
+    }
+
+    /// Lets every `/gated` handler finish.
+    pub fn open_gate(&self) {
+        self.1.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn get(&self, name: &'static str) -> usize {
+        self.0.lock().unwrap().get(name).copied().unwrap_or(0)
+    }
+}
+
+pub type Shared = Arc<Hits>;
+
+fn created(n: usize, body: serde_json::Value) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::LOCATION, HeaderValue::from_str(&format!("/things/{n}")).unwrap());
+    headers.insert(header::SET_COOKIE, HeaderValue::from_static("session=abc"));
+    headers.insert(header::DATE, HeaderValue::from_static("Sun, 22 Nov 2026 12:00:00 GMT"));
+    headers.insert("x-run", HeaderValue::from(n));
+    (StatusCode::CREATED, headers, Json(serde_json::json!({ "run": n, "body": body }))).into_response()
+}
+
+#[idempotent(required)]
+async fn required(State(hits): State<Shared>, Json(body): Json<serde_json::Value>) -> Response {
+    created(hits.hit("required"), body)
+}
+
+#[idempotent(optional)]
+async fn optional(State(hits): State<Shared>, Json(body): Json<serde_json::Value>) -> Response {
+    created(hits.hit("optional"), body)
+}
+
+#[idempotent(required, ttl = "24h", scope = "pat")]
+async fn pat(State(hits): State<Shared>, Json(body): Json<serde_json::Value>) -> Response {
+    created(hits.hit("pat"), body)
+}
+
+#[idempotent(required, scope = "global")]
+async fn global(State(hits): State<Shared>, Json(body): Json<serde_json::Value>) -> Response {
+    created(hits.hit("global"), body)
+}
+
+#[idempotent(required, scope = header("X-Tenant"))]
+async fn tenant_header(State(hits): State<Shared>, Json(body): Json<serde_json::Value>) -> Response {
+    created(hits.hit("tenant_header"), body)
+}
+
+/// The scope is the `X-Org` header, and its absence is the application's own 403.
+fn org_of(parts: &Parts) -> Result<Vec<u8>, (StatusCode, &'static str)> {
+    parts.headers.get("x-org").map(|v| v.as_bytes().to_vec()).ok_or((StatusCode::FORBIDDEN, "no org"))
+}
+
+#[idempotent(required, scope = with(org_of), skip(tenant))]
+async fn with_scope(State(hits): State<Shared>, Path(tenant): Path<String>) -> Response {
+    created(hits.hit("with_scope"), serde_json::json!(tenant))
+}
+
+#[idempotent(required, header = "Request-Id")]
+async fn extra_header(State(hits): State<Shared>) -> Response {
+    created(hits.hit("extra_header"), serde_json::Value::Null)
+}
+
+#[derive(serde::Deserialize)]
+pub struct Page {
+    pub n: Option<u32>,
+}
+
+#[idempotent(required)]
+async fn query_path(State(hits): State<Shared>, Path(id): Path<u32>, Query(q): Query<Page>) -> Response {
+    created(hits.hit("query_path"), serde_json::json!([id, q.n]))
+}
+
+#[idempotent(required, fingerprint(id))]
+async fn only_path(State(hits): State<Shared>, Path(id): Path<u32>, Json(body): Json<serde_json::Value>) -> Response {
+    created(hits.hit("only_path"), serde_json::json!([id, body]))
+}
+
+#[idempotent(required, lease = "10s")]
+async fn slow(State(hits): State<Shared>, Json(body): Json<serde_json::Value>) -> Response {
+    hits.hit("slow_started");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    created(hits.hit("slow"), body)
+}
+
+#[idempotent(required)]
+async fn gated(State(hits): State<Shared>) -> Response {
+    hits.hit("gated_started");
+    while !hits.1.load(std::sync::atomic::Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    created(hits.hit("gated"), serde_json::Value::Null)
+}
+
+#[idempotent(required, on_conflict = "wait", lease = "5s")]
+async fn wait(State(hits): State<Shared>, Json(body): Json<serde_json::Value>) -> Response {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    created(hits.hit("wait"), body)
+}
+
+#[idempotent(required, lease = "300ms", ttl = "1m")]
+async fn outlives_lease(State(hits): State<Shared>) -> Response {
+    hits.hit("outlives_lease_started");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    created(hits.hit("outlives_lease"), serde_json::Value::Null)
+}
+
+#[idempotent(required)]
+async fn panics_once(State(hits): State<Shared>) -> Response {
+    if hits.hit("panics_once") == 1 {
+        panic!("first run panics");
+    }
+    created(hits.get("panics_once"), serde_json::Value::Null)
+}
+
+#[idempotent(required)]
+async fn fails_once(State(hits): State<Shared>) -> Response {
+    if hits.hit("fails_once") == 1 {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response();
+    }
+    created(hits.get("fails_once"), serde_json::Value::Null)
+}
+
+#[idempotent(required)]
+async fn status(State(hits): State<Shared>, Path(code): Path<u16>) -> Response {
+    hits.hit("status");
+    StatusCode::from_u16(code).unwrap().into_response()
+}
+
+#[idempotent(required, ttl = "1s")]
+async fn short_ttl(State(hits): State<Shared>) -> Response {
+    created(hits.hit("short_ttl"), serde_json::Value::Null)
+}
+
+#[idempotent(required)]
+async fn big(State(hits): State<Shared>, Path(len): Path<usize>) -> Response {
+    hits.hit("big");
+    let mut response = (StatusCode::CREATED, vec![b'x'; len]).into_response();
+    response.headers_mut().insert(header::LOCATION, HeaderValue::from_static("/big/1"));
+    response
+}
+
+#[idempotent(required)]
+async fn annotated_get(State(hits): State<Shared>) -> Response {
+    created(hits.hit("annotated_get"), serde_json::Value::Null)
+}
+
+#[idempotent(required)]
+async fn bytes(State(hits): State<Shared>, body: axum::body::Bytes) -> Response {
+    created(hits.hit("bytes"), serde_json::json!(body.len()))
+}
+
+/// The test router, with `store` for every annotated route.
+pub fn app_with(store: MemoryStore) -> (Router, Shared) {
+    let hits = Shared::default();
+    let router = Router::new()
+        .route("/required", post(required))
+        .route("/optional", post(optional))
+        .route("/pat", post(pat))
+        .route("/other-pat", post(pat))
+        .route("/global", post(global))
+        .route("/tenant", post(tenant_header))
+        .route("/with/{tenant}", post(with_scope))
+        .route("/extra-header", post(extra_header))
+        .route("/items/{id}", post(query_path))
+        .route("/only-path/{id}", post(only_path))
+        .route("/slow", post(slow))
+        .route("/wait", post(wait))
+        .route("/gated", post(gated))
+        .route("/outlives-lease", post(outlives_lease))
+        .route("/panics-once", post(panics_once))
+        .route("/fails-once", post(fails_once))
+        .route("/status/{code}", post(status))
+        .route("/short-ttl", post(short_ttl))
+        .route("/big/{len}", post(big))
+        .route("/annotated-get", get(annotated_get).put(annotated_get))
+        .route("/bytes", post(bytes))
+        .layer(Idempotency::new(store))
+        .with_state(hits.clone());
+    (router, hits)
+}
+
+pub fn app() -> (Router, Shared) {
+    app_with(MemoryStore::new())
+}
+
+/// A request builder with the usual defaults: POST, JSON body `{}`.
+pub struct Req {
+    method: &'static str,
+    uri: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+pub fn post_to(uri: &str) -> Req {
+    Req { method: "POST", uri: uri.to_owned(), headers: vec![("content-type".into(), "application/json".into())], body: b"{}".to_vec() }
+}
+
+impl Req {
+    pub fn method(mut self, method: &'static str) -> Self {
+        self.method = method;
+        self
+    }
+    pub fn key(self, key: &str) -> Self {
+        self.header("idempotency-key", key)
+    }
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+    pub fn json(mut self, body: &str) -> Self {
+        self.body = body.as_bytes().to_vec();
+        self
+    }
+    pub fn raw_body(mut self, body: Vec<u8>) -> Self {
+        self.body = body;
+        self
+    }
+    pub fn build(&self) -> Request<Body> {
+        let mut builder = Request::builder().method(self.method).uri(&self.uri);
+        for (k, v) in &self.headers {
+            builder = builder.header(k, v);
+        }
+        builder.body(Body::from(self.body.clone())).unwrap()
+    }
+    pub async fn send(&self, app: &Router) -> Reply {
+        let response = app.clone().oneshot(self.build()).await.unwrap();
+        Reply::read(response).await
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl Reply {
+    pub async fn read(response: Response) -> Self {
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        Self { status: parts.status, headers: parts.headers, body }
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+    pub fn replayed(&self) -> bool {
+        self.header("idempotent-replayed") == Some("true")
+    }
+    /// Asserts an RFC 9457 problem of `type_uri` with `status`, and returns its body.
+    pub fn assert_problem(&self, status: u16, type_uri: &str) -> serde_json::Value {
+        assert_eq!(self.status.as_u16(), status, "body: {:?}", self.body);
+        assert_eq!(self.header("content-type"), Some("application/problem+json"));
+        let body = self.json();
+        let object = body.as_object().expect("a problem is a JSON object");
+        assert_eq!(object["type"], type_uri);
+        assert_eq!(object["status"], status);
+        assert!(object["title"].as_str().is_some_and(|t| !t.is_empty()), "title: {body}");
+        assert!(object["detail"].as_str().is_some_and(|t| !t.is_empty()), "detail: {body}");
+        body
+    }
+}
+
+/// Waits until `cond` holds, polling; panics after `limit`.
+pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "condition not reached within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
