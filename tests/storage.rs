@@ -1,0 +1,223 @@
+//! SPEC §8 (what is kept, for how long) and the store seam: swapping the store, an unreachable
+//! store, what reaches a store at rest, and the tracing events.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::post;
+use axum::{Json, Router};
+use common::{app, app_with, post_to};
+use idem_runtime::fingerprint::Fingerprint;
+use idem_runtime::idempotent;
+use idem_runtime::record::Record;
+use idem_runtime::store::{Claim, FencingToken, MemoryStore, RecordKey, Store, StoreError};
+use idem_runtime::Idempotency;
+
+#[tokio::test]
+async fn replay_drops_date_and_set_cookie_and_keeps_the_rest() {
+    let (app, _) = app();
+    let first = post_to("/required").key("h").send(&app).await;
+    assert_eq!(first.header("set-cookie"), Some("session=abc"), "the first response is untouched");
+    assert!(first.header("date").is_some());
+    let replay = post_to("/required").key("h").send(&app).await;
+    assert!(replay.replayed());
+    assert_eq!(replay.header("set-cookie"), None);
+    assert_eq!(replay.header("date"), None);
+    assert_eq!(replay.header("location"), Some("/things/1"));
+    assert_eq!(replay.header("content-type"), Some("application/json"));
+    assert_eq!(replay.header("x-run"), Some("1"));
+}
+
+#[tokio::test]
+async fn statuses_408_409_425_429_and_5xx_are_not_stored() {
+    let (app, hits) = app();
+    for code in [408, 409, 425, 429, 500, 502, 503] {
+        let key = format!("s{code}");
+        let uri = format!("/status/{code}");
+        for _ in 0..2 {
+            let reply = post_to(&uri).key(&key).send(&app).await;
+            assert_eq!(reply.status.as_u16(), code);
+            assert!(!reply.replayed(), "{code} must not be replayed");
+        }
+    }
+    assert_eq!(hits.get("status"), 14);
+}
+
+#[tokio::test]
+async fn other_4xx_are_stored_and_replayed() {
+    let (app, hits) = app();
+    for code in [400, 404, 410, 422] {
+        let key = format!("s{code}");
+        let uri = format!("/status/{code}");
+        assert!(!post_to(&uri).key(&key).send(&app).await.replayed());
+        let replay = post_to(&uri).key(&key).send(&app).await;
+        assert_eq!(replay.status.as_u16(), code);
+        assert!(replay.replayed());
+    }
+    assert_eq!(hits.get("status"), 4);
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_returned_whole_and_replayed_as_a_documented_problem() {
+    let (app, hits) = app_with(MemoryStore::builder().max_body_bytes(1024).build());
+    let first = post_to("/big/5000").key("b").send(&app).await;
+    assert_eq!(first.status, 201);
+    assert_eq!(first.body.len(), 5000);
+    let replay = post_to("/big/5000").key("b").send(&app).await;
+    assert!(replay.replayed());
+    assert_eq!(replay.header("location"), Some("/big/1"));
+    let problem = replay.assert_problem(201, "urn:idem:problem:body-not-stored");
+    assert!(problem["detail"].as_str().unwrap().contains("executed"));
+    // Within the limit, the body is kept.
+    post_to("/big/1024").key("c").send(&app).await;
+    let small = post_to("/big/1024").key("c").send(&app).await;
+    assert_eq!(small.body.len(), 1024);
+    assert!(small.replayed());
+    assert_eq!(hits.get("big"), 2);
+}
+
+#[idempotent(required)]
+async fn echo(Json(v): Json<serde_json::Value>) -> Json<serde_json::Value> {
+    Json(v)
+}
+
+#[tokio::test]
+async fn a_request_body_over_the_limit_is_413_before_anything_runs() {
+    let app = Router::new().route("/echo", post(echo)).layer(DefaultBodyLimit::max(64));
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(100));
+    post_to("/echo").key("k").json(&big).send(&app).await.assert_problem(413, "urn:idem:problem:body-too-large");
+    // A body within the limit goes through.
+    assert_eq!(post_to("/echo").key("k2").json("{}").send(&app).await.status, 200);
+}
+
+/// A store that records everything handed to it, in front of a real `MemoryStore`.
+#[derive(Clone, Default)]
+struct Spy {
+    inner: MemoryStore,
+    seen: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Store for Spy {
+    async fn claim(&self, key: &RecordKey, fingerprint: &Fingerprint, lease: Duration) -> Result<Claim, StoreError> {
+        {
+            let mut seen = self.seen.lock().unwrap();
+            seen.extend_from_slice(&key.0);
+            seen.extend_from_slice(key.to_hex().as_bytes());
+            seen.extend_from_slice(&fingerprint.0);
+        }
+        self.inner.claim(key, fingerprint, lease).await
+    }
+    async fn complete(&self, key: &RecordKey, token: FencingToken, record: Record) -> Result<(), StoreError> {
+        self.seen.lock().unwrap().extend_from_slice(&record.encode());
+        self.inner.complete(key, token, record).await
+    }
+    async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<(), StoreError> {
+        self.inner.release(key, token).await
+    }
+    async fn renew(&self, key: &RecordKey, token: FencingToken, lease: Duration) -> Result<(), StoreError> {
+        self.inner.renew(key, token, lease).await
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn a_store_sees_digests_never_the_raw_key_or_credential() {
+    let spy = Spy::default();
+    let app = Router::new().route("/echo", post(echo)).layer(Idempotency::new(spy.clone()));
+    let send = || {
+        post_to("/echo").key("raw-key-0123456789").header("authorization", "Bearer cred-9876543210").json(r#"{"a":1}"#)
+    };
+    assert!(!send().send(&app).await.replayed());
+    assert!(send().send(&app).await.replayed(), "the swapped-in store serves the replay");
+    let seen = spy.seen.lock().unwrap().clone();
+    assert!(seen.len() > 100, "the spy saw the traffic");
+    for secret in [&b"raw-key-0123456789"[..], b"cred-9876543210", b"Bearer"] {
+        assert!(!contains(&seen, secret), "{} reached the store", String::from_utf8_lossy(secret));
+    }
+}
+
+/// A store that is never reachable.
+struct Down;
+
+impl Store for Down {
+    async fn claim(&self, _: &RecordKey, _: &Fingerprint, _: Duration) -> Result<Claim, StoreError> {
+        Err(StoreError::Unavailable("connection refused".into()))
+    }
+    async fn complete(&self, _: &RecordKey, _: FencingToken, _: Record) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("connection refused".into()))
+    }
+    async fn release(&self, _: &RecordKey, _: FencingToken) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("connection refused".into()))
+    }
+    async fn renew(&self, _: &RecordKey, _: FencingToken, _: Duration) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("connection refused".into()))
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_store_fails_closed_with_503_and_retry_after() {
+    let app = Router::new().route("/echo", post(echo)).layer(Idempotency::new(Down));
+    let reply = post_to("/echo").key("k").send(&app).await;
+    reply.assert_problem(503, "urn:idem:problem:store-unavailable");
+    assert_eq!(reply.header("retry-after"), Some("1"));
+}
+
+#[tokio::test]
+async fn fail_open_runs_the_handler_without_idempotency() {
+    let app = Router::new().route("/echo", post(echo)).layer(Idempotency::new(Down).fail_open(true));
+    let reply = post_to("/echo").key("k").json(r#"{"ok":true}"#).send(&app).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json(), serde_json::json!({"ok": true}));
+    assert!(!reply.replayed());
+}
+
+/// Collects formatted tracing output.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn one_event_per_outcome_with_route_and_elapsed_time_and_no_secrets() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    tracing::subscriber::with_default(subscriber, || {
+        runtime.block_on(async {
+            let (app, _) = app();
+            let auth = "Bearer secret-token-1";
+            let key = "secret-key-1";
+            post_to("/pat").key(key).header("authorization", auth).send(&app).await;
+            post_to("/pat").key(key).header("authorization", auth).send(&app).await;
+            post_to("/pat").key(key).header("authorization", auth).json("[1]").send(&app).await;
+            post_to("/pat").send(&app).await;
+            let down = Router::new().route("/echo", post(echo)).layer(Idempotency::new(Down));
+            post_to("/echo").key(key).send(&down).await;
+        });
+    });
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    for outcome in ["executed", "replayed", "mismatch", "rejected", "store-error"] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("outcome=\"{outcome}\"")))
+            .unwrap_or_else(|| panic!("no {outcome} event in:\n{text}"));
+        assert!(line.contains("route="), "{line}");
+        assert!(line.contains("elapsed_us="), "{line}");
+    }
+    assert!(!text.contains("secret-token-1") && !text.contains("secret-key-1"), "{text}");
+}
