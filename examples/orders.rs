@@ -33,7 +33,8 @@ struct Options {
     fail_first: u64,
 }
 
-const USAGE: &str = "usage: orders [--addr 127.0.0.1:3000] [--store memory|redis://HOST:PORT] [--handler-delay-ms N] [--fail-first N]";
+const USAGE: &str =
+    "usage: orders [--addr 127.0.0.1:3000] [--store memory|redis://HOST:PORT] [--handler-delay-ms N] [--fail-first N]";
 
 fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut options = Options {

@@ -52,9 +52,7 @@ async fn malformed_keys_are_400_problems() {
 async fn non_utf8_key_bytes_are_400() {
     let (app, _) = app();
     let mut request = post_to("/required").build();
-    request
-        .headers_mut()
-        .insert("idempotency-key", axum::http::HeaderValue::from_bytes(b"caf\xe9").unwrap());
+    request.headers_mut().insert("idempotency-key", axum::http::HeaderValue::from_bytes(b"caf\xe9").unwrap());
     let reply = common::Reply::read(tower::ServiceExt::oneshot(app, request).await.unwrap()).await;
     reply.assert_problem(400, "urn:idem:problem:malformed-key");
 }
@@ -135,8 +133,12 @@ async fn retry_with_same_key_replays_201_and_location() {
 async fn same_key_other_body_is_422_and_changes_nothing() {
     let (app, hits) = app();
     post_to("/required").key("k").json(r#"{"qty":1}"#).send(&app).await;
-    let problem =
-        post_to("/required").key("k").json(r#"{"qty":2}"#).send(&app).await.assert_problem(422, "urn:idem:problem:key-reused");
+    let problem = post_to("/required")
+        .key("k")
+        .json(r#"{"qty":2}"#)
+        .send(&app)
+        .await
+        .assert_problem(422, "urn:idem:problem:key-reused");
     assert_eq!(problem["title"], "Idempotency-Key is already used");
     let retry = post_to("/required").key("k").json(r#"{"qty":1}"#).send(&app).await;
     assert!(retry.replayed());
@@ -148,7 +150,12 @@ async fn same_key_on_another_route_or_other_path_and_query_is_422() {
     let (app, hits) = app();
     let a = "Bearer a";
     assert_eq!(post_to("/pat").key("k").header("authorization", a).send(&app).await.status, 201);
-    post_to("/other-pat").key("k").header("authorization", a).send(&app).await.assert_problem(422, "urn:idem:problem:key-reused");
+    post_to("/other-pat")
+        .key("k")
+        .header("authorization", a)
+        .send(&app)
+        .await
+        .assert_problem(422, "urn:idem:problem:key-reused");
     assert_eq!(post_to("/items/1?n=2").key("q").send(&app).await.status, 201);
     assert!(post_to("/items/1?n=2").key("q").send(&app).await.replayed());
     post_to("/items/2?n=2").key("q").send(&app).await.assert_problem(422, "urn:idem:problem:key-reused");
@@ -163,7 +170,12 @@ async fn fingerprint_selection_ignores_unselected_parameters() {
     assert_eq!(post_to("/only-path/7").key("k").json(r#"{"a":1}"#).send(&app).await.status, 201);
     let other_body = post_to("/only-path/7").key("k").json(r#"{"a":2}"#).send(&app).await;
     assert!(other_body.replayed());
-    post_to("/only-path/8").key("k").json(r#"{"a":1}"#).send(&app).await.assert_problem(422, "urn:idem:problem:key-reused");
+    post_to("/only-path/8")
+        .key("k")
+        .json(r#"{"a":1}"#)
+        .send(&app)
+        .await
+        .assert_problem(422, "urn:idem:problem:key-reused");
     assert_eq!(hits.get("only_path"), 1);
 }
 
@@ -172,7 +184,12 @@ async fn raw_bytes_are_fingerprinted_as_is() {
     let (app, hits) = app();
     assert_eq!(post_to("/bytes").key("k").raw_body(b"abc".to_vec()).send(&app).await.status, 201);
     assert!(post_to("/bytes").key("k").raw_body(b"abc".to_vec()).send(&app).await.replayed());
-    post_to("/bytes").key("k").raw_body(b"abd".to_vec()).send(&app).await.assert_problem(422, "urn:idem:problem:key-reused");
+    post_to("/bytes")
+        .key("k")
+        .raw_body(b"abd".to_vec())
+        .send(&app)
+        .await
+        .assert_problem(422, "urn:idem:problem:key-reused");
     assert_eq!(hits.get("bytes"), 1);
 }
 
@@ -188,7 +205,12 @@ async fn in_flight_duplicate_is_409_with_retry_after_then_replays() {
     dup.assert_problem(409, "urn:idem:problem:in-flight");
     assert!(dup.header("retry-after").is_some_and(|s| s.parse::<u64>().is_ok()));
     // A different body while in flight is a mismatch, as for a completed key.
-    post_to("/slow").key("k").json(r#"{"other":true}"#).send(&app).await.assert_problem(422, "urn:idem:problem:key-reused");
+    post_to("/slow")
+        .key("k")
+        .json(r#"{"other":true}"#)
+        .send(&app)
+        .await
+        .assert_problem(422, "urn:idem:problem:key-reused");
     let first = first.await.unwrap();
     assert_eq!(first.status, 201);
     assert!(post_to("/slow").key("k").send(&app).await.replayed());

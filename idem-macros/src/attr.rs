@@ -157,8 +157,7 @@ fn duration(expr: &syn::Expr, name: &str, errors: &mut Errors) -> Option<Duratio
 
 /// RFC 9110 `token` characters: what a header name may contain.
 pub(crate) fn is_header_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn header_name(lit: &LitStr, what: &str, errors: &mut Errors) -> Option<String> {
@@ -197,7 +196,10 @@ fn parse_scope(expr: &syn::Expr, errors: &mut Errors) -> Option<Scope> {
                         header_name(lit_str(arg).expect("checked"), "the scope header", errors).map(Scope::Header)
                     }
                     _ => {
-                        errors.push(call.span(), "`header(...)` takes one header name, e.g. `scope = header(\"X-Tenant\")`");
+                        errors.push(
+                            call.span(),
+                            "`header(...)` takes one header name, e.g. `scope = header(\"X-Tenant\")`",
+                        );
                         None
                     }
                 };
@@ -228,7 +230,10 @@ fn parse_names(tokens: proc_macro2::TokenStream, name: &str, span: Span, errors:
             Vec::new()
         }
         Err(e) => {
-            errors.push(e.span(), format!("`{name}(...)` takes parameter names separated by commas, e.g. `{name}(order, id)`"));
+            errors.push(
+                e.span(),
+                format!("`{name}(...)` takes parameter names separated by commas, e.g. `{name}(order, id)`"),
+            );
             Vec::new()
         }
     }
@@ -286,7 +291,9 @@ impl Args {
                             args.header.set(h, span, "header", &mut errors);
                         }
                     }
-                    None => errors.push(e.span(), "`header` takes a header name string, e.g. `header = \"Request-Id\"`"),
+                    None => {
+                        errors.push(e.span(), "`header` takes a header name string, e.g. `header = \"Request-Id\"`")
+                    }
                 },
                 ("crate", RawValue::Eq(e)) => match lit_str(&e).map(|s| (s.parse::<Path>(), s)) {
                     Some((Ok(path), _)) => args.krate.set(path, span, "crate", &mut errors),

@@ -48,10 +48,9 @@ pub(crate) fn expand(args: &Args, func: &ItemFn) -> syn::Result<TokenStream> {
     let mut params = Vec::new();
     for input in &sig.inputs {
         match input {
-            FnArg::Receiver(r) => errors.push(
-                r.span(),
-                "`#[idempotent]` handlers cannot take `self`; make the handler a free function",
-            ),
+            FnArg::Receiver(r) => {
+                errors.push(r.span(), "`#[idempotent]` handlers cannot take `self`; make the handler a free function")
+            }
             FnArg::Typed(p) => {
                 let mut names = Vec::new();
                 bindings(&p.pat, &mut names);
@@ -70,7 +69,11 @@ pub(crate) fn expand(args: &Args, func: &ItemFn) -> syn::Result<TokenStream> {
         let all: Vec<String> = params.iter().flat_map(|p| p.bindings.iter().map(Ident::to_string)).collect();
         for name in names {
             if !params.iter().any(|p| p.bindings.contains(name)) {
-                let known = if all.is_empty() { "it binds no names".to_owned() } else { format!("its parameters bind `{}`", all.join("`, `")) };
+                let known = if all.is_empty() {
+                    "it binds no names".to_owned()
+                } else {
+                    format!("its parameters bind `{}`", all.join("`, `"))
+                };
                 errors.push(name.span(), format!("`{name}` is not a parameter of this handler; {known}"));
             }
         }
@@ -100,7 +103,8 @@ pub(crate) fn expand(args: &Args, func: &ItemFn) -> syn::Result<TokenStream> {
         _ => TokenStream::new(),
     };
 
-    let arg_names: Vec<Ident> = (0..params.len()).map(|i| format_ident!("__idem_arg{}", i, span = Span::mixed_site())).collect();
+    let arg_names: Vec<Ident> =
+        (0..params.len()).map(|i| format_ident!("__idem_arg{}", i, span = Span::mixed_site())).collect();
     let outer_params = params.iter().zip(&arg_names).map(|(p, arg)| {
         let ty = p.ty;
         if p.selected {
@@ -210,14 +214,19 @@ fn state_type(ty: &Type) -> Option<&Type> {
 /// `state = T`, else from a `State<T>` parameter, else `()`; skipped for generic handlers).
 fn checks(args: &Args, func: &ItemFn, params: &[Param<'_>], private: &TokenStream) -> TokenStream {
     let mut out = TokenStream::new();
+    let generic = func.sig.generics.params.iter().any(|g| !matches!(g, GenericParam::Lifetime(_)));
+    if !generic {
+        out.extend(extractor_checks(args, params, private));
+    }
     for p in params.iter().filter(|p| p.selected) {
         let ty = p.ty;
         out.extend(quote_spanned!(ty.span()=> #private::assert_fingerprint_source::<#ty>();));
     }
-    let generic = func.sig.generics.params.iter().any(|g| !matches!(g, GenericParam::Lifetime(_)));
-    if generic {
-        return out;
-    }
+    out
+}
+
+fn extractor_checks(args: &Args, params: &[Param<'_>], private: &TokenStream) -> TokenStream {
+    let mut out = TokenStream::new();
     let state = args
         .state
         .get()

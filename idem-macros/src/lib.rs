@@ -176,10 +176,8 @@ pub fn idempotent(args: TokenStream, item: TokenStream) -> TokenStream {
     let func = match syn::parse::<syn::ItemFn>(item.clone()) {
         Ok(func) => func,
         Err(_) => {
-            let error = syn::Error::new(
-                proc_macro2::Span::call_site(),
-                "`#[idempotent]` goes on an `async fn` handler",
-            );
+            let error =
+                syn::Error::new(proc_macro2::Span::call_site(), "`#[idempotent]` goes on an `async fn` handler");
             let mut out: proc_macro2::TokenStream = item.into();
             out.extend(error.to_compile_error());
             return out.into();

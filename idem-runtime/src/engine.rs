@@ -174,17 +174,16 @@ impl<S: Send + Sync, C: Spec> FromRequestParts<S> for Idem<C> {
             Err(problem.into_response())
         };
         let extra = config.header.map(HeaderName::from_static);
-        let key = match IdempotencyKey::from_headers(&parts.headers, extra.as_ref()) {
-            Ok(Some(key)) => key,
-            Ok(None) if config.required => {
-                return reject(Problem::new(
+        let key =
+            match IdempotencyKey::from_headers(&parts.headers, extra.as_ref()) {
+                Ok(Some(key)) => key,
+                Ok(None) if config.required => return reject(Problem::new(
                     ProblemKind::MissingKey,
                     "this endpoint requires an Idempotency-Key header: 1 to 255 visible ASCII characters, e.g. a UUID",
-                ))
-            }
-            Ok(None) => return Ok(inactive),
-            Err(e) => return reject(Problem::new(ProblemKind::MalformedKey, e.to_string())),
-        };
+                )),
+                Ok(None) => return Ok(inactive),
+                Err(e) => return reject(Problem::new(ProblemKind::MalformedKey, e.to_string())),
+            };
         let scope = match C::scope(parts) {
             Ok(scope) => scope,
             Err(response) => {
@@ -284,9 +283,12 @@ impl Active {
                 Err(error) => {
                     tracing::error!(target: "idem", route = self.route, %error, "store unavailable; answering 503");
                     self.event(503, "store-error");
-                    return Problem::new(ProblemKind::StoreUnavailable, "the idempotency store is unreachable; retry later")
-                        .retry_after(1)
-                        .into_response();
+                    return Problem::new(
+                        ProblemKind::StoreUnavailable,
+                        "the idempotency store is unreachable; retry later",
+                    )
+                    .retry_after(1)
+                    .into_response();
                 }
             }
         };

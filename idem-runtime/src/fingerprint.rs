@@ -293,7 +293,10 @@ mod tests {
 
     #[test]
     fn json_key_order_and_whitespace_do_not_matter() {
-        assert_eq!(json(r#"{"a":1,"b":{"y":[1,2],"x":"s"}}"#), json(" { \"b\" : {\"x\":\"s\",\"y\":[1, 2]}, \"a\":1 }"));
+        assert_eq!(
+            json(r#"{"a":1,"b":{"y":[1,2],"x":"s"}}"#),
+            json(" { \"b\" : {\"x\":\"s\",\"y\":[1, 2]}, \"a\":1 }")
+        );
         assert_ne!(json(r#"{"a":1}"#), json(r#"{"a":2}"#));
         assert_ne!(json(r#"[1,2]"#), json(r#"[2,1]"#));
         assert_ne!(json("not json"), json(r#""not json""#));

@@ -126,10 +126,9 @@ impl fmt::Display for KeyError {
             Self::Conflicting(a, b) => write!(f, "the {a} and {b} headers carry different keys"),
             Self::Empty => f.write_str("the key is empty; send 1 to 255 visible ASCII characters"),
             Self::TooLong(n) => write!(f, "the key is {n} characters long; at most {MAX_KEY_LEN} are allowed"),
-            Self::InvalidChar(b) => write!(
-                f,
-                "the key contains the byte 0x{b:02x}; only visible ASCII (0x21-0x7E) is allowed"
-            ),
+            Self::InvalidChar(b) => {
+                write!(f, "the key contains the byte 0x{b:02x}; only visible ASCII (0x21-0x7E) is allowed")
+            }
             Self::InvalidString => {
                 f.write_str("the key starts with '\"' but is not a valid quoted string (RFC 8941 sf-string)")
             }

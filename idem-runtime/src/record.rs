@@ -153,9 +153,8 @@ impl Record {
         }
         let fingerprint = Fingerprint(r.take(32)?.try_into().expect("32 bytes"));
         let status = StatusCode::from_u16(r.u16()?).map_err(|_| DecodeError("invalid status"))?;
-        let expires_at = UNIX_EPOCH
-            .checked_add(Duration::from_millis(r.u64()?))
-            .ok_or(DecodeError("expiry out of range"))?;
+        let expires_at =
+            UNIX_EPOCH.checked_add(Duration::from_millis(r.u64()?)).ok_or(DecodeError("expiry out of range"))?;
         let count = r.u16()?;
         let mut headers = HeaderMap::with_capacity(count as usize);
         for _ in 0..count {

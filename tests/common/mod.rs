@@ -222,7 +222,12 @@ pub struct Req {
 }
 
 pub fn post_to(uri: &str) -> Req {
-    Req { method: "POST", uri: uri.to_owned(), headers: vec![("content-type".into(), "application/json".into())], body: b"{}".to_vec() }
+    Req {
+        method: "POST",
+        uri: uri.to_owned(),
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: b"{}".to_vec(),
+    }
 }
 
 impl Req {

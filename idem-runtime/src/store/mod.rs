@@ -157,24 +157,54 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// [`Store`] made object-safe, so one handle can hold any store.
 pub(crate) trait DynStore: Send + Sync + 'static {
-    fn claim<'a>(&'a self, key: &'a RecordKey, fp: &'a Fingerprint, lease: Duration) -> BoxFuture<'a, Result<Claim, StoreError>>;
-    fn complete<'a>(&'a self, key: &'a RecordKey, token: FencingToken, record: Record) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn claim<'a>(
+        &'a self,
+        key: &'a RecordKey,
+        fp: &'a Fingerprint,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>>;
+    fn complete<'a>(
+        &'a self,
+        key: &'a RecordKey,
+        token: FencingToken,
+        record: Record,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
     fn release<'a>(&'a self, key: &'a RecordKey, token: FencingToken) -> BoxFuture<'a, Result<(), StoreError>>;
-    fn renew<'a>(&'a self, key: &'a RecordKey, token: FencingToken, lease: Duration) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn renew<'a>(
+        &'a self,
+        key: &'a RecordKey,
+        token: FencingToken,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
     fn max_body_bytes(&self) -> usize;
 }
 
 impl<T: Store> DynStore for T {
-    fn claim<'a>(&'a self, key: &'a RecordKey, fp: &'a Fingerprint, lease: Duration) -> BoxFuture<'a, Result<Claim, StoreError>> {
+    fn claim<'a>(
+        &'a self,
+        key: &'a RecordKey,
+        fp: &'a Fingerprint,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
         Box::pin(Store::claim(self, key, fp, lease))
     }
-    fn complete<'a>(&'a self, key: &'a RecordKey, token: FencingToken, record: Record) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn complete<'a>(
+        &'a self,
+        key: &'a RecordKey,
+        token: FencingToken,
+        record: Record,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(Store::complete(self, key, token, record))
     }
     fn release<'a>(&'a self, key: &'a RecordKey, token: FencingToken) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(Store::release(self, key, token))
     }
-    fn renew<'a>(&'a self, key: &'a RecordKey, token: FencingToken, lease: Duration) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn renew<'a>(
+        &'a self,
+        key: &'a RecordKey,
+        token: FencingToken,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(Store::renew(self, key, token, lease))
     }
     fn max_body_bytes(&self) -> usize {

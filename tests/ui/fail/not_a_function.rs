@@ -1,0 +1,6 @@
+use idem_runtime::idempotent;
+
+#[idempotent(required)]
+struct Handler;
+
+fn main() {}
