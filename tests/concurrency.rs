@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::time::Duration;
 
 use common::{app, app_with, eventually, post_to};
@@ -57,21 +57,6 @@ async fn fifty_concurrent_waiters_all_get_the_one_response() {
     assert_eq!(hits.get("wait"), 1);
 }
 
-/// Sends a raw HTTP/1.1 request and returns the status and body (the server closes).
-fn http(addr: std::net::SocketAddr, path: &str, key: &str) -> (u16, String, String) {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nIdempotency-Key: {key}\r\nContent-Length: 2\r\n\r\n{{}}"
-    )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, head.to_owned(), body.to_owned())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_dropping_mid_handler_then_retrying_gets_the_replay() {
     let (app, hits) = app();
@@ -89,9 +74,13 @@ async fn client_dropping_mid_handler_then_retrying_gets_the_replay() {
 
     // The handler still runs to completion and its response is stored.
     eventually(Duration::from_secs(5), || hits.get("slow") == 1).await;
-    let (status, head, _) = tokio::task::spawn_blocking(move || http(addr, "/slow", "gone")).await.unwrap();
-    assert_eq!(status, 201);
-    assert!(head.to_ascii_lowercase().contains("idempotent-replayed: true"), "{head}");
+    let retry = tokio::task::spawn_blocking(move || {
+        common::wire(addr, "POST", "/slow", &[("Idempotency-Key", "gone"), ("Content-Type", "application/json")], "{}")
+    })
+    .await
+    .unwrap();
+    assert_eq!(retry.status, 201);
+    assert!(retry.replayed(), "{}", retry.head);
     assert_eq!(hits.get("slow_started"), 1);
     assert_eq!(hits.get("slow"), 1);
 }

@@ -1,0 +1,171 @@
+//! The orders demo as the README drives it: a real process on a real socket.
+
+mod common;
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use common::{wire, Wire};
+
+/// The demo binary, built on demand next to this test's own binary.
+fn demo_binary() -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--example", "orders"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building the demo failed");
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    profile_dir.join("examples").join(format!("orders{}", std::env::consts::EXE_SUFFIX))
+}
+
+struct Demo {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(args: &[&str]) -> Demo {
+    let mut child = Command::new(demo_binary())
+        .args(["--addr", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("demo starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.split("http://").nth(1).and_then(|s| s.split_whitespace().next()).expect(&line);
+    Demo { child, addr: addr.parse().unwrap() }
+}
+
+const JSON: (&str, &str) = ("Content-Type", "application/json");
+
+fn create(demo: &Demo, token: &str, key: Option<&str>, body: &str) -> Wire {
+    let auth = format!("Bearer {token}");
+    let mut headers = vec![("Authorization", auth.as_str()), JSON];
+    if let Some(key) = key {
+        headers.push(("Idempotency-Key", key));
+    }
+    wire(demo.addr, "POST", "/orders", &headers, body)
+}
+
+fn orders(demo: &Demo, token: &str) -> serde_json::Value {
+    let auth = format!("Bearer {token}");
+    wire(demo.addr, "GET", "/orders", &[("Authorization", &auth)], "").json()
+}
+
+#[test]
+fn the_readme_session() {
+    let demo = start(&[]);
+    let book = r#"{"item":"book","qty":1}"#;
+    let first = create(&demo, "alice", Some("order-1"), book);
+    assert_eq!(first.status, 201, "{first:?}");
+    let id = first.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(first.header("location"), Some(format!("/orders/{id}").as_str()));
+    assert!(!first.replayed());
+
+    let retry = create(&demo, "alice", Some("order-1"), book);
+    assert_eq!(retry.status, 201);
+    assert!(retry.replayed());
+    assert_eq!(retry.body, first.body);
+
+    let other = create(&demo, "alice", Some("order-1"), r#"{"item":"pen","qty":3}"#);
+    assert_eq!(other.status, 422);
+    assert_eq!(other.json()["type"], "urn:idem:problem:key-reused");
+
+    let no_key = create(&demo, "alice", None, book);
+    assert_eq!(no_key.status, 400);
+    assert_eq!(no_key.json()["type"], "urn:idem:problem:missing-key");
+
+    let no_auth = wire(demo.addr, "POST", "/orders", &[JSON, ("Idempotency-Key", "x")], book);
+    assert_eq!(no_auth.status, 401);
+    assert_eq!(no_auth.header("content-type"), Some("application/problem+json"));
+
+    assert_eq!(orders(&demo, "alice").as_array().unwrap().len(), 1);
+    assert_eq!(orders(&demo, "bob"), serde_json::json!([]));
+
+    // The same key under another token is another order, with a distinct id.
+    let bob = create(&demo, "bob", Some("order-1"), book);
+    assert_eq!(bob.status, 201);
+    assert!(!bob.replayed());
+    assert_ne!(bob.json()["id"], first.json()["id"]);
+}
+
+#[test]
+fn notes_take_an_optional_key() {
+    let demo = start(&[]);
+    let auth = [("Authorization", "Bearer carol"), JSON];
+    let note = |key: Option<&str>| {
+        let mut headers = auth.to_vec();
+        if let Some(key) = key {
+            headers.push(("Idempotency-Key", key));
+        }
+        wire(demo.addr, "POST", "/notes", &headers, r#"{"text":"hi"}"#)
+    };
+    assert_eq!(note(None).status, 201);
+    assert_eq!(note(None).status, 201);
+    assert_eq!(note(Some("n")).status, 201);
+    assert!(note(Some("n")).replayed());
+    let notes = wire(demo.addr, "GET", "/notes", &[auth[0]], "").json();
+    assert_eq!(notes.as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn fail_first_is_not_stored_and_the_retry_creates_one_order() {
+    let demo = start(&["--fail-first", "1"]);
+    let body = r#"{"item":"book","qty":2}"#;
+    assert_eq!(create(&demo, "dave", Some("k"), body).status, 500);
+    let retry = create(&demo, "dave", Some("k"), body);
+    assert_eq!(retry.status, 201);
+    assert!(!retry.replayed());
+    assert!(create(&demo, "dave", Some("k"), body).replayed());
+    assert_eq!(orders(&demo, "dave").as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn in_flight_duplicates_get_409_and_one_order_exists() {
+    let demo = start(&["--handler-delay-ms", "500"]);
+    let addr = demo.addr;
+    let body = r#"{"item":"book","qty":1}"#;
+    let replies: Vec<Wire> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(move || {
+                    wire(
+                        addr,
+                        "POST",
+                        "/orders",
+                        &[("Authorization", "Bearer erin"), JSON, ("Idempotency-Key", "k")],
+                        body,
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let executed = replies.iter().filter(|r| r.status == 201 && !r.replayed()).count();
+    assert_eq!(executed, 1, "{replies:?}");
+    assert!(replies.iter().all(|r| r.status == 201 || r.status == 409), "{replies:?}");
+    assert!(replies.iter().filter(|r| r.status == 409).all(|r| r.header("retry-after").is_some()));
+    assert_eq!(orders(&demo, "erin").as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn unknown_options_and_stores_exit_with_a_message() {
+    let bin = demo_binary();
+    for args in [&["--store", "memcached://x"][..], &["--bogus"], &["--store", "redis://127.0.0.1:1"]] {
+        let output = Command::new(&bin).args(args).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(!output.stderr.is_empty(), "{args:?} printed nothing");
+    }
+}
