@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::post;
-use axum::{Json, Router};
-use common::{app, app_with, post_to};
+use axum::Router;
+use common::{app, app_with, echo, post_to, Down};
 use idem_runtime::fingerprint::Fingerprint;
-use idem_runtime::idempotent;
 use idem_runtime::record::Record;
 use idem_runtime::store::{Claim, FencingToken, MemoryStore, RecordKey, Store, StoreError};
 use idem_runtime::Idempotency;
@@ -79,11 +78,6 @@ async fn an_oversized_body_is_returned_whole_and_replayed_as_a_documented_proble
     assert_eq!(hits.get("big"), 2);
 }
 
-#[idempotent(required)]
-async fn echo(Json(v): Json<serde_json::Value>) -> Json<serde_json::Value> {
-    Json(v)
-}
-
 #[tokio::test]
 async fn a_request_body_over_the_limit_is_413_before_anything_runs() {
     let app = Router::new().route("/echo", post(echo)).layer(DefaultBodyLimit::max(64));
@@ -142,24 +136,6 @@ async fn a_store_sees_digests_never_the_raw_key_or_credential() {
     }
 }
 
-/// A store that is never reachable.
-struct Down;
-
-impl Store for Down {
-    async fn claim(&self, _: &RecordKey, _: &Fingerprint, _: Duration) -> Result<Claim, StoreError> {
-        Err(StoreError::Unavailable("connection refused".into()))
-    }
-    async fn complete(&self, _: &RecordKey, _: FencingToken, _: Record) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("connection refused".into()))
-    }
-    async fn release(&self, _: &RecordKey, _: FencingToken) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("connection refused".into()))
-    }
-    async fn renew(&self, _: &RecordKey, _: FencingToken, _: Duration) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("connection refused".into()))
-    }
-}
-
 #[tokio::test]
 async fn an_unreachable_store_fails_closed_with_503_and_retry_after() {
     let app = Router::new().route("/echo", post(echo)).layer(Idempotency::new(Down));
@@ -175,49 +151,4 @@ async fn fail_open_runs_the_handler_without_idempotency() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json(), serde_json::json!({"ok": true}));
     assert!(!reply.replayed());
-}
-
-/// Collects formatted tracing output.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-#[test]
-fn one_event_per_outcome_with_route_and_elapsed_time_and_no_secrets() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    tracing::subscriber::with_default(subscriber, || {
-        runtime.block_on(async {
-            let (app, _) = app();
-            let auth = "Bearer secret-token-1";
-            let key = "secret-key-1";
-            post_to("/pat").key(key).header("authorization", auth).send(&app).await;
-            post_to("/pat").key(key).header("authorization", auth).send(&app).await;
-            post_to("/pat").key(key).header("authorization", auth).json("[1]").send(&app).await;
-            post_to("/pat").send(&app).await;
-            let down = Router::new().route("/echo", post(echo)).layer(Idempotency::new(Down));
-            post_to("/echo").key(key).send(&down).await;
-        });
-    });
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    for outcome in ["executed", "replayed", "mismatch", "rejected", "store-error"] {
-        let line = text
-            .lines()
-            .find(|l| l.contains(&format!("outcome=\"{outcome}\"")))
-            .unwrap_or_else(|| panic!("no {outcome} event in:\n{text}"));
-        assert!(line.contains("route="), "{line}");
-        assert!(line.contains("elapsed_us="), "{line}");
-    }
-    assert!(!text.contains("secret-token-1") && !text.contains("secret-key-1"), "{text}");
 }

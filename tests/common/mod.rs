@@ -12,8 +12,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http_body_util::BodyExt as _;
+use idem_runtime::fingerprint::Fingerprint;
 use idem_runtime::idempotent;
-use idem_runtime::store::MemoryStore;
+use idem_runtime::record::Record;
+use idem_runtime::store::{Claim, FencingToken, MemoryStore, RecordKey, Store, StoreError};
 use idem_runtime::Idempotency;
 use tower::ServiceExt as _;
 
@@ -177,6 +179,29 @@ async fn annotated_get(State(hits): State<Shared>) -> Response {
 #[idempotent(required)]
 async fn bytes(State(hits): State<Shared>, body: axum::body::Bytes) -> Response {
     created(hits.hit("bytes"), serde_json::json!(body.len()))
+}
+
+#[idempotent(required)]
+pub async fn echo(Json(v): Json<serde_json::Value>) -> Json<serde_json::Value> {
+    Json(v)
+}
+
+/// A store that is never reachable.
+pub struct Down;
+
+impl Store for Down {
+    async fn claim(&self, _: &RecordKey, _: &Fingerprint, _: Duration) -> Result<Claim, StoreError> {
+        Err(StoreError::Unavailable("connection refused".into()))
+    }
+    async fn complete(&self, _: &RecordKey, _: FencingToken, _: Record) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("connection refused".into()))
+    }
+    async fn release(&self, _: &RecordKey, _: FencingToken) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("connection refused".into()))
+    }
+    async fn renew(&self, _: &RecordKey, _: FencingToken, _: Duration) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("connection refused".into()))
+    }
 }
 
 /// The test router, with `store` for every annotated route.

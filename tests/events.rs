@@ -1,0 +1,56 @@
+//! The tracing events, in a test binary of their own: tracing caches per-callsite interest
+//! process-wide, so a test sharing its process with others could miss events.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use axum::routing::post;
+use axum::Router;
+use common::{app, echo, post_to, Down};
+use idem_runtime::Idempotency;
+
+/// Collects formatted tracing output.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn one_event_per_outcome_with_route_and_elapsed_time_and_no_secrets() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    tracing::subscriber::with_default(subscriber, || {
+        runtime.block_on(async {
+            let (app, _) = app();
+            let auth = "Bearer secret-token-1";
+            let key = "secret-key-1";
+            post_to("/pat").key(key).header("authorization", auth).send(&app).await;
+            post_to("/pat").key(key).header("authorization", auth).send(&app).await;
+            post_to("/pat").key(key).header("authorization", auth).json("[1]").send(&app).await;
+            post_to("/pat").send(&app).await;
+            let down = Router::new().route("/echo", post(echo)).layer(Idempotency::new(Down));
+            post_to("/echo").key(key).send(&down).await;
+        });
+    });
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    for outcome in ["executed", "replayed", "mismatch", "rejected", "store-error"] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("outcome=\"{outcome}\"")))
+            .unwrap_or_else(|| panic!("no {outcome} event in:\n{text}"));
+        assert!(line.contains("route="), "{line}");
+        assert!(line.contains("elapsed_us="), "{line}");
+    }
+    assert!(!text.contains("secret-token-1") && !text.contains("secret-key-1"), "{text}");
+}
