@@ -32,6 +32,8 @@ pub mod problem;
 pub mod record;
 pub mod scope;
 pub mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 mod engine;
 

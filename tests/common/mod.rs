@@ -374,3 +374,83 @@ pub fn wire(addr: std::net::SocketAddr, method: &str, path: &str, headers: &[(&s
     let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("bad response: {text}"));
     Wire { status, head: head.to_owned(), body: body.to_owned() }
 }
+
+/// The Redis server the tests share, from `IDEM_TEST_REDIS_URL`. Without it the caller skips,
+/// saying so, except under CI, where a Redis test never skips.
+pub fn redis_url(test: &str) -> Option<String> {
+    match std::env::var("IDEM_TEST_REDIS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => panic!("{test}: IDEM_TEST_REDIS_URL is not set under CI"),
+        _ => {
+            eprintln!("skipped {test}: set IDEM_TEST_REDIS_URL=redis://127.0.0.1:6379 to run it");
+            None
+        }
+    }
+}
+
+/// A private `redis-server` on a free loopback port, stopped on drop.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl RedisServer {
+    /// Starts one, or skips (saying so) when `redis-server` is not installed outside CI.
+    pub fn start(test: &str) -> Option<Self> {
+        let available = std::process::Command::new("redis-server")
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !available {
+            assert!(std::env::var_os("CI").is_none(), "{test}: redis-server is not installed under CI");
+            eprintln!("skipped {test}: redis-server is not installed");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut server = Self { port, child: None };
+        server.resume();
+        Some(server)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server (its data is gone).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port.
+    pub fn resume(&mut self) {
+        assert!(self.child.is_none());
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let ready = redis::Client::open(self.url())
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                .is_ok();
+            if ready {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "redis-server did not answer on port {}", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

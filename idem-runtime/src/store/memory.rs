@@ -96,14 +96,7 @@ impl MemoryStoreBuilder {
 
     /// Builds the store.
     pub fn build(self) -> MemoryStore {
-        let min_weight = (self.max_bytes / self.max_entries).max(1);
-        let completed = Cache::builder()
-            .max_capacity(self.max_bytes)
-            .weigher(move |_: &RecordKey, record: &Arc<Record>| {
-                (record.size_hint() as u64).max(min_weight).min(u32::MAX as u64) as u32
-            })
-            .expire_after(RecordTtl)
-            .build();
+        let completed = record_cache(self.max_entries, self.max_bytes);
         MemoryStore {
             inner: Arc::new(Inner {
                 completed,
@@ -113,6 +106,18 @@ impl MemoryStoreBuilder {
             }),
         }
     }
+}
+
+/// A cache of completed records bounded in entries and bytes, each expiring with its record.
+pub(super) fn record_cache(max_entries: u64, max_bytes: u64) -> Cache<RecordKey, Arc<Record>> {
+    let min_weight = (max_bytes / max_entries.max(1)).max(1);
+    Cache::builder()
+        .max_capacity(max_bytes)
+        .weigher(move |_: &RecordKey, record: &Arc<Record>| {
+            (record.size_hint() as u64).max(min_weight).min(u32::MAX as u64) as u32
+        })
+        .expire_after(RecordTtl)
+        .build()
 }
 
 struct RecordTtl;

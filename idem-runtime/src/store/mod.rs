@@ -27,9 +27,15 @@ use crate::key::IdempotencyKey;
 use crate::record::Record;
 use crate::scope::Scope;
 
+mod local;
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 
+pub use local::LocalTier;
 pub use memory::{MemoryStore, MemoryStoreBuilder};
+#[cfg(feature = "redis")]
+pub use redis::{RedisStore, RedisStoreBuilder};
 
 /// The address of a record: SHA-256 of (scope, key). Neither the raw key nor the credential is
 /// recoverable from it.

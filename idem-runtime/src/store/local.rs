@@ -1,0 +1,95 @@
+//! A local tier: completed records cached in process, in front of any store.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use moka::sync::Cache;
+
+use super::memory::record_cache;
+use super::{Claim, FencingToken, RecordKey, Store, StoreError};
+use crate::fingerprint::Fingerprint;
+use crate::record::Record;
+
+/// Caches *completed* records of another store in process, so that a replay on a warm
+/// instance costs no round trip. In-flight state is never cached: every claim that is not a
+/// cached replay or mismatch goes to the inner store, which stays the one authority.
+///
+/// A completed record never changes until it expires, so a cached copy cannot be stale; each
+/// is dropped at its record's expiry.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), idem_runtime::store::StoreError> {
+/// use idem_runtime::store::{LocalTier, RedisStore};
+///
+/// let store = LocalTier::new(RedisStore::connect("redis://127.0.0.1:6379").await?);
+/// # let _ = store; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct LocalTier<S> {
+    inner: S,
+    cache: Cache<RecordKey, Arc<Record>>,
+}
+
+impl<S> std::fmt::Debug for LocalTier<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalTier").field("cached", &self.cache.entry_count()).finish_non_exhaustive()
+    }
+}
+
+impl<S: Store> LocalTier<S> {
+    /// A tier of at most 10 000 records and 16 MiB in front of `inner`.
+    pub fn new(inner: S) -> Self {
+        Self::with_capacity(inner, 10_000, 16 << 20)
+    }
+
+    /// A tier of at most `max_entries` records and `max_bytes` bytes in front of `inner`.
+    pub fn with_capacity(inner: S, max_entries: u64, max_bytes: u64) -> Self {
+        Self { inner, cache: record_cache(max_entries, max_bytes) }
+    }
+
+    /// The store behind the tier.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    fn remember(&self, key: &RecordKey, record: Arc<Record>) {
+        if !record.is_expired_at(SystemTime::now()) {
+            self.cache.insert(*key, record);
+        }
+    }
+}
+
+impl<S: Store> Store for LocalTier<S> {
+    async fn claim(&self, key: &RecordKey, fingerprint: &Fingerprint, lease: Duration) -> Result<Claim, StoreError> {
+        if let Some(record) = self.cache.get(key) {
+            if !record.is_expired_at(SystemTime::now()) {
+                return Ok(if record.fingerprint == *fingerprint { Claim::Completed(record) } else { Claim::Mismatch });
+            }
+            self.cache.invalidate(key);
+        }
+        let claim = self.inner.claim(key, fingerprint, lease).await?;
+        if let Claim::Completed(record) = &claim {
+            self.remember(key, record.clone());
+        }
+        Ok(claim)
+    }
+
+    async fn complete(&self, key: &RecordKey, token: FencingToken, record: Record) -> Result<(), StoreError> {
+        let record = Arc::new(record);
+        self.inner.complete(key, token, Record::clone(&record)).await?;
+        self.remember(key, record);
+        Ok(())
+    }
+
+    async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<(), StoreError> {
+        self.inner.release(key, token).await
+    }
+
+    async fn renew(&self, key: &RecordKey, token: FencingToken, lease: Duration) -> Result<(), StoreError> {
+        self.inner.renew(key, token, lease).await
+    }
+
+    fn max_body_bytes(&self) -> usize {
+        self.inner.max_body_bytes()
+    }
+}
