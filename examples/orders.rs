@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
 use idem_runtime::idempotent;
-use idem_runtime::store::MemoryStore;
+use idem_runtime::store::{LocalTier, MemoryStore, RedisStore};
 use idem_runtime::Idempotency;
 use serde::{Deserialize, Serialize};
 
@@ -196,10 +196,15 @@ async fn main() -> ExitCode {
     };
     let idempotency = match options.store.as_str() {
         "memory" => Idempotency::new(MemoryStore::new()),
-        redis if redis.starts_with("redis://") => {
-            eprintln!("--store {redis}: the Redis store is not part of this build yet; use --store memory");
-            return ExitCode::from(2);
-        }
+        url if url.starts_with("redis://") || url.starts_with("rediss://") => match RedisStore::connect(url).await {
+            // Completed records are cached in process too: a replay on a warm instance costs
+            // no round trip.
+            Ok(store) => Idempotency::new(LocalTier::new(store)),
+            Err(e) => {
+                eprintln!("--store {url}: cannot reach Redis: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
         other => {
             eprintln!("--store {other}: expected `memory` or `redis://HOST:PORT`");
             return ExitCode::from(2);

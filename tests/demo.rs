@@ -163,9 +163,58 @@ fn in_flight_duplicates_get_409_and_one_order_exists() {
 #[test]
 fn unknown_options_and_stores_exit_with_a_message() {
     let bin = demo_binary();
-    for args in [&["--store", "memcached://x"][..], &["--bogus"], &["--store", "redis://127.0.0.1:1"]] {
+    for args in [&["--store", "memcached://x"][..], &["--bogus"], &["--addr", "nowhere"]] {
         let output = Command::new(&bin).args(args).output().unwrap();
         assert_eq!(output.status.code(), Some(2), "{args:?}");
         assert!(!output.stderr.is_empty(), "{args:?} printed nothing");
     }
+    // A Redis that does not answer is a clear failure at start-up.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let output = Command::new(&bin).args(["--store", &format!("redis://127.0.0.1:{port}")]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot reach Redis"));
+}
+
+/// A token no earlier run used: records in a shared Redis outlive a test run.
+fn unique_token(name: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{name}-{}-{nanos}", std::process::id())
+}
+
+#[test]
+fn two_instances_sharing_redis_behave_as_one_service() {
+    let Some(url) = common::redis_url("two_instances_sharing_redis_behave_as_one_service") else { return };
+    let a = start(&["--store", &url, "--handler-delay-ms", "300"]);
+    let b = start(&["--store", &url, "--handler-delay-ms", "300"]);
+    let token = unique_token("fleet");
+    let book = r#"{"item":"book","qty":1}"#;
+
+    let created = create(&a, &token, Some("k1"), book);
+    assert_eq!(created.status, 201, "{created:?}");
+    let replay = create(&b, &token, Some("k1"), book);
+    assert_eq!(replay.status, 201);
+    assert!(replay.replayed(), "the other instance replays");
+    assert_eq!(replay.body, created.body);
+    let other = create(&b, &token, Some("k1"), r#"{"item":"pen","qty":3}"#);
+    assert_eq!(other.status, 422);
+
+    // Concurrent duplicates spread over both instances run the handler once.
+    let (addr_a, addr_b) = (a.addr, b.addr);
+    let auth = format!("Bearer {token}");
+    let replies: Vec<Wire> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..12)
+            .map(|i| {
+                let addr = if i % 2 == 0 { addr_a } else { addr_b };
+                let auth = auth.clone();
+                s.spawn(move || {
+                    wire(addr, "POST", "/orders", &[("Authorization", &auth), JSON, ("Idempotency-Key", "k2")], book)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(replies.iter().filter(|r| r.status == 201 && !r.replayed()).count(), 1, "{replies:?}");
+    assert!(replies.iter().all(|r| r.status == 201 || r.status == 409), "{replies:?}");
+    let total = orders(&a, &token).as_array().unwrap().len() + orders(&b, &token).as_array().unwrap().len();
+    assert_eq!(total, 2, "k1 and k2 each created one order, across both instances");
 }

@@ -206,6 +206,16 @@ impl Store for Down {
 
 /// The test router, with `store` for every annotated route.
 pub fn app_with(store: MemoryStore) -> (Router, Shared) {
+    app_with_layer(Idempotency::new(store))
+}
+
+/// The test router over any store.
+pub fn app_with_store(store: impl Store) -> (Router, Shared) {
+    app_with_layer(Idempotency::new(store))
+}
+
+/// The test router behind `layer`.
+pub fn app_with_layer(layer: Idempotency) -> (Router, Shared) {
     let hits = Shared::default();
     let router = Router::new()
         .route("/required", post(required))
@@ -229,7 +239,7 @@ pub fn app_with(store: MemoryStore) -> (Router, Shared) {
         .route("/big/{len}", post(big))
         .route("/annotated-get", get(annotated_get).put(annotated_get))
         .route("/bytes", post(bytes))
-        .layer(Idempotency::new(store))
+        .layer(layer)
         .with_state(hits.clone());
     (router, hits)
 }

@@ -1,0 +1,97 @@
+//! The Redis store under a real `redis-server` the tests start themselves: round trips per
+//! request, and an outage with the server stopped and restarted.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use axum::routing::post;
+use axum::Router;
+use common::{echo, post_to, RedisServer};
+use idem_runtime::store::{LocalTier, RedisStore};
+use idem_runtime::Idempotency;
+
+/// `INFO commandstats` as command → calls.
+fn command_stats(url: &str) -> HashMap<String, u64> {
+    let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut conn).unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?.parse().ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+/// Commands sent by clients (not by scripts) between two snapshots, INFO itself excluded.
+fn round_trips(before: &HashMap<String, u64>, after: &HashMap<String, u64>) -> u64 {
+    // What the scripts call internally is counted by Redis too; it is not a round trip.
+    const FROM_SCRIPTS: [&str; 6] = ["hmget", "hset", "del", "pexpire", "time", "hget"];
+    after
+        .iter()
+        .filter(|(name, _)| name.as_str() != "info" && !FROM_SCRIPTS.contains(&name.as_str()))
+        .map(|(name, calls)| calls - before.get(name).copied().unwrap_or(0))
+        .sum()
+}
+
+async fn measure(url: &str, app: &Router, key: &str) -> (u64, bool) {
+    let before = command_stats(url);
+    let reply = post_to("/echo").key(key).json(r#"{"n":1}"#).send(app).await;
+    assert_eq!(reply.status, 200);
+    (round_trips(&before, &command_stats(url)), reply.replayed())
+}
+
+#[tokio::test]
+async fn a_miss_costs_two_round_trips_a_replay_one_and_a_warm_local_replay_none() {
+    let Some(server) = RedisServer::start("round trips") else { return };
+    let url = server.url();
+    let redis = RedisStore::connect(url.clone()).await.unwrap();
+    let plain = Router::new().route("/echo", post(echo)).layer(Idempotency::new(redis.clone()));
+    let tiered = Router::new().route("/echo", post(echo)).layer(Idempotency::new(LocalTier::new(redis.clone())));
+    let cold = Router::new().route("/echo", post(echo)).layer(Idempotency::new(LocalTier::new(redis)));
+
+    assert_eq!(measure(&url, &plain, "a").await, (2, false), "miss: claim + complete");
+    assert_eq!(measure(&url, &plain, "a").await, (1, true), "replay: claim");
+    assert_eq!(measure(&url, &tiered, "b").await, (2, false), "miss through the tier");
+    assert_eq!(measure(&url, &tiered, "b").await, (0, true), "replay from the warm tier");
+    assert_eq!(measure(&url, &cold, "b").await, (1, true), "replay on a cold instance");
+    assert_eq!(measure(&url, &cold, "b").await, (0, true), "then warm");
+    println!("round trips: miss 2, replay 1, warm local replay 0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_answers_503_and_service_resumes_without_a_restart() {
+    let Some(mut server) = RedisServer::start("outage") else { return };
+    let (app, hits) = common::app_with_store(RedisStore::connect(server.url()).await.unwrap());
+    let open =
+        common::app_with_layer(Idempotency::new(RedisStore::connect(server.url()).await.unwrap()).fail_open(true));
+    assert_eq!(post_to("/required").key("before").send(&app).await.status, 201);
+
+    server.stop();
+    for i in 0..3 {
+        let reply = post_to("/required").key(&format!("during-{i}")).send(&app).await;
+        reply.assert_problem(503, "urn:idem:problem:store-unavailable");
+        assert!(reply.header("retry-after").is_some());
+    }
+    assert_eq!(hits.get("required"), 1, "nothing ran while the store was away");
+    // Fail-open runs the handler without idempotency.
+    let (open_app, open_hits) = open;
+    assert_eq!(post_to("/required").key("open").send(&open_app).await.status, 201);
+    assert_eq!(open_hits.get("required"), 1);
+
+    server.resume();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let reply = post_to("/required").key("after").send(&app).await;
+        if reply.status == 201 {
+            break;
+        }
+        reply.assert_problem(503, "urn:idem:problem:store-unavailable");
+        assert!(Instant::now() < deadline, "the store did not come back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(post_to("/required").key("after").send(&app).await.replayed());
+    assert_eq!(hits.get("required"), 2, "one execution for 'after', none twice");
+}
