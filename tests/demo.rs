@@ -11,15 +11,20 @@ use common::{wire, Wire};
 
 /// The demo binary, built on demand next to this test's own binary.
 fn demo_binary() -> PathBuf {
+    example_binary("orders")
+}
+
+/// An example's binary, built on demand next to this test's own binary.
+fn example_binary(name: &str) -> PathBuf {
     let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--example", "orders"])
+        .args(["build", "--quiet", "--example", name])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
         .expect("cargo runs");
     assert!(status.success(), "building the demo failed");
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().unwrap().parent().unwrap();
-    profile_dir.join("examples").join(format!("orders{}", std::env::consts::EXE_SUFFIX))
+    profile_dir.join("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
 }
 
 struct Demo {
@@ -217,4 +222,21 @@ fn two_instances_sharing_redis_behave_as_one_service() {
     assert!(replies.iter().all(|r| r.status == 201 || r.status == 409), "{replies:?}");
     let total = orders(&a, &token).as_array().unwrap().len() + orders(&b, &token).as_array().unwrap().len();
     assert_eq!(total, 2, "k1 and k2 each created one order, across both instances");
+}
+
+#[test]
+fn the_retrying_client_behind_a_response_losing_proxy_creates_one_order() {
+    let demo = start(&[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // The first two responses are lost after the server executed the request.
+    let proxy = runtime.block_on(common::lossy_proxy(demo.addr, 2));
+    let output = Command::new(example_binary("retrying_client"))
+        .args(["--server", &format!("http://{proxy}"), "--token", "frank"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("status: 201 Created"), "{stdout}");
+    assert!(stdout.contains("replayed: true"), "{stdout}");
+    assert_eq!(orders(&demo, "frank").as_array().unwrap().len(), 1, "exactly one order");
 }

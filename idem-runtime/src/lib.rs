@@ -26,6 +26,8 @@
 //! Records live in an embedded, bounded in-memory store by default; [`Idempotency`] swaps in
 //! another [`store::Store`] for a whole router.
 
+#[cfg(feature = "client")]
+pub mod client;
 pub mod fingerprint;
 pub mod key;
 pub mod problem;

@@ -464,3 +464,49 @@ impl Drop for RedisServer {
         self.stop();
     }
 }
+
+/// Loses the response of the first `lose` connections: forwards the request, waits for the
+/// server's answer, then closes the client's connection without it.
+pub async fn lossy_proxy(upstream: std::net::SocketAddr, lose: usize) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut n = 0;
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else { return };
+            let mut server = tokio::net::TcpStream::connect(upstream).await.unwrap();
+            n += 1;
+            if n > lose {
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                });
+                continue;
+            }
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                let (mut client_read, _client_write) = client.split();
+                let (mut server_read, mut server_write) = server.split();
+                let forward = async {
+                    let mut buf = [0u8; 8192];
+                    loop {
+                        match client_read.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                if server_write.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                };
+                let mut answer = [0u8; 1];
+                tokio::select! {
+                    _ = forward => {}
+                    _ = server_read.read(&mut answer) => {}
+                }
+                // Dropping both halves closes the client's connection: the response is lost.
+            });
+        }
+    });
+    addr
+}

@@ -1,0 +1,158 @@
+//! The same guarantees for blocking callers, over `reqwest::blocking`.
+//!
+//! ```no_run
+//! use idem_runtime::client::blocking::Client;
+//!
+//! let client = Client::new(reqwest::blocking::Client::new());
+//! let response = client
+//!     .post("http://127.0.0.1:3000/orders")
+//!     .bearer_auth("alice")
+//!     .json(&serde_json::json!({"item": "book", "qty": 1}))
+//!     .send()?;
+//! println!("{}", response.status());
+//! # Ok::<(), reqwest::Error>(())
+//! ```
+
+use std::time::SystemTime;
+
+use http::Method;
+use reqwest::blocking::{Body, Response};
+use reqwest::IntoUrl;
+use reqwest_retry::policies::ExponentialBackoff;
+use reqwest_retry::{RetryPolicy, Retryable};
+use serde::Serialize;
+
+use super::{classify_status, default_policy, ensure_key, next_delay};
+use crate::key::IdempotencyKey;
+
+/// A blocking client that sends one key per call and retries like
+/// [`RetryMiddleware`](super::RetryMiddleware).
+#[derive(Debug, Clone)]
+pub struct Client<P = ExponentialBackoff> {
+    inner: reqwest::blocking::Client,
+    policy: P,
+}
+
+impl Client {
+    /// Wraps `inner` with the [default policy](super::default_policy).
+    pub fn new(inner: reqwest::blocking::Client) -> Self {
+        Self { inner, policy: default_policy() }
+    }
+}
+
+impl<P: RetryPolicy> Client<P> {
+    /// Wraps `inner`, retrying with `policy`.
+    pub fn with_policy(inner: reqwest::blocking::Client, policy: P) -> Self {
+        Self { inner, policy }
+    }
+
+    /// A request of any method.
+    pub fn request(&self, method: Method, url: impl IntoUrl) -> RequestBuilder<'_, P> {
+        RequestBuilder { client: self, inner: self.inner.request(method, url), key: None }
+    }
+
+    /// A POST.
+    pub fn post(&self, url: impl IntoUrl) -> RequestBuilder<'_, P> {
+        self.request(Method::POST, url)
+    }
+
+    /// A PUT.
+    pub fn put(&self, url: impl IntoUrl) -> RequestBuilder<'_, P> {
+        self.request(Method::PUT, url)
+    }
+
+    /// A PATCH.
+    pub fn patch(&self, url: impl IntoUrl) -> RequestBuilder<'_, P> {
+        self.request(Method::PATCH, url)
+    }
+
+    /// A GET (never gets a key).
+    pub fn get(&self, url: impl IntoUrl) -> RequestBuilder<'_, P> {
+        self.request(Method::GET, url)
+    }
+}
+
+/// A request being built; [`send`](RequestBuilder::send) runs the call with its retries.
+#[derive(Debug)]
+pub struct RequestBuilder<'a, P> {
+    client: &'a Client<P>,
+    inner: reqwest::blocking::RequestBuilder,
+    key: Option<IdempotencyKey>,
+}
+
+impl<P: RetryPolicy> RequestBuilder<'_, P> {
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.inner = self.inner.header(name, value);
+        self
+    }
+
+    /// Adds `Authorization: Bearer <token>`.
+    pub fn bearer_auth(mut self, token: impl std::fmt::Display) -> Self {
+        self.inner = self.inner.bearer_auth(token);
+        self
+    }
+
+    /// A JSON body.
+    pub fn json<T: Serialize + ?Sized>(mut self, body: &T) -> Self {
+        self.inner = self.inner.json(body);
+        self
+    }
+
+    /// A raw body.
+    pub fn body(mut self, body: impl Into<Body>) -> Self {
+        self.inner = self.inner.body(body);
+        self
+    }
+
+    /// Sends `key` as this call's `Idempotency-Key`, on every attempt.
+    pub fn idempotency_key(mut self, key: IdempotencyKey) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// Sends the request, retrying transient failures with the same key.
+    pub fn send(self) -> reqwest::Result<Response> {
+        let mut request = self.inner.build()?;
+        let method = request.method().clone();
+        ensure_key(&method, request.headers_mut(), self.key.as_ref());
+        let started = SystemTime::now();
+        let mut retries = 0;
+        loop {
+            let Some(attempt) = request.try_clone() else {
+                return self.client.inner.execute(request);
+            };
+            let (transient, result) = match self.client.inner.execute(attempt) {
+                Ok(response) => {
+                    let class = classify_status(response.status(), response.headers());
+                    (matches!(class, Some(Retryable::Transient)), Ok(response))
+                }
+                Err(error) => {
+                    let (transient, error) = classify_error(error);
+                    (transient, Err(error))
+                }
+            };
+            if !transient {
+                return result;
+            }
+            let Some(delay) =
+                next_delay(&self.client.policy, started, retries, result.as_ref().ok().map(|r| r.headers()))
+            else {
+                return result;
+            };
+            std::thread::sleep(delay);
+            retries += 1;
+        }
+    }
+}
+
+/// Whether `error` is transient, as `reqwest-retry` classifies it (connection errors,
+/// timeouts, a connection closed before the response).
+fn classify_error(error: reqwest::Error) -> (bool, reqwest::Error) {
+    let wrapped = reqwest_middleware::Error::Reqwest(error);
+    let transient = matches!(reqwest_retry::default_on_request_failure(&wrapped), Some(Retryable::Transient));
+    match wrapped {
+        reqwest_middleware::Error::Reqwest(error) => (transient, error),
+        reqwest_middleware::Error::Middleware(_) => unreachable!("wrapped as Reqwest above"),
+    }
+}
