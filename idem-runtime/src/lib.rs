@@ -39,6 +39,11 @@ pub mod testkit;
 
 mod engine;
 
+/// The README's code blocks, compiled as doctests.
+#[cfg(all(doctest, feature = "client"))]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
 pub use engine::{Idempotency, WithIdempotency};
 
 /// Makes an axum handler idempotent. See the crate README for the full semantics.

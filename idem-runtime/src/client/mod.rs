@@ -121,9 +121,8 @@ impl IdempotencyKeyExt for RequestBuilder {
 /// How a response status fits an idem server: `None` for success, `Transient` for 5xx, 429 and
 /// an in-flight 409 (one with `Retry-After`), `Fatal` for every other 4xx.
 pub fn classify_status(status: StatusCode, headers: &HeaderMap) -> Option<Retryable> {
-    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-        Some(Retryable::Transient)
-    } else if status == StatusCode::CONFLICT && headers.contains_key(header::RETRY_AFTER) {
+    let in_flight = status == StatusCode::CONFLICT && headers.contains_key(header::RETRY_AFTER);
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || in_flight {
         Some(Retryable::Transient)
     } else if status.is_client_error() {
         Some(Retryable::Fatal)
