@@ -101,15 +101,16 @@ impl FingerprintWriter {
         self.hasher.update(bytes);
     }
 
-    /// A JSON document, canonically: object keys sorted, no insignificant whitespace. Input that
-    /// is not JSON is written as raw bytes.
+    /// A JSON document, canonically: object keys sorted, no insignificant whitespace, string
+    /// escapes and float notation normalized. Input that is not JSON is written as raw bytes.
     pub fn json(&mut self, raw: &[u8]) {
-        match serde_json::from_slice::<serde_json::Value>(raw) {
-            Ok(value) => {
-                self.tag(b'j', 0);
-                write_canonical(&mut self.hasher, &value);
+        let mut canonical = Vec::with_capacity(raw.len());
+        match crate::canonical::canonical_json(raw, &mut canonical) {
+            Ok(()) => {
+                self.tag(b'j', canonical.len());
+                self.hasher.update(&canonical);
             }
-            Err(_) => self.bytes(raw),
+            Err(()) => self.bytes(raw),
         }
     }
 
@@ -131,39 +132,6 @@ impl FingerprintWriter {
     /// The digest of everything written.
     pub fn finish(self) -> [u8; 32] {
         self.hasher.finalize().into()
-    }
-}
-
-fn write_canonical(out: &mut Sha256, value: &serde_json::Value) {
-    use serde_json::Value;
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.update(b"{");
-            for (i, (k, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.update(b",");
-                }
-                serde_json::to_writer(&mut *out, k).expect("hashing never fails");
-                out.update(b":");
-                write_canonical(out, v);
-            }
-            out.update(b"}");
-        }
-        Value::Array(items) => {
-            out.update(b"[");
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.update(b",");
-                }
-                write_canonical(out, v);
-            }
-            out.update(b"]");
-        }
-        scalar => {
-            serde_json::to_writer(&mut *out, scalar).expect("hashing never fails");
-        }
     }
 }
 

@@ -37,6 +37,7 @@ pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+mod canonical;
 mod engine;
 
 /// The README's code blocks, compiled as doctests.

@@ -1,0 +1,139 @@
+//! What the engine adds per request, through a real `Router`: the same handler plain and
+//! under `#[idempotent]`, for a miss, a replay, a mismatch and an in-flight conflict on the
+//! embedded store. The engine's cost is each idem figure minus `plain`.
+//!
+//! `cargo bench -p idem-runtime --bench engine`
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use divan::Bencher;
+use http_body_util::BodyExt as _;
+use idem_runtime::idempotent;
+use idem_runtime::store::MemoryStore;
+use idem_runtime::Idempotency;
+use serde::{Deserialize, Serialize};
+use tower::ServiceExt as _;
+
+fn main() {
+    divan::main();
+}
+
+#[derive(Deserialize)]
+struct NewOrder {
+    item: String,
+    qty: u32,
+}
+
+#[derive(Serialize)]
+struct Order {
+    id: u64,
+    item: String,
+    qty: u32,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn create(order: NewOrder) -> (StatusCode, Json<Order>) {
+    (StatusCode::CREATED, Json(Order { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), item: order.item, qty: order.qty }))
+}
+
+async fn plain(Json(order): Json<NewOrder>) -> (StatusCode, Json<Order>) {
+    create(order)
+}
+
+#[idempotent(required, ttl = "24h")]
+async fn idem(Json(order): Json<NewOrder>) -> (StatusCode, Json<Order>) {
+    create(order)
+}
+
+#[idempotent(required, ttl = "24h")]
+async fn never_finishes(Json(order): Json<NewOrder>) -> (StatusCode, Json<Order>) {
+    std::future::pending::<()>().await;
+    create(order)
+}
+
+const BODY: &str = r#"{"item":"book","qty":1}"#;
+
+struct Fixture {
+    runtime: tokio::runtime::Runtime,
+    app: Router,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let app = Router::new()
+            .route("/plain", post(plain))
+            .route("/idem", post(idem))
+            .route("/held", post(never_finishes))
+            .layer(Idempotency::new(MemoryStore::new()));
+        Self { runtime, app }
+    }
+
+    fn send(&self, path: &str, key: &str, body: &'static str) -> StatusCode {
+        let request = Request::post(path)
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(Body::from(body))
+            .unwrap();
+        self.runtime.block_on(async {
+            let response = self.app.clone().oneshot(request).await.unwrap();
+            let status = response.status();
+            response.into_body().collect().await.unwrap();
+            status
+        })
+    }
+}
+
+#[divan::bench]
+fn plain_handler(bencher: Bencher<'_, '_>) {
+    let f = Fixture::new();
+    bencher.bench_local(|| assert_eq!(f.send("/plain", "k", BODY), StatusCode::CREATED));
+}
+
+#[divan::bench]
+fn miss(bencher: Bencher<'_, '_>) {
+    let f = Fixture::new();
+    let mut n = 0u64;
+    bencher
+        .with_inputs(|| {
+            n += 1;
+            format!("miss-{n}")
+        })
+        .bench_local_refs(|key| assert_eq!(f.send("/idem", key, BODY), StatusCode::CREATED));
+}
+
+#[divan::bench]
+fn replay(bencher: Bencher<'_, '_>) {
+    let f = Fixture::new();
+    f.send("/idem", "replayed", BODY);
+    bencher.bench_local(|| assert_eq!(f.send("/idem", "replayed", BODY), StatusCode::CREATED));
+}
+
+#[divan::bench]
+fn mismatch(bencher: Bencher<'_, '_>) {
+    let f = Fixture::new();
+    f.send("/idem", "used", BODY);
+    bencher.bench_local(|| {
+        assert_eq!(f.send("/idem", "used", r#"{"item":"pen","qty":2}"#), StatusCode::UNPROCESSABLE_ENTITY)
+    });
+}
+
+#[divan::bench]
+fn in_flight_conflict(bencher: Bencher<'_, '_>) {
+    let f = Fixture::new();
+    let request = Request::post("/held")
+        .header("content-type", "application/json")
+        .header("idempotency-key", "held")
+        .body(Body::from(BODY))
+        .unwrap();
+    let app = f.app.clone();
+    f.runtime.spawn(async move { app.oneshot(request).await });
+    // Let the first request claim the key.
+    f.runtime.block_on(tokio::time::sleep(std::time::Duration::from_millis(20)));
+    bencher.bench_local(|| assert_eq!(f.send("/held", "held", BODY), StatusCode::CONFLICT));
+}

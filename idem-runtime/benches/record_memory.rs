@@ -1,0 +1,60 @@
+//! Memory per record: 100 000 completed records with a 32-byte body in the embedded store;
+//! prints the resident memory they add, per record beyond the body.
+//!
+//! `cargo bench -p idem-runtime --bench record_memory`
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+use idem_runtime::fingerprint::Fingerprint;
+use idem_runtime::record::Record;
+use idem_runtime::store::{Claim, MemoryStore, RecordKey, Store};
+
+const RECORDS: u64 = 100_000;
+const BODY: &[u8; 32] = b"{\"id\":\"ord_0000001\",\"qty\":12345}";
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
+    let pages: u64 = statm.split_whitespace().nth(1).expect("resident").parse().expect("a number");
+    pages * 4096
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        // `cargo test --benches` and `--list`: nothing to list, nothing to check.
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let store = MemoryStore::builder().max_entries(RECORDS * 2).max_bytes(1 << 30).build();
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let body = Bytes::from_static(BODY);
+    let before = rss_bytes();
+    runtime.block_on(async {
+        for i in 0..RECORDS {
+            let mut digest = [0u8; 32];
+            digest[..8].copy_from_slice(&i.to_be_bytes());
+            let key = RecordKey(digest);
+            let fingerprint = Fingerprint([7; 32]);
+            let Claim::Acquired(token) = store.claim(&key, &fingerprint, Duration::from_secs(30)).await.unwrap() else {
+                panic!("fresh key")
+            };
+            let record = Record {
+                fingerprint,
+                status: StatusCode::CREATED,
+                headers: headers.clone(),
+                // A body of its own per record, as a real response has.
+                body: Some(Bytes::copy_from_slice(&body)),
+                expires_at: std::time::SystemTime::now() + Duration::from_secs(3600),
+            };
+            store.complete(&key, token, record).await.unwrap();
+        }
+    });
+    let after = rss_bytes();
+    let per_record = (after - before) as f64 / RECORDS as f64;
+    println!("records: {RECORDS}, body: {} B, headers: content-type", BODY.len());
+    println!("resident memory added: {:.1} MiB", (after - before) as f64 / (1 << 20) as f64);
+    println!("per record: {per_record:.0} B, beyond the body: {:.0} B", per_record - BODY.len() as f64);
+    drop(store);
+}

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Whole-server load benchmark: wrk against examples/bench_server on loopback, server and load
+# generator pinned to different cores. Runs plain, idem miss (a fresh key per request) and idem
+# replay (one key), each after a warm-up, and prints requests/s, p50 and p99 latency, the ratio
+# to plain, and the server's peak RSS.
+#
+#   scripts/load.sh [--duration 10] [--warmup 3] [--connections 32] [--store memory|redis://HOST:PORT]
+#                   [--profile release|dev] [--csv FILE]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration=10 warmup=3 connections=32 store=memory profile=release csv=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --duration) duration=$2; shift 2 ;;
+    --warmup) warmup=$2; shift 2 ;;
+    --connections) connections=$2; shift 2 ;;
+    --store) store=$2; shift 2 ;;
+    --profile) profile=$2; shift 2 ;;
+    --csv) csv=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+
+if ! command -v wrk >/dev/null; then
+  echo "installing wrk (Debian package)" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null 2>&1 \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+fi
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/idem-target}"
+flag=(); dir=debug
+[[ "$profile" == release ]] && { flag=(--release); dir=release; }
+cargo build --quiet "${flag[@]}" --example bench_server
+server_bin="$CARGO_TARGET_DIR/$dir/examples/bench_server"
+
+cores=$(nproc)
+server_core=0 client_core=$(( cores > 1 ? 1 : 0 ))
+port=$(( 20000 + RANDOM % 20000 ))
+taskset -c "$server_core" "$server_bin" --addr "127.0.0.1:$port" --store "$store" > /dev/null &
+server_pid=$!
+trap 'kill $server_pid 2>/dev/null; wait $server_pid 2>/dev/null; rm -rf "$lua_dir"' EXIT
+lua_dir=$(mktemp -d)
+for _ in $(seq 1 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+  sleep 0.05
+done
+
+common='wrk.method = "POST"
+wrk.body = "{\"item\":\"book\",\"qty\":1}"
+wrk.headers["Content-Type"] = "application/json"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %d %d %d\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), e.connect + e.read + e.write + e.status + e.timeout))
+end
+'
+# plain carries a key too, so that every scenario sends the same bytes.
+printf '%s\nwrk.headers["Idempotency-Key"] = "0190d6a4-0000-7000-8000-000000000000"\n' "$common" > "$lua_dir/plain.lua"
+cp "$lua_dir/plain.lua" "$lua_dir/replay.lua"
+printf '%s\n%s\n' "$common" 'local n = 0
+local run = tostring(os.time()) .. "-" .. tostring(math.random(1, 1000000000))
+request = function()
+  n = n + 1
+  wrk.headers["Idempotency-Key"] = run .. "-" .. n
+  return wrk.format()
+end' > "$lua_dir/miss.lua"
+
+run() { # name path seconds
+  taskset -c "$client_core" wrk -t1 -c"$connections" -d"${3}s" --timeout 5s -s "$lua_dir/$1.lua" \
+    "http://127.0.0.1:$port$2" | awk '/^RESULT/ {print $2, $3, $4, $5, $6}'
+}
+
+printf 'load benchmark: %s s per scenario after %s s warm-up, %s connections, store %s, %s build, server on core %s, wrk on core %s\n' \
+  "$duration" "$warmup" "$connections" "$store" "$profile" "$server_core" "$client_core"
+printf '%-12s %12s %10s %10s %8s %8s\n' scenario "requests/s" "p50 ms" "p99 ms" ratio errors
+[[ -n "$csv" ]] && echo "scenario,requests_per_s,p50_ms,p99_ms,ratio_to_plain,errors" > "$csv"
+plain_rps=""
+for scenario in plain:/plain miss:/idem replay:/idem; do
+  name=${scenario%%:*} path=${scenario#*:}
+  [[ "$warmup" != 0 ]] && run "$name" "$path" "$warmup" > /dev/null
+  read -r requests micros p50 p99 errors < <(run "$name" "$path" "$duration")
+  rps=$(awk -v r="$requests" -v d="$micros" 'BEGIN { printf "%.0f", r / (d / 1e6) }')
+  [[ -z "$plain_rps" ]] && plain_rps=$rps
+  ratio=$(awk -v a="$rps" -v b="$plain_rps" 'BEGIN { printf "%.3f", a / b }')
+  p50ms=$(awk -v u="$p50" 'BEGIN { printf "%.3f", u / 1000 }')
+  p99ms=$(awk -v u="$p99" 'BEGIN { printf "%.3f", u / 1000 }')
+  printf '%-12s %12s %10s %10s %8s %8s\n' "$name" "$rps" "$p50ms" "$p99ms" "$ratio" "$errors"
+  [[ -n "$csv" ]] && echo "$name,$rps,$p50ms,$p99ms,$ratio,$errors" >> "$csv"
+  if [[ "$errors" != 0 ]]; then echo "wrk reported $errors errors for $name" >&2; exit 1; fi
+done
+peak_kib=$(awk '/VmHWM/ {print $2}' "/proc/$server_pid/status")
+printf 'server peak RSS: %s MiB\n' "$(awk -v k="$peak_kib" 'BEGIN { printf "%.1f", k / 1024 }')"
+[[ -n "$csv" ]] && echo "peak_rss_kib,$peak_kib,,,," >> "$csv"
+exit 0
