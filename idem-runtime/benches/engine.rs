@@ -134,6 +134,6 @@ fn in_flight_conflict(bencher: Bencher<'_, '_>) {
     let app = f.app.clone();
     f.runtime.spawn(async move { app.oneshot(request).await });
     // Let the first request claim the key.
-    f.runtime.block_on(tokio::time::sleep(std::time::Duration::from_millis(20)));
+    f.runtime.block_on(async { tokio::time::sleep(std::time::Duration::from_millis(20)).await });
     bencher.bench_local(|| assert_eq!(f.send("/held", "held", BODY), StatusCode::CONFLICT));
 }

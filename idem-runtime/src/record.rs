@@ -51,16 +51,16 @@ pub fn is_storable(status: StatusCode) -> bool {
 
 /// The subset of `headers` that a replay repeats.
 pub fn replayable_headers(headers: &HeaderMap) -> HeaderMap {
-    let mut kept = headers.clone();
-    for name in &NOT_REPLAYED {
-        kept.remove(name);
-    }
     // Headers named by `Connection` are hop-by-hop too.
-    for value in headers.get_all(header::CONNECTION) {
-        for name in value.to_str().unwrap_or_default().split(',') {
-            if let Ok(name) = HeaderName::from_bytes(name.trim().as_bytes()) {
-                kept.remove(name);
-            }
+    let named_by_connection = |name: &HeaderName| {
+        headers.get_all(header::CONNECTION).iter().any(|value| {
+            value.to_str().unwrap_or_default().split(',').any(|n| n.trim().eq_ignore_ascii_case(name.as_str()))
+        })
+    };
+    let mut kept = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        if !NOT_REPLAYED.contains(name) && !named_by_connection(name) {
+            kept.append(name, value.clone());
         }
     }
     kept
@@ -180,6 +180,11 @@ impl Record {
 }
 
 const MAGIC: &[u8; 4] = b"IDM1";
+
+/// The fingerprint inside an encoded record, without decoding the rest.
+pub(crate) fn encoded_fingerprint(bytes: &[u8]) -> Option<&[u8; 32]> {
+    bytes.strip_prefix(MAGIC)?.get(..32)?.try_into().ok()
+}
 
 /// Bytes that are not an encoded [`Record`].
 #[derive(Debug, Clone, PartialEq, Eq)]

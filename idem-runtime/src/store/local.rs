@@ -1,11 +1,10 @@
 //! A local tier: completed records cached in process, in front of any store.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use moka::sync::Cache;
 
-use super::memory::record_cache;
+use super::memory::{record_cache, Packed};
 use super::{Claim, FencingToken, RecordKey, Store, StoreError};
 use crate::fingerprint::Fingerprint;
 use crate::record::Record;
@@ -27,7 +26,7 @@ use crate::record::Record;
 #[derive(Clone)]
 pub struct LocalTier<S> {
     inner: S,
-    cache: Cache<RecordKey, Arc<Record>>,
+    cache: Cache<RecordKey, Packed>,
 }
 
 impl<S> std::fmt::Debug for LocalTier<S> {
@@ -52,32 +51,34 @@ impl<S: Store> LocalTier<S> {
         &self.inner
     }
 
-    fn remember(&self, key: &RecordKey, record: Arc<Record>) {
+    fn remember(&self, key: &RecordKey, record: &Record) {
         if !record.is_expired_at(SystemTime::now()) {
-            self.cache.insert(*key, record);
+            self.cache.insert(*key, Packed::new(record));
         }
     }
 }
 
 impl<S: Store> Store for LocalTier<S> {
     async fn claim(&self, key: &RecordKey, fingerprint: &Fingerprint, lease: Duration) -> Result<Claim, StoreError> {
-        if let Some(record) = self.cache.get(key) {
-            if !record.is_expired_at(SystemTime::now()) {
-                return Ok(if record.fingerprint == *fingerprint { Claim::Completed(record) } else { Claim::Mismatch });
+        if let Some(packed) = self.cache.get(key) {
+            if !packed.is_expired_at(SystemTime::now()) {
+                return Ok(packed.claim(fingerprint));
             }
             self.cache.invalidate(key);
         }
         let claim = self.inner.claim(key, fingerprint, lease).await?;
         if let Claim::Completed(record) = &claim {
-            self.remember(key, record.clone());
+            self.remember(key, record);
         }
         Ok(claim)
     }
 
     async fn complete(&self, key: &RecordKey, token: FencingToken, record: Record) -> Result<(), StoreError> {
-        let record = Arc::new(record);
-        self.inner.complete(key, token, Record::clone(&record)).await?;
-        self.remember(key, record);
+        let packed = Packed::new(&record);
+        self.inner.complete(key, token, record).await?;
+        if !packed.is_expired_at(SystemTime::now()) {
+            self.cache.insert(*key, packed);
+        }
         Ok(())
     }
 

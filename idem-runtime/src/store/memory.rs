@@ -39,7 +39,7 @@ pub struct MemoryStore {
 }
 
 struct Inner {
-    completed: Cache<RecordKey, Arc<Record>>,
+    completed: Cache<RecordKey, Packed>,
     in_flight: Box<[Mutex<HashMap<RecordKey, InFlight>>]>,
     next_token: AtomicU64,
     max_body_bytes: usize,
@@ -108,13 +108,50 @@ impl MemoryStoreBuilder {
     }
 }
 
+/// A completed record as the caches keep it: its byte encoding (a few hundred bytes less than
+/// the decoded form, whose `HeaderMap` alone takes about 500), decoded again on replay.
+#[derive(Clone)]
+pub(super) struct Packed {
+    expires_at: SystemTime,
+    encoded: Arc<[u8]>,
+}
+
+impl Packed {
+    pub(super) fn new(record: &Record) -> Self {
+        Self { expires_at: record.expires_at, encoded: record.encode().into() }
+    }
+
+    pub(super) fn is_expired_at(&self, now: SystemTime) -> bool {
+        self.expires_at <= now
+    }
+
+    pub(super) fn matches(&self, fingerprint: &Fingerprint) -> bool {
+        crate::record::encoded_fingerprint(&self.encoded) == Some(&fingerprint.0)
+    }
+
+    pub(super) fn unpack(&self) -> Arc<Record> {
+        Arc::new(Record::decode(&self.encoded).expect("records are encoded by idem itself"))
+    }
+
+    /// What a replay of this record is: the record, or a mismatch.
+    pub(super) fn claim(&self, fingerprint: &Fingerprint) -> Claim {
+        if self.matches(fingerprint) {
+            Claim::Completed(self.unpack())
+        } else {
+            Claim::Mismatch
+        }
+    }
+}
+
 /// A cache of completed records bounded in entries and bytes, each expiring with its record.
-pub(super) fn record_cache(max_entries: u64, max_bytes: u64) -> Cache<RecordKey, Arc<Record>> {
+pub(super) fn record_cache(max_entries: u64, max_bytes: u64) -> Cache<RecordKey, Packed> {
+    // What an entry costs besides its encoding: the cache's own bookkeeping and the key.
+    const ENTRY_OVERHEAD: u64 = 160;
     let min_weight = (max_bytes / max_entries.max(1)).max(1);
     Cache::builder()
         .max_capacity(max_bytes)
-        .weigher(move |_: &RecordKey, record: &Arc<Record>| {
-            (record.size_hint() as u64).max(min_weight).min(u32::MAX as u64) as u32
+        .weigher(move |_: &RecordKey, packed: &Packed| {
+            (packed.encoded.len() as u64 + ENTRY_OVERHEAD).max(min_weight).min(u32::MAX as u64) as u32
         })
         .expire_after(RecordTtl)
         .build()
@@ -122,9 +159,9 @@ pub(super) fn record_cache(max_entries: u64, max_bytes: u64) -> Cache<RecordKey,
 
 struct RecordTtl;
 
-impl Expiry<RecordKey, Arc<Record>> for RecordTtl {
-    fn expire_after_create(&self, _: &RecordKey, record: &Arc<Record>, _: Instant) -> Option<Duration> {
-        Some(record.ttl_left(SystemTime::now()))
+impl Expiry<RecordKey, Packed> for RecordTtl {
+    fn expire_after_create(&self, _: &RecordKey, packed: &Packed, _: Instant) -> Option<Duration> {
+        Some(packed.expires_at.duration_since(SystemTime::now()).unwrap_or_default())
     }
 }
 
@@ -147,9 +184,9 @@ impl MemoryStore {
 
     fn claim_now(&self, key: &RecordKey, fingerprint: &Fingerprint, lease: Duration) -> Claim {
         let mut in_flight = self.shard(key);
-        if let Some(record) = self.inner.completed.get(key) {
-            if !record.is_expired_at(SystemTime::now()) {
-                return if record.fingerprint == *fingerprint { Claim::Completed(record) } else { Claim::Mismatch };
+        if let Some(packed) = self.inner.completed.get(key) {
+            if !packed.is_expired_at(SystemTime::now()) {
+                return packed.claim(fingerprint);
             }
             self.inner.completed.invalidate(key);
         }
@@ -186,7 +223,7 @@ impl Store for MemoryStore {
         let mut in_flight = self.shard(key);
         Self::owned(&mut in_flight, key, token)?;
         if !record.is_expired_at(SystemTime::now()) {
-            self.inner.completed.insert(*key, Arc::new(record));
+            self.inner.completed.insert(*key, Packed::new(&record));
         }
         in_flight.remove(key);
         Ok(())
