@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
@@ -292,16 +293,9 @@ impl Active {
                 }
             }
         };
-        // The handler runs in its own task: a client that disconnects drops this future, not
-        // the handler, whose response is then stored for the retry.
-        let task = tokio::spawn(self.execute(token, fingerprint, handler).in_current_span());
-        match task.await {
-            Ok(response) => response,
-            Err(error) => {
-                tracing::error!(target: "idem", %error, "handler task did not finish");
-                Problem::new(ProblemKind::HandlerPanicked, "the handler did not finish").into_response()
-            }
-        }
+        // A client that disconnects drops this future; the handler then finishes in a task of
+        // its own and its response is stored for the retry.
+        RunToCompletion(Some(Box::pin(self.execute(token, fingerprint, handler).in_current_span()))).await
     }
 
     async fn execute<F>(self: Box<Self>, token: FencingToken, fingerprint: Fingerprint, handler: F) -> Response
@@ -369,6 +363,36 @@ impl Active {
     async fn release(&self, token: FencingToken) {
         if let Err(error) = self.idempotency.store.release(&self.key, token).await {
             tracing::error!(target: "idem", route = self.route, %error, "could not release a claim; retries get 409 until its lease expires");
+        }
+    }
+}
+
+/// Polls the handler (and the storing of its response) in place, and when dropped before it
+/// finished (the client went away), hands it to a task of its own to run to completion. The
+/// common path costs no task spawn.
+struct RunToCompletion(Option<Pin<Box<dyn Future<Output = Response> + Send>>>);
+
+impl Future for RunToCompletion {
+    type Output = Response;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
+        let inner = self.0.as_mut().expect("polled after completion");
+        let response = std::task::ready!(inner.as_mut().poll(cx));
+        self.0 = None;
+        Poll::Ready(response)
+    }
+}
+
+impl Drop for RunToCompletion {
+    fn drop(&mut self) {
+        if let Some(unfinished) = self.0.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(unfinished)),
+                Err(_) => tracing::error!(
+                    target: "idem",
+                    "a handler was cancelled outside a Tokio runtime; its claim is held until the lease expires"
+                ),
+            }
         }
     }
 }

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# In-process benchmarks (divan): the engine's cost per request, fingerprinting next to plain
+# SHA-256, store operations, and memory per record. Prints divan's tables and writes the
+# medians to bench/inprocess.csv (benchmark, median in µs).
+#
+#   scripts/inprocess.sh [--samples 300]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+samples=300
+[[ "${1:-}" == --samples ]] && samples=$2
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/idem-target}"
+mkdir -p bench
+out=bench/inprocess.csv
+echo "benchmark,median_us" > "$out"
+for bench in engine fingerprint store; do
+  cargo bench --quiet -p idem-runtime --all-features --bench "$bench" -- --sample-count "$samples" | tee /dev/stderr |
+    awk -v bench="$bench" -F'│' '
+      # Rows look like "├─ name   fastest │ slowest │ median │ mean │ samples │ iters";
+      # argument rows nest under their function: "│  ├─ 4096 ...".
+      /[├╰]─/ {
+        line = $0; sub(/^[│ ]*[├╰]─ */, "", line)
+        split(line, first, /  +/); name = first[1]
+        if (NF < 4) { group = name; next }
+        if ($0 ~ /^[│ ]+[├╰]/) name = group "/" name; else group = name
+        median = $3; gsub(/^ +| +$/, "", median); split(median, m, " ")
+        v = m[1]; unit = m[2]
+        if (unit == "ns") v = v / 1000; else if (unit == "ms") v = v * 1000; else if (unit == "s") v = v * 1e6
+        printf "%s/%s,%.3f\n", bench, name, v
+      }' >> "$out"
+done
+cargo bench --quiet -p idem-runtime --bench record_memory | tee bench/record_memory.txt
+echo "medians written to $out" >&2
