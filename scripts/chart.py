@@ -15,7 +15,7 @@ def bars(x0, y0, width, height, title, rows, unit, fmt):
     bar_h = (height - 10) / len(rows)
     for i, (label, value, note) in enumerate(rows):
         y = y0 + i * bar_h
-        w = (width - 190) * value / top
+        w = (width - 110 - 330) * value / top
         out.append(f'<text x="{x0}" y="{y + bar_h * 0.6}" font-size="12">{escape(label)}</text>')
         out.append(f'<rect x="{x0 + 110}" y="{y + 3}" width="{w:.1f}" height="{bar_h - 8:.1f}" fill="#4a7bd0"/>')
         text = f"{fmt(value)} {unit}" + (f"  ({note})" if note else "")

@@ -15,15 +15,16 @@ echo "benchmark,median_us" > "$out"
 for bench in engine fingerprint store; do
   cargo bench --quiet -p idem-runtime --all-features --bench "$bench" -- --sample-count "$samples" | tee /dev/stderr |
     awk -v bench="$bench" -F'│' '
-      # Rows look like "├─ name   fastest │ slowest │ median │ mean │ samples │ iters";
-      # argument rows nest under their function: "│  ├─ 4096 ...".
+      # Rows: "├─ name   fastest │ slowest │ median │ mean │ samples │ iters". Rows of a
+      # function with arguments nest under it and start with "│": "│  ├─ 4096   fastest │ …".
       /[├╰]─/ {
-        line = $0; sub(/^[│ ]*[├╰]─ */, "", line)
-        split(line, first, /  +/); name = first[1]
-        if (NF < 4) { group = name; next }
-        if ($0 ~ /^[│ ]+[├╰]/) name = group "/" name; else group = name
-        median = $3; gsub(/^ +| +$/, "", median); split(median, m, " ")
-        v = m[1]; unit = m[2]
+        nested = ($0 ~ /^[│ ]/)
+        col = ($0 ~ /^│/) ? 4 : 3
+        line = $0; sub(/^[│ ]*[├╰]─ */, "", line); split(line, first, /  +/); name = first[1]
+        median = $col; gsub(/^ +| +$/, "", median)
+        if (median == "") { group = name; next }
+        if (nested) name = group "/" name
+        split(median, m, " "); v = m[1]; unit = m[2]
         if (unit == "ns") v = v / 1000; else if (unit == "ms") v = v * 1000; else if (unit == "s") v = v * 1e6
         printf "%s/%s,%.3f\n", bench, name, v
       }' >> "$out"

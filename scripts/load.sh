@@ -4,16 +4,20 @@
 # replay (one key), each after a warm-up, and prints requests/s, p50 and p99 latency, the ratio
 # to plain, and the server's peak RSS.
 #
-#   scripts/load.sh [--duration 10] [--warmup 3] [--connections 32] [--store memory|redis://HOST:PORT]
-#                   [--profile release|dev] [--csv FILE]
+# The machine is shared and noisy: the scenarios run interleaved, --rounds times, and each
+# figure is the median over the rounds.
+#
+#   scripts/load.sh [--duration 10] [--warmup 3] [--rounds 3] [--connections 32]
+#                   [--store memory|redis://HOST:PORT] [--profile release|dev] [--csv FILE]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-duration=10 warmup=3 connections=32 store=memory profile=release csv=""
+duration=10 warmup=3 rounds=3 connections=32 store=memory profile=release csv=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --duration) duration=$2; shift 2 ;;
     --warmup) warmup=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
     --connections) connections=$2; shift 2 ;;
     --store) store=$2; shift 2 ;;
     --profile) profile=$2; shift 2 ;;
@@ -71,23 +75,35 @@ run() { # name path seconds
     "http://127.0.0.1:$port$2" | awk '/^RESULT/ {print $2, $3, $4, $5, $6}'
 }
 
-printf 'load benchmark: %s s per scenario after %s s warm-up, %s connections, store %s, %s build, server on core %s, wrk on core %s\n' \
-  "$duration" "$warmup" "$connections" "$store" "$profile" "$server_core" "$client_core"
-printf '%-12s %12s %10s %10s %8s %8s\n' scenario "requests/s" "p50 ms" "p99 ms" ratio errors
+printf 'load benchmark: %s s per scenario and round, %s rounds, after %s s warm-up, %s connections, store %s, %s build, server on core %s, wrk on core %s\n' \
+  "$duration" "$rounds" "$warmup" "$connections" "$store" "$profile" "$server_core" "$client_core"
+scenarios=(plain:/plain miss:/idem replay:/idem)
+if [[ "$warmup" != 0 ]]; then
+  for scenario in "${scenarios[@]}"; do run "${scenario%%:*}" "${scenario#*:}" "$warmup" > /dev/null; done
+fi
+declare -A rps_of p50_of p99_of
+for _ in $(seq 1 "$rounds"); do
+  for scenario in "${scenarios[@]}"; do
+    name=${scenario%%:*} path=${scenario#*:}
+    read -r requests micros p50 p99 errors < <(run "$name" "$path" "$duration")
+    if [[ "$errors" != 0 ]]; then echo "wrk reported $errors errors for $name" >&2; exit 1; fi
+    rps_of[$name]+="$(awk -v r="$requests" -v d="$micros" 'BEGIN { printf "%.0f", r / (d / 1e6) }') "
+    p50_of[$name]+="$p50 "
+    p99_of[$name]+="$p99 "
+  done
+done
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+printf '%-12s %12s %10s %10s %8s\n' scenario "requests/s" "p50 ms" "p99 ms" ratio
 [[ -n "$csv" ]] && echo "scenario,requests_per_s,p50_ms,p99_ms,ratio_to_plain,errors" > "$csv"
-plain_rps=""
-for scenario in plain:/plain miss:/idem replay:/idem; do
-  name=${scenario%%:*} path=${scenario#*:}
-  [[ "$warmup" != 0 ]] && run "$name" "$path" "$warmup" > /dev/null
-  read -r requests micros p50 p99 errors < <(run "$name" "$path" "$duration")
-  rps=$(awk -v r="$requests" -v d="$micros" 'BEGIN { printf "%.0f", r / (d / 1e6) }')
-  [[ -z "$plain_rps" ]] && plain_rps=$rps
+plain_rps=$(median <<< "${rps_of[plain]}")
+for scenario in "${scenarios[@]}"; do
+  name=${scenario%%:*}
+  rps=$(median <<< "${rps_of[$name]}")
   ratio=$(awk -v a="$rps" -v b="$plain_rps" 'BEGIN { printf "%.3f", a / b }')
-  p50ms=$(awk -v u="$p50" 'BEGIN { printf "%.3f", u / 1000 }')
-  p99ms=$(awk -v u="$p99" 'BEGIN { printf "%.3f", u / 1000 }')
-  printf '%-12s %12s %10s %10s %8s %8s\n' "$name" "$rps" "$p50ms" "$p99ms" "$ratio" "$errors"
-  [[ -n "$csv" ]] && echo "$name,$rps,$p50ms,$p99ms,$ratio,$errors" >> "$csv"
-  if [[ "$errors" != 0 ]]; then echo "wrk reported $errors errors for $name" >&2; exit 1; fi
+  p50ms=$(awk -v u="$(median <<< "${p50_of[$name]}")" 'BEGIN { printf "%.3f", u / 1000 }')
+  p99ms=$(awk -v u="$(median <<< "${p99_of[$name]}")" 'BEGIN { printf "%.3f", u / 1000 }')
+  printf '%-12s %12.0f %10s %10s %8s\n' "$name" "$rps" "$p50ms" "$p99ms" "$ratio"
+  [[ -n "$csv" ]] && echo "$name,$rps,$p50ms,$p99ms,$ratio,0" >> "$csv"
 done
 peak_kib=$(awk '/VmHWM/ {print $2}' "/proc/$server_pid/status")
 printf 'server peak RSS: %s MiB\n' "$(awk -v k="$peak_kib" 'BEGIN { printf "%.1f", k / 1024 }')"
