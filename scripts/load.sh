@@ -43,7 +43,7 @@ server_core=0 client_core=$(( cores > 1 ? 1 : 0 ))
 port=$(( 20000 + RANDOM % 20000 ))
 taskset -c "$server_core" "$server_bin" --addr "127.0.0.1:$port" --store "$store" > /dev/null &
 server_pid=$!
-trap 'kill $server_pid 2>/dev/null; wait $server_pid 2>/dev/null; rm -rf "$lua_dir"' EXIT
+trap 'kill $server_pid 2>/dev/null || true; wait $server_pid 2>/dev/null || true; rm -rf "$lua_dir"' EXIT
 lua_dir=$(mktemp -d)
 for _ in $(seq 1 100); do
   (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break

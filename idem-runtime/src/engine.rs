@@ -252,7 +252,7 @@ impl Active {
                 Ok(Claim::Acquired(token)) => break token,
                 Ok(Claim::Completed(record)) => {
                     self.event(record.status.as_u16(), "replayed");
-                    return record.replay();
+                    return Arc::try_unwrap(record).map_or_else(|shared| shared.replay(), Record::into_replay);
                 }
                 Ok(Claim::Mismatch) => {
                     self.event(422, "mismatch");

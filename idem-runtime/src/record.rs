@@ -86,11 +86,16 @@ impl Record {
     /// The response a retry receives: the stored status, headers and body, plus
     /// `Idempotent-Replayed: true`.
     pub fn replay(&self) -> Response {
-        let mut response = match &self.body {
+        self.clone().into_replay()
+    }
+
+    /// [`Record::replay`], consuming the record (no copy of its headers).
+    pub fn into_replay(self) -> Response {
+        let mut response = match self.body {
             Some(body) => {
-                let mut response = Response::new(Body::from(body.clone()));
+                let mut response = Response::new(Body::from(body));
                 *response.status_mut() = self.status;
-                *response.headers_mut() = self.headers.clone();
+                *response.headers_mut() = self.headers;
                 response
             }
             None => {
@@ -101,7 +106,7 @@ impl Record {
                 .with_status(self.status);
                 let mut response = problem.into_response();
                 let content_type = response.headers_mut().remove(header::CONTENT_TYPE);
-                let mut headers = self.headers.clone();
+                let mut headers = self.headers;
                 headers.remove(header::CONTENT_ENCODING);
                 if let Some(content_type) = content_type {
                     headers.insert(header::CONTENT_TYPE, content_type);

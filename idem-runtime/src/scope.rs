@@ -24,7 +24,8 @@ impl Scope {
 
     /// One namespace shared by every caller.
     pub fn global() -> Self {
-        Self::tagged(b"global", b"")
+        static GLOBAL: std::sync::OnceLock<Scope> = std::sync::OnceLock::new();
+        *GLOBAL.get_or_init(|| Self::tagged(b"global", b""))
     }
 
     /// The namespace of one credential (the whole `Authorization` value).
