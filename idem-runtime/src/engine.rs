@@ -306,6 +306,10 @@ impl Active {
         let lease = self.config.lease;
         let mut handler = std::pin::pin!(AssertUnwindSafe(handler).catch_unwind());
         let outcome = loop {
+            // A handler that finishes on its first poll needs no renewal timer.
+            if let Poll::Ready(outcome) = std::future::poll_fn(|cx| Poll::Ready(handler.as_mut().poll(cx))).await {
+                break outcome;
+            }
             tokio::select! {
                 outcome = &mut handler => break outcome,
                 () = tokio::time::sleep(lease / 3) => {
