@@ -22,6 +22,11 @@ use idem_runtime::{idempotent, Idempotency};
 #[derive(Default)]
 struct Executions(AtomicUsize);
 
+/// Status, body and whether it was a replay.
+type Answer = (u16, String, bool);
+/// Every answer, by key.
+type Answers = HashMap<String, Vec<Answer>>;
+
 #[idempotent(required)]
 async fn create(
     State(runs): State<Arc<Executions>>,
@@ -46,16 +51,19 @@ fn requests() -> usize {
 
 /// Sends `total` requests, 10 % of them repeating an earlier key, at concurrency `concurrency`,
 /// spread round-robin over `servers`. Returns the number of distinct keys and every answer.
-async fn load(
-    servers: &[SocketAddr],
-    total: usize,
-    concurrency: usize,
-) -> (usize, HashMap<String, Vec<(u16, String, bool)>>) {
-    let keys: Vec<String> =
-        (0..total).map(|i| if i % 10 == 9 { format!("k{}", i / 2) } else { format!("k{i}") }).collect();
+async fn load(servers: &[SocketAddr], total: usize, concurrency: usize) -> (usize, Answers) {
+    // Every tenth request repeats a key: half of them the previous request's (so the two run
+    // concurrently), half one from long before (a late retry).
+    let keys: Vec<String> = (0..total)
+        .map(|i| match i % 20 {
+            9 => format!("k{}", i - 1),
+            19 => format!("k{}", i / 2 / 20 * 20),
+            _ => format!("k{i}"),
+        })
+        .collect();
     let distinct = keys.iter().collect::<std::collections::HashSet<_>>().len();
     let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().unwrap();
-    let answers: Arc<Mutex<HashMap<String, Vec<(u16, String, bool)>>>> = Arc::default();
+    let answers: Arc<Mutex<Answers>> = Arc::default();
     let next = Arc::new(AtomicUsize::new(0));
     let keys = Arc::new(keys);
     let workers: Vec<_> = (0..concurrency)
@@ -89,7 +97,7 @@ async fn load(
     (distinct, answers)
 }
 
-fn check(distinct: usize, executions: usize, answers: &HashMap<String, Vec<(u16, String, bool)>>) {
+fn check(distinct: usize, executions: usize, answers: &Answers) {
     let all = answers.values().flatten();
     let (replays, conflicts) =
         all.fold((0, 0), |(r, c), (status, _, replayed)| (r + usize::from(*replayed), c + usize::from(*status == 409)));
