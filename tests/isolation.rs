@@ -9,13 +9,15 @@ use idem_runtime::store::RedisStore;
 #[tokio::test]
 async fn the_same_key_under_1000_tokens_runs_1000_times_without_cross_scope_replay() {
     let (app, hits) = app();
-    for i in 0..1000 {
-        let reply = post_to("/pat")
+    // Caller `i` sends the same key with its own token and body.
+    let call = |i: u32| {
+        post_to("/pat")
             .key("shared-key")
             .header("authorization", &format!("Bearer token-{i}"))
             .json(&format!("{{\"i\":{i}}}"))
-            .send(&app)
-            .await;
+    };
+    for i in 0..1000 {
+        let reply = call(i).send(&app).await;
         assert_eq!(reply.status, 201);
         assert!(!reply.replayed(), "token {i} got someone else's response");
         assert_eq!(reply.json()["body"]["i"], i);
@@ -23,12 +25,7 @@ async fn the_same_key_under_1000_tokens_runs_1000_times_without_cross_scope_repl
     assert_eq!(hits.get("pat"), 1000);
     // And each caller's retry replays its own response.
     for i in [0, 499, 999] {
-        let reply = post_to("/pat")
-            .key("shared-key")
-            .header("authorization", &format!("Bearer token-{i}"))
-            .json(&format!("{{\"i\":{i}}}"))
-            .send(&app)
-            .await;
+        let reply = call(i).send(&app).await;
         assert!(reply.replayed());
         assert_eq!(reply.json()["body"]["i"], i);
     }
