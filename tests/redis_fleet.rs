@@ -95,3 +95,53 @@ async fn an_outage_answers_503_and_service_resumes_without_a_restart() {
     assert!(post_to("/required").key("after").send(&app).await.replayed());
     assert_eq!(hits.get("required"), 2, "one execution for 'after', none twice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_under_load_runs_nothing_twice() {
+    let Some(mut server) = RedisServer::start_persistent("outage under load") else { return };
+    let (app, hits) = common::app_with_store(RedisStore::connect(server.url()).await.unwrap());
+    // 40 requests whose handlers (400 ms each) are running when Redis goes away.
+    let running: Vec<_> = (0..40)
+        .map(|i| {
+            let app = app.clone();
+            tokio::spawn(async move { post_to("/slow").key(&format!("k{i}")).send(&app).await })
+        })
+        .collect();
+    common::eventually(Duration::from_secs(5), || hits.get("slow_started") == 40).await;
+    server.stop();
+    // While it is away: new requests are 503; the running handlers finish and answer.
+    for i in 40..60 {
+        post_to("/slow")
+            .key(&format!("k{i}"))
+            .send(&app)
+            .await
+            .assert_problem(503, "urn:idem:problem:store-unavailable");
+    }
+    for reply in running {
+        let reply = reply.await.unwrap();
+        assert_eq!(reply.status, 201, "the handler's own answer reaches its client");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.resume();
+    // Every key is retried until it settles: the 40 that ran replay (once their responses are
+    // stored), the 20 that met the outage run now, once.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for i in 0..60 {
+        loop {
+            let reply = post_to("/slow").key(&format!("k{i}")).send(&app).await;
+            match reply.status.as_u16() {
+                201 if i < 40 => {
+                    assert!(reply.replayed(), "k{i} ran before the outage and must not run again");
+                    break;
+                }
+                201 => break,
+                409 | 503 => {
+                    assert!(Instant::now() < deadline, "k{i} did not settle: {reply:?}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => panic!("k{i}: unexpected {other}"),
+            }
+        }
+    }
+    assert_eq!(hits.get("slow"), 60, "every key ran exactly once across the outage");
+}

@@ -23,7 +23,7 @@ use crate::key::IdempotencyKey;
 use crate::problem::{Problem, ProblemKind};
 use crate::record::{is_storable, replayable_headers, Record};
 use crate::scope::{self, Scope, ScopeKind};
-use crate::store::{Claim, DynStore, FencingToken, MemoryStore, RecordKey, Store};
+use crate::store::{Claim, DynStore, FencingToken, MemoryStore, RecordKey, Store, StoreError};
 
 /// The store (and store-wide policy) every annotated handler under a [`Router`] uses.
 ///
@@ -347,18 +347,25 @@ impl Active {
                 return Response::from_parts(parts, body);
             }
         };
-        let record = Record {
+        let expires_at = SystemTime::now() + self.config.ttl;
+        let record = |stored: Option<Bytes>| Record {
             fingerprint,
             status,
             headers: replayable_headers(&parts.headers),
             body: stored,
-            expires_at: SystemTime::now() + self.config.ttl,
+            expires_at,
         };
-        match store.complete(&self.key, token, record).await {
+        match store.complete(&self.key, token, record(stored.clone())).await {
             Ok(()) => self.event(status.as_u16(), "executed"),
-            Err(error) => {
-                tracing::error!(target: "idem", route = self.route, %error, "the handler ran but its response could not be stored; a retry may run it again");
+            Err(StoreError::LeaseLost) => {
+                tracing::error!(target: "idem", route = self.route, "the handler ran but its lease was taken over; its response is not stored");
                 self.event(status.as_u16(), "executed-not-stored");
+            }
+            Err(error) => {
+                tracing::warn!(target: "idem", route = self.route, %error, "the handler ran but the store is unreachable; storing its response once the store is back");
+                self.event(status.as_u16(), "executed-store-pending");
+                let record = record(stored);
+                tokio::spawn(complete_later(self.idempotency.clone(), self.key, token, record, self.route.clone()));
             }
         }
         Response::from_parts(parts, body)
@@ -367,6 +374,33 @@ impl Active {
     async fn release(&self, token: FencingToken) {
         if let Err(error) = self.idempotency.store.release(&self.key, token).await {
             tracing::error!(target: "idem", route = self.route, %error, "could not release a claim; retries get 409 until its lease expires");
+        }
+    }
+}
+
+/// Stores a response whose first `complete` found the store unreachable: retries with backoff
+/// until it is stored, the claim was taken over, or the record would already have expired.
+/// Until then the claim holds (a retry gets 409, or takes over once the lease expires if the
+/// outage outlasts it), so an outage shorter than the lease never runs a handler twice.
+async fn complete_later(idempotency: Idempotency, key: RecordKey, token: FencingToken, record: Record, route: String) {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
+        if record.is_expired_at(SystemTime::now()) {
+            tracing::error!(target: "idem", route, "the store stayed unreachable for the record's whole ttl; it was never stored");
+            return;
+        }
+        match idempotency.store.complete(&key, token, record.clone()).await {
+            Ok(()) => {
+                tracing::info!(target: "idem", route, "stored a response after the store came back");
+                return;
+            }
+            Err(StoreError::LeaseLost) => {
+                tracing::error!(target: "idem", route, "the store came back with the claim taken over; the response is not stored");
+                return;
+            }
+            Err(_) => {}
         }
     }
 }

@@ -402,6 +402,8 @@ pub fn redis_url(test: &str) -> Option<String> {
 pub struct RedisServer {
     pub port: u16,
     child: Option<std::process::Child>,
+    /// With persistence: the data directory (an append-only file synced on every write).
+    dir: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
@@ -418,7 +420,18 @@ impl RedisServer {
             return None;
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut server = Self { port, child: None };
+        let mut server = Self { port, child: None, dir: None };
+        server.resume();
+        Some(server)
+    }
+
+    /// Like [`RedisServer::start`], but what it holds survives a stop and resume.
+    pub fn start_persistent(test: &str) -> Option<Self> {
+        let mut server = Self::start(test)?;
+        server.stop();
+        let dir = std::env::temp_dir().join(format!("idem-redis-{}-{}", std::process::id(), server.port));
+        std::fs::create_dir_all(&dir).unwrap();
+        server.dir = Some(dir);
         server.resume();
         Some(server)
     }
@@ -438,11 +451,13 @@ impl RedisServer {
     /// Starts the server again on the same port.
     pub fn resume(&mut self) {
         assert!(self.child.is_none());
-        let child = std::process::Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
+        let mut command = std::process::Command::new("redis-server");
+        command.args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""]);
+        match &self.dir {
+            Some(dir) => command.args(["--appendonly", "yes", "--appendfsync", "always", "--dir"]).arg(dir),
+            None => command.args(["--appendonly", "no"]),
+        };
+        let child = command.stdout(std::process::Stdio::null()).spawn().expect("redis-server starts");
         self.child = Some(child);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
@@ -462,6 +477,9 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
