@@ -161,13 +161,14 @@ impl Record {
         let expires_at =
             UNIX_EPOCH.checked_add(Duration::from_millis(r.u64()?)).ok_or(DecodeError("expiry out of range"))?;
         let count = r.u16()?;
-        let mut headers = HeaderMap::with_capacity(count as usize);
+        // The count is untrusted: allocate for what is actually read.
+        let mut headers = HeaderMap::with_capacity((count as usize).min(32));
         for _ in 0..count {
             let len = r.u16()? as usize;
             let name = HeaderName::from_bytes(r.take(len)?).map_err(|_| DecodeError("invalid header name"))?;
             let len = r.u32()? as usize;
             let value = HeaderValue::from_bytes(r.take(len)?).map_err(|_| DecodeError("invalid header value"))?;
-            headers.append(name, value);
+            headers.try_append(name, value).map_err(|_| DecodeError("too many headers"))?;
         }
         let body = match r.take(1)?[0] {
             0 => None,
@@ -256,6 +257,17 @@ mod tests {
         for n in 0..bytes.len() {
             assert!(Record::decode(&bytes[..n]).is_err(), "prefix of {n} bytes decoded");
         }
+    }
+
+    #[test]
+    fn decoding_a_huge_header_count_is_an_error_not_a_panic() {
+        // Found by the record_decode fuzz target: a header count above HeaderMap's capacity.
+        let input = [
+            0x49, 0x44, 0x4d, 0x31, 0x00, 0xff, 0xff, 0xff, 0xfe, 0x00, 0x00, 0x00, 0x00, 0x00, 0x49, 0x00, 0x44, 0x4d,
+            0x32, 0x2b, 0x2b, 0x2b, 0x2b, 0x00, 0x00, 0x01, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0xff, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x04, 0x06, 0x00,
+        ];
+        assert!(Record::decode(&input).is_err());
     }
 
     #[test]
