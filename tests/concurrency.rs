@@ -139,6 +139,26 @@ async fn a_record_expires_after_its_ttl_and_the_key_is_new_again() {
     assert_eq!(hits.get("short_ttl"), 2);
 }
 
+#[tokio::test]
+async fn capacity_pressure_evicts_the_oldest_records_and_keeps_the_newest() {
+    // The records most likely to be retried are the newest: a full store must make room by
+    // dropping old ones, never by refusing the one just completed.
+    let store = MemoryStore::builder().max_entries(50).max_bytes(64 * 1024).build();
+    let (app, hits) = app_with(store);
+    for i in 0..1_000 {
+        let reply = post_to("/required").key(&format!("k-{i}")).send(&app).await;
+        assert!(reply.status == 201 && !reply.replayed(), "k-{i} ran");
+        // A retry of a request ten requests back.
+        if i >= 10 {
+            let key = format!("k-{}", i - 10);
+            assert!(post_to("/required").key(&key).send(&app).await.replayed(), "{key} replayed");
+        }
+    }
+    assert_eq!(hits.get("required"), 1_000);
+    // The oldest was evicted: its retry runs the handler again, as the README says.
+    assert!(!post_to("/required").key("k-0").send(&app).await.replayed());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capacity_pressure_does_not_evict_an_in_flight_claim() {
     let store = MemoryStore::builder().max_entries(50).max_bytes(64 * 1024).build();

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
+use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use moka::Expiry;
 
@@ -19,7 +20,7 @@ const SHARDS: usize = 64;
 ///
 /// - Bounded in entries and in bytes: each record weighs `max(its size, max_bytes /
 ///   max_entries)`, and the cache holds at most `max_bytes` of weight, so neither bound is
-///   exceeded (beyond the cache's short maintenance lag). Under pressure the least valuable
+///   exceeded (beyond the cache's short maintenance lag). Under pressure the least recently used
 ///   completed records are evicted; a retry of an evicted key runs the handler again.
 /// - In-flight claims are never evicted: they live outside the cache until completed or
 ///   released, so their number is bounded by the requests running at once.
@@ -149,6 +150,11 @@ pub(super) fn record_cache(max_entries: u64, max_bytes: u64) -> Cache<RecordKey,
     const ENTRY_OVERHEAD: u64 = 160;
     let min_weight = (max_bytes / max_entries.max(1)).max(1);
     Cache::builder()
+        // Least recently used goes first. moka's default (TinyLFU) admits a new entry into a full
+        // cache only if it was read more often than the entries it would evict; a record just
+        // completed has been read once at most, so it would often be refused, and its retry
+        // would run the handler again. The newest records are the ones retries ask for.
+        .eviction_policy(EvictionPolicy::lru())
         .max_capacity(max_bytes)
         .weigher(move |_: &RecordKey, packed: &Packed| {
             (packed.encoded.len() as u64 + ENTRY_OVERHEAD).max(min_weight).min(u32::MAX as u64) as u32
