@@ -152,6 +152,11 @@ impl Record {
 
     /// Decodes bytes produced by [`Record::encode`]. Never panics, whatever the input.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Self::decode_shared(&Bytes::copy_from_slice(bytes))
+    }
+
+    /// [`Record::decode`] without copying: the body and header values are slices of `bytes`.
+    pub fn decode_shared(bytes: &Bytes) -> Result<Self, DecodeError> {
         let mut r = Reader(bytes);
         if r.take(4)? != MAGIC {
             return Err(DecodeError("not an idem record (bad magic)"));
@@ -167,14 +172,15 @@ impl Record {
             let len = r.u16()? as usize;
             let name = HeaderName::from_bytes(r.take(len)?).map_err(|_| DecodeError("invalid header name"))?;
             let len = r.u32()? as usize;
-            let value = HeaderValue::from_bytes(r.take(len)?).map_err(|_| DecodeError("invalid header value"))?;
+            let value = HeaderValue::from_maybe_shared(bytes.slice_ref(r.take(len)?))
+                .map_err(|_| DecodeError("invalid header value"))?;
             headers.try_append(name, value).map_err(|_| DecodeError("too many headers"))?;
         }
         let body = match r.take(1)?[0] {
             0 => None,
             1 => {
                 let len = r.u32()? as usize;
-                Some(Bytes::copy_from_slice(r.take(len)?))
+                Some(bytes.slice_ref(r.take(len)?))
             }
             _ => return Err(DecodeError("invalid body flag")),
         };
@@ -190,6 +196,12 @@ const MAGIC: &[u8; 4] = b"IDM1";
 /// The fingerprint inside an encoded record, without decoding the rest.
 pub(crate) fn encoded_fingerprint(bytes: &[u8]) -> Option<&[u8; 32]> {
     bytes.strip_prefix(MAGIC)?.get(..32)?.try_into().ok()
+}
+
+/// The expiry inside an encoded record, without decoding the rest.
+pub(crate) fn encoded_expiry(bytes: &[u8]) -> Option<SystemTime> {
+    let ms = bytes.strip_prefix(MAGIC)?.get(34..42)?.try_into().ok().map(u64::from_be_bytes)?;
+    UNIX_EPOCH.checked_add(Duration::from_millis(ms))
 }
 
 /// Bytes that are not an encoded [`Record`].

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use moka::Expiry;
@@ -110,28 +111,27 @@ impl MemoryStoreBuilder {
 }
 
 /// A completed record as the caches keep it: its byte encoding (a few hundred bytes less than
-/// the decoded form, whose `HeaderMap` alone takes about 500), decoded again on replay.
+/// the decoded form, whose `HeaderMap` alone takes about 500), decoded again on replay with
+/// the body and header values borrowed from it.
 #[derive(Clone)]
-pub(super) struct Packed {
-    expires_at: SystemTime,
-    encoded: Arc<[u8]>,
-}
+pub(super) struct Packed(Arc<[u8]>);
 
 impl Packed {
     pub(super) fn new(record: &Record) -> Self {
-        Self { expires_at: record.expires_at, encoded: record.encode().into() }
+        Self(record.encode().into())
     }
 
     pub(super) fn is_expired_at(&self, now: SystemTime) -> bool {
-        self.expires_at <= now
+        crate::record::encoded_expiry(&self.0).map_or(true, |expires_at| expires_at <= now)
     }
 
     pub(super) fn matches(&self, fingerprint: &Fingerprint) -> bool {
-        crate::record::encoded_fingerprint(&self.encoded) == Some(&fingerprint.0)
+        crate::record::encoded_fingerprint(&self.0) == Some(&fingerprint.0)
     }
 
     pub(super) fn unpack(&self) -> Arc<Record> {
-        Arc::new(Record::decode(&self.encoded).expect("records are encoded by idem itself"))
+        let shared = Bytes::from_owner(self.0.clone());
+        Arc::new(Record::decode_shared(&shared).expect("records are encoded by idem itself"))
     }
 
     /// What a replay of this record is: the record, or a mismatch.
@@ -157,7 +157,7 @@ pub(super) fn record_cache(max_entries: u64, max_bytes: u64) -> Cache<RecordKey,
         .eviction_policy(EvictionPolicy::lru())
         .max_capacity(max_bytes)
         .weigher(move |_: &RecordKey, packed: &Packed| {
-            (packed.encoded.len() as u64 + ENTRY_OVERHEAD).max(min_weight).min(u32::MAX as u64) as u32
+            (packed.0.len() as u64 + ENTRY_OVERHEAD).max(min_weight).min(u32::MAX as u64) as u32
         })
         .expire_after(RecordTtl)
         .build()
@@ -167,7 +167,8 @@ struct RecordTtl;
 
 impl Expiry<RecordKey, Packed> for RecordTtl {
     fn expire_after_create(&self, _: &RecordKey, packed: &Packed, _: Instant) -> Option<Duration> {
-        Some(packed.expires_at.duration_since(SystemTime::now()).unwrap_or_default())
+        let expires_at = crate::record::encoded_expiry(&packed.0)?;
+        Some(expires_at.duration_since(SystemTime::now()).unwrap_or_default())
     }
 }
 
