@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::body::Body;
+use axum::body::{Body, HttpBody as _};
 use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request};
 use axum::response::{IntoResponse, Response};
 use axum::RequestExt as _;
@@ -136,10 +136,27 @@ fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
 }
 
-fn route_of(parts: &Parts) -> String {
-    match parts.extensions.get::<MatchedPath>() {
-        Some(path) => path.as_str().to_owned(),
-        None => parts.uri.path().to_owned(),
+/// The matched route template, or the path for a handler called outside a `Router`.
+#[derive(Clone)]
+enum Route {
+    /// Shares the router's string: no copy per request.
+    Matched(MatchedPath),
+    Path(String),
+}
+
+impl Route {
+    fn of(parts: &Parts) -> Self {
+        match parts.extensions.get::<MatchedPath>() {
+            Some(path) => Self::Matched(path.clone()),
+            None => Self::Path(parts.uri.path().to_owned()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Matched(path) => path.as_str(),
+            Self::Path(path) => path,
+        }
     }
 }
 
@@ -155,7 +172,7 @@ struct Active {
     idempotency: Idempotency,
     key: RecordKey,
     method: Method,
-    route: String,
+    route: Route,
     config: HandlerConfig,
     started: Instant,
 }
@@ -171,7 +188,13 @@ impl<S: Send + Sync, C: Spec> FromRequestParts<S> for Idem<C> {
         let config = C::CONFIG;
         let started = Instant::now();
         let reject = |problem: Problem| {
-            outcome_event(&parts.method, &route_of(parts), problem.kind().status().as_u16(), "rejected", started);
+            outcome_event(
+                &parts.method,
+                Route::of(parts).as_str(),
+                problem.kind().status().as_u16(),
+                "rejected",
+                started,
+            );
             Err(problem.into_response())
         };
         let extra = config.header.map(HeaderName::from_static);
@@ -188,7 +211,13 @@ impl<S: Send + Sync, C: Spec> FromRequestParts<S> for Idem<C> {
         let scope = match C::scope(parts) {
             Ok(scope) => scope,
             Err(response) => {
-                outcome_event(&parts.method, &route_of(parts), response.status().as_u16(), "rejected", started);
+                outcome_event(
+                    &parts.method,
+                    Route::of(parts).as_str(),
+                    response.status().as_u16(),
+                    "rejected",
+                    started,
+                );
                 return Err(response);
             }
         };
@@ -199,7 +228,7 @@ impl<S: Send + Sync, C: Spec> FromRequestParts<S> for Idem<C> {
                 idempotency,
                 key: RecordKey::new(&scope, &key),
                 method: parts.method.clone(),
-                route: route_of(parts),
+                route: Route::of(parts),
                 config,
                 started,
             })),
@@ -236,14 +265,14 @@ impl<C: Spec> Idem<C> {
 
 impl Active {
     fn event(&self, status: u16, outcome: &'static str) {
-        outcome_event(&self.method, &self.route, status, outcome, self.started);
+        outcome_event(&self.method, self.route.as_str(), status, outcome, self.started);
     }
 
     async fn run<F>(self: Box<Self>, params: &[Option<[u8; 32]>], handler: F) -> Response
     where
         F: Future<Output = Response> + Send + 'static,
     {
-        let fingerprint = Fingerprint::new(&self.method, &self.route, params);
+        let fingerprint = Fingerprint::new(&self.method, self.route.as_str(), params);
         let lease = self.config.lease;
         let give_up = Instant::now() + lease;
         let mut pause = Duration::from_millis(5);
@@ -276,13 +305,13 @@ impl Active {
                     .into_response();
                 }
                 Err(error) if self.idempotency.fail_open => {
-                    tracing::warn!(target: "idem", route = self.route, %error, "store unavailable; running the handler without idempotency (fail-open)");
+                    tracing::warn!(target: "idem", route = self.route.as_str(), %error, "store unavailable; running the handler without idempotency (fail-open)");
                     let response = handler.await;
                     self.event(response.status().as_u16(), "executed-fail-open");
                     return response;
                 }
                 Err(error) => {
-                    tracing::error!(target: "idem", route = self.route, %error, "store unavailable; answering 503");
+                    tracing::error!(target: "idem", route = self.route.as_str(), %error, "store unavailable; answering 503");
                     self.event(503, "store-error");
                     return Problem::new(
                         ProblemKind::StoreUnavailable,
@@ -314,7 +343,7 @@ impl Active {
                 outcome = &mut handler => break outcome,
                 () = tokio::time::sleep(lease / 3) => {
                     if let Err(error) = store.renew(&self.key, token, lease).await {
-                        tracing::error!(target: "idem", route = self.route, %error, "could not renew the lease of a running handler");
+                        tracing::error!(target: "idem", route = self.route.as_str(), %error, "could not renew the lease of a running handler");
                     }
                 }
             }
@@ -358,11 +387,11 @@ impl Active {
         match store.complete(&self.key, token, record(stored.clone())).await {
             Ok(()) => self.event(status.as_u16(), "executed"),
             Err(StoreError::LeaseLost) => {
-                tracing::error!(target: "idem", route = self.route, "the handler ran but its lease was taken over; its response is not stored");
+                tracing::error!(target: "idem", route = self.route.as_str(), "the handler ran but its lease was taken over; its response is not stored");
                 self.event(status.as_u16(), "executed-not-stored");
             }
             Err(error) => {
-                tracing::warn!(target: "idem", route = self.route, %error, "the handler ran but the store is unreachable; storing its response once the store is back");
+                tracing::warn!(target: "idem", route = self.route.as_str(), %error, "the handler ran but the store is unreachable; storing its response once the store is back");
                 self.event(status.as_u16(), "executed-store-pending");
                 let record = record(stored);
                 tokio::spawn(complete_later(self.idempotency.clone(), self.key, token, record, self.route.clone()));
@@ -373,7 +402,7 @@ impl Active {
 
     async fn release(&self, token: FencingToken) {
         if let Err(error) = self.idempotency.store.release(&self.key, token).await {
-            tracing::error!(target: "idem", route = self.route, %error, "could not release a claim; retries get 409 until its lease expires");
+            tracing::error!(target: "idem", route = self.route.as_str(), %error, "could not release a claim; retries get 409 until its lease expires");
         }
     }
 }
@@ -382,22 +411,22 @@ impl Active {
 /// until it is stored, the claim was taken over, or the record would already have expired.
 /// Until then the claim holds (a retry gets 409, or takes over once the lease expires if the
 /// outage outlasts it), so an outage shorter than the lease never runs a handler twice.
-async fn complete_later(idempotency: Idempotency, key: RecordKey, token: FencingToken, record: Record, route: String) {
+async fn complete_later(idempotency: Idempotency, key: RecordKey, token: FencingToken, record: Record, route: Route) {
     let mut pause = Duration::from_millis(100);
     loop {
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(5));
         if record.is_expired_at(SystemTime::now()) {
-            tracing::error!(target: "idem", route, "the store stayed unreachable for the record's whole ttl; it was never stored");
+            tracing::error!(target: "idem", route = route.as_str(), "the store stayed unreachable for the record's whole ttl; it was never stored");
             return;
         }
         match idempotency.store.complete(&key, token, record.clone()).await {
             Ok(()) => {
-                tracing::info!(target: "idem", route, "stored a response after the store came back");
+                tracing::info!(target: "idem", route = route.as_str(), "stored a response after the store came back");
                 return;
             }
             Err(StoreError::LeaseLost) => {
-                tracing::error!(target: "idem", route, "the store came back with the claim taken over; the response is not stored");
+                tracing::error!(target: "idem", route = route.as_str(), "the store came back with the claim taken over; the response is not stored");
                 return;
             }
             Err(_) => {}
@@ -454,6 +483,10 @@ async fn capture(mut body: Body, limit: usize) -> Captured {
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
                     len += data.len();
+                    // The common case, a body in one frame, keeps it as it is.
+                    if chunks.is_empty() && len <= limit && body.is_end_stream() {
+                        return Captured::Whole(data);
+                    }
                     chunks.push(data);
                     if len > limit {
                         return Captured::Oversized(replay(chunks, body.into_data_stream()));
