@@ -1,19 +1,23 @@
 //! What the engine adds per request, through a real `Router`: the same handler plain and
-//! under `#[idempotent]`, for a miss, a replay, a mismatch and an in-flight conflict on the
-//! embedded store. The engine's cost is each idem figure minus `plain`.
+//! under `#[idempotent]`, for a miss (into a store with room, and into a full default store
+//! where each miss evicts the oldest record), a replay, a mismatch and an in-flight conflict on
+//! the embedded store. The engine's cost is each idem figure minus `plain`.
 //!
 //! `cargo bench -p idem-runtime --bench engine`
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::{Request, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use divan::Bencher;
 use http_body_util::BodyExt as _;
+use idem_runtime::fingerprint::Fingerprint;
 use idem_runtime::idempotent;
-use idem_runtime::store::MemoryStore;
+use idem_runtime::record::Record;
+use idem_runtime::store::{Claim, MemoryStore, RecordKey, Store};
 use idem_runtime::Idempotency;
 use serde::{Deserialize, Serialize};
 use tower::ServiceExt as _;
@@ -65,13 +69,43 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
+        Self::with_store(MemoryStore::new())
+    }
+
+    fn with_store(store: MemoryStore) -> Self {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let app = Router::new()
             .route("/plain", post(plain))
             .route("/idem", post(idem))
             .route("/held", post(never_finishes))
-            .layer(Idempotency::new(MemoryStore::new()));
+            .layer(Idempotency::new(store));
         Self { runtime, app }
+    }
+
+    /// A default store already holding its 100 000 records: every new record evicts the oldest,
+    /// as on a server that has run at full load for a while.
+    fn full() -> Self {
+        let store = MemoryStore::new();
+        let f = Self::with_store(store.clone());
+        f.runtime.block_on(async {
+            for i in 0..100_000u64 {
+                let mut digest = [0u8; 32];
+                digest[..8].copy_from_slice(&i.to_le_bytes());
+                let (key, fingerprint) = (RecordKey(digest), Fingerprint([1; 32]));
+                let Ok(Claim::Acquired(token)) = store.claim(&key, &fingerprint, Duration::from_secs(30)).await else {
+                    panic!("a fresh key is acquired")
+                };
+                let record = Record {
+                    fingerprint,
+                    status: StatusCode::CREATED,
+                    headers: Default::default(),
+                    body: Some(Bytes::from_static(b"{\"id\":1,\"item\":\"book\",\"qty\":1}")),
+                    expires_at: SystemTime::now() + Duration::from_secs(86_400),
+                };
+                store.complete(&key, token, record).await.unwrap();
+            }
+        });
+        f
     }
 
     fn send(&self, path: &str, key: &str, body: &'static str) -> StatusCode {
@@ -98,6 +132,18 @@ fn plain_handler(bencher: Bencher<'_, '_>) {
 #[divan::bench]
 fn miss(bencher: Bencher<'_, '_>) {
     let f = Fixture::new();
+    let mut n = 0u64;
+    bencher
+        .with_inputs(|| {
+            n += 1;
+            format!("miss-{n}")
+        })
+        .bench_local_refs(|key| assert_eq!(f.send("/idem", key, BODY), StatusCode::CREATED));
+}
+
+#[divan::bench]
+fn miss_full_store(bencher: Bencher<'_, '_>) {
+    let f = Fixture::full();
     let mut n = 0u64;
     bencher
         .with_inputs(|| {
