@@ -2,7 +2,7 @@
 # Whole-server load benchmark: wrk against examples/bench_server on loopback, server and load
 # generator pinned to different cores. Runs plain, idem miss (a fresh key per request) and idem
 # replay (one key), each after a warm-up, and prints requests/s, p50 and p99 latency, the ratio
-# to plain, and the server's peak RSS.
+# to plain, the server's CPU time per request (user + kernel, from /proc) and its peak RSS.
 #
 # The machine is shared and noisy: the scenarios run interleaved, --rounds times, and each
 # figure is the median over the rounds.
@@ -81,20 +81,28 @@ scenarios=(plain:/plain miss:/idem replay:/idem)
 if [[ "$warmup" != 0 ]]; then
   for scenario in "${scenarios[@]}"; do run "${scenario%%:*}" "${scenario#*:}" "$warmup" > /dev/null; done
 fi
-declare -A rps_of p50_of p99_of
+# The server's own CPU time (user and kernel, in clock ticks) from /proc: per request it says
+# what each scenario costs the server, whatever else the machine is doing.
+cpu_ticks() { awk '{ print $14, $15 }' "/proc/$server_pid/stat"; }
+tick=$(getconf CLK_TCK)
+declare -A rps_of p50_of p99_of user_of sys_of
 for _ in $(seq 1 "$rounds"); do
   for scenario in "${scenarios[@]}"; do
     name=${scenario%%:*} path=${scenario#*:}
+    read -r user0 sys0 < <(cpu_ticks)
     read -r requests micros p50 p99 errors < <(run "$name" "$path" "$duration")
+    read -r user1 sys1 < <(cpu_ticks)
     if [[ "$errors" != 0 ]]; then echo "wrk reported $errors errors for $name" >&2; exit 1; fi
     rps_of[$name]+="$(awk -v r="$requests" -v d="$micros" 'BEGIN { printf "%.0f", r / (d / 1e6) }') "
     p50_of[$name]+="$p50 "
     p99_of[$name]+="$p99 "
+    user_of[$name]+="$(awk -v t=$((user1 - user0)) -v r="$requests" -v hz="$tick" 'BEGIN { printf "%.2f", t / hz * 1e6 / r }') "
+    sys_of[$name]+="$(awk -v t=$((sys1 - sys0)) -v r="$requests" -v hz="$tick" 'BEGIN { printf "%.2f", t / hz * 1e6 / r }') "
   done
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-printf '%-12s %12s %10s %10s %8s\n' scenario "requests/s" "p50 ms" "p99 ms" ratio
-[[ -n "$csv" ]] && echo "scenario,requests_per_s,p50_ms,p99_ms,ratio_to_plain,errors" > "$csv"
+printf '%-12s %12s %10s %10s %8s %18s\n' scenario "requests/s" "p50 ms" "p99 ms" ratio "server µs/req u+s"
+[[ -n "$csv" ]] && echo "scenario,requests_per_s,p50_ms,p99_ms,ratio_to_plain,errors,server_user_us,server_sys_us" > "$csv"
 plain_rps=$(median <<< "${rps_of[plain]}")
 for scenario in "${scenarios[@]}"; do
   name=${scenario%%:*}
@@ -102,10 +110,11 @@ for scenario in "${scenarios[@]}"; do
   ratio=$(awk -v a="$rps" -v b="$plain_rps" 'BEGIN { printf "%.3f", a / b }')
   p50ms=$(awk -v u="$(median <<< "${p50_of[$name]}")" 'BEGIN { printf "%.3f", u / 1000 }')
   p99ms=$(awk -v u="$(median <<< "${p99_of[$name]}")" 'BEGIN { printf "%.3f", u / 1000 }')
-  printf '%-12s %12.0f %10s %10s %8s\n' "$name" "$rps" "$p50ms" "$p99ms" "$ratio"
-  [[ -n "$csv" ]] && echo "$name,$rps,$p50ms,$p99ms,$ratio,0" >> "$csv"
+  user=$(median <<< "${user_of[$name]}") sys=$(median <<< "${sys_of[$name]}")
+  printf '%-12s %12.0f %10s %10s %8s %18s\n' "$name" "$rps" "$p50ms" "$p99ms" "$ratio" "$user + $sys"
+  [[ -n "$csv" ]] && echo "$name,$rps,$p50ms,$p99ms,$ratio,0,$user,$sys" >> "$csv"
 done
 peak_kib=$(awk '/VmHWM/ {print $2}' "/proc/$server_pid/status")
 printf 'server peak RSS: %s MiB\n' "$(awk -v k="$peak_kib" 'BEGIN { printf "%.1f", k / 1024 }')"
-[[ -n "$csv" ]] && echo "peak_rss_kib,$peak_kib,,,," >> "$csv"
+[[ -n "$csv" ]] && echo "peak_rss_kib,$peak_kib,,,,,," >> "$csv"
 exit 0
