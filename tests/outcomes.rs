@@ -278,3 +278,25 @@ async fn safe_methods_pass_through_even_when_annotated() {
     assert!(post_to("/annotated-get").method("PUT").key("p").send(&app).await.replayed());
     assert_eq!(hits.get("annotated_get"), 4);
 }
+
+#[tokio::test]
+async fn a_body_arriving_in_chunks_fingerprints_as_the_same_body_in_one_piece() {
+    use axum::body::{Body, Bytes};
+    use tower::ServiceExt as _;
+
+    let (app, hits) = app();
+    let chunks =
+        ["{\"item\":", "\"book\",", "\"qty\":1}"].map(|c| Ok::<_, std::io::Error>(Bytes::from_static(c.as_bytes())));
+    let request = axum::http::Request::post("/required")
+        .header("content-type", "application/json")
+        .header("idempotency-key", "chunked")
+        .body(Body::from_stream(futures_util::stream::iter(chunks)))
+        .unwrap();
+    let first = common::Reply::read(app.clone().oneshot(request).await.unwrap()).await;
+    assert_eq!(first.status, 201);
+    assert_eq!(first.json()["body"], serde_json::json!({"item": "book", "qty": 1}));
+    let retry = post_to("/required").key("chunked").json(r#"{"qty":1,"item":"book"}"#).send(&app).await;
+    assert!(retry.replayed());
+    assert_eq!(retry.body, first.body);
+    assert_eq!(hits.get("required"), 1);
+}

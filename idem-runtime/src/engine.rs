@@ -164,7 +164,7 @@ impl Route {
 /// other extractor runs.
 #[doc(hidden)]
 pub struct Idem<C> {
-    active: Option<Box<Active>>,
+    active: Option<Active>,
     _spec: PhantomData<fn() -> C>,
 }
 
@@ -224,14 +224,14 @@ impl<S: Send + Sync, C: Spec> FromRequestParts<S> for Idem<C> {
         let idempotency = parts.extensions.get::<Idempotency>().cloned().unwrap_or_else(Idempotency::process_default);
         parts.extensions.insert(Fingerprinting);
         Ok(Self {
-            active: Some(Box::new(Active {
+            active: Some(Active {
                 idempotency,
                 key: RecordKey::new(&scope, &key),
                 method: parts.method.clone(),
                 route: Route::of(parts),
                 config,
                 started,
-            })),
+            }),
             _spec: PhantomData,
         })
     }
@@ -268,7 +268,7 @@ impl Active {
         outcome_event(&self.method, self.route.as_str(), status, outcome, self.started);
     }
 
-    async fn run<F>(self: Box<Self>, params: &[Option<[u8; 32]>], handler: F) -> Response
+    async fn run<F>(self, params: &[Option<[u8; 32]>], handler: F) -> Response
     where
         F: Future<Output = Response> + Send + 'static,
     {
@@ -327,7 +327,7 @@ impl Active {
         RunToCompletion(Some(Box::pin(self.execute(token, fingerprint, handler).in_current_span()))).await
     }
 
-    async fn execute<F>(self: Box<Self>, token: FencingToken, fingerprint: Fingerprint, handler: F) -> Response
+    async fn execute<F>(self, token: FencingToken, fingerprint: Fingerprint, handler: F) -> Response
     where
         F: Future<Output = Response> + Send + 'static,
     {
@@ -561,12 +561,30 @@ where
             return Ok(Self { value, digest: None });
         }
         let (parts, body) = req.with_limited_body().into_parts();
-        let bytes = body.collect().await.map_err(body_problem)?.to_bytes();
+        let bytes = read_whole(body).await.map_err(body_problem)?;
         let digest = Some(digest_of::<E>(&RequestInput::with_body(&parts, &bytes)));
         let req = Request::from_parts(parts, Body::from(bytes));
         let value = E::from_request(req, state).await.map_err(IntoResponse::into_response)?;
         Ok(Self { value, digest })
     }
+}
+
+/// The whole body: a body in one frame as it is (no copy, no buffer list), several joined.
+async fn read_whole(mut body: Body) -> Result<Bytes, axum::Error> {
+    let mut first = Bytes::new();
+    let mut joined = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else { continue };
+        if first.is_empty() && joined.is_empty() {
+            first = data;
+        } else {
+            if joined.is_empty() {
+                joined.extend_from_slice(&first);
+            }
+            joined.extend_from_slice(&data);
+        }
+    }
+    Ok(if joined.is_empty() { first } else { joined.freeze() })
 }
 
 fn body_problem(error: axum::Error) -> Response {
