@@ -46,6 +46,41 @@ async fn statuses_408_409_425_429_and_5xx_are_not_stored() {
 }
 
 #[tokio::test]
+async fn a_handler_keeps_and_releases_the_statuses_it_lists() {
+    let (app, hits) = app();
+    // keep_status(409), release_status(404, 410..=418); everything else as by default.
+    for (code, stored) in
+        [(409, true), (404, false), (410, false), (415, false), (418, false), (400, true), (201, true), (500, false)]
+    {
+        let key = format!("p{code}");
+        let uri = format!("/status-policy/{code}");
+        let before = hits.get("status_policy");
+        let first = post_to(&uri).key(&key).send(&app).await;
+        assert!(first.status.as_u16() == code && !first.replayed());
+        let retry = post_to(&uri).key(&key).send(&app).await;
+        assert_eq!(retry.status.as_u16(), code);
+        assert_eq!(retry.replayed(), stored, "{code} stored: {stored}");
+        assert_eq!(hits.get("status_policy") - before, if stored { 1 } else { 2 }, "{code}");
+    }
+}
+
+#[tokio::test]
+async fn an_allow_list_replays_only_the_listed_headers_and_the_body_description() {
+    let (app, hits) = app();
+    let first = post_to("/allow-listed").key("a").send(&app).await;
+    assert!(first.header("date").is_some() && first.header("x-run").is_some());
+    let replay = post_to("/allow-listed").key("a").send(&app).await;
+    assert!(replay.replayed());
+    assert_eq!(replay.header("location"), Some("/things/1"));
+    assert_eq!(replay.header("set-cookie"), Some("session=abc"), "listed, so replayed");
+    assert_eq!(replay.header("content-type"), Some("application/json"), "describes the stored body");
+    assert_eq!(replay.header("x-run"), None, "not listed");
+    assert_eq!(replay.header("date"), None);
+    assert_eq!(replay.body, first.body);
+    assert_eq!(hits.get("allow_listed"), 1);
+}
+
+#[tokio::test]
 async fn other_4xx_are_stored_and_replayed() {
     let (app, hits) = app();
     for code in [400, 404, 410, 422] {

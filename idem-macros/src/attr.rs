@@ -10,7 +10,8 @@ use syn::spanned::Spanned as _;
 use syn::{parenthesized, Ident, LitStr, Path, Token, Type};
 
 const ARGUMENTS: &str =
-    "`required`, `optional`, `ttl`, `scope`, `fingerprint(...)`, `skip(...)`, `lease`, `on_conflict`, `header`, `crate`, `state`";
+    "`required`, `optional`, `ttl`, `scope`, `fingerprint(...)`, `skip(...)`, `lease`, `on_conflict`, \
+     `header`, `keep_status(...)`, `release_status(...)`, `replay_headers(...)`, `crate`, `state`";
 
 /// Collects errors so that all of them are reported at once.
 #[derive(Default)]
@@ -82,7 +83,34 @@ pub(crate) struct Args {
     pub(crate) header: Once<String>,
     pub(crate) krate: Once<Path>,
     pub(crate) state: Once<Type>,
+    /// Statuses stored although the default releases them (`keep_status`), and the reverse.
+    pub(crate) keep: Once<Vec<StatusRange>>,
+    pub(crate) release: Once<Vec<StatusRange>>,
+    pub(crate) replay_headers: Once<Vec<String>>,
 }
+
+/// A status code or an inclusive range of them, as written in `keep_status(...)` /
+/// `release_status(...)`.
+#[derive(Clone, Copy)]
+pub(crate) struct StatusRange {
+    pub(crate) first: u16,
+    pub(crate) last: u16,
+    span: Span,
+}
+
+/// Headers a replay can never carry: hop-by-hop ones (RFC 9110 §7.6.1) and `Content-Length`,
+/// which is recomputed from the stored body.
+const NEVER_REPLAYED: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
 
 pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(30);
@@ -239,6 +267,99 @@ fn parse_names(tokens: proc_macro2::TokenStream, name: &str, span: Span, errors:
     }
 }
 
+/// `keep_status(409, 500..=503)`: status codes and inclusive ranges of final statuses.
+fn parse_statuses(tokens: proc_macro2::TokenStream, name: &str, span: Span, errors: &mut Errors) -> Vec<StatusRange> {
+    let example = if name == "keep_status" { "keep_status(409)" } else { "release_status(404, 410..=418)" };
+    let items = match syn::parse::Parser::parse2(Punctuated::<syn::Expr, Token![,]>::parse_terminated, tokens) {
+        Ok(items) if !items.is_empty() => items,
+        Ok(_) => {
+            errors.push(span, format!("`{name}(...)` needs at least one status code, e.g. `{example}`"));
+            return Vec::new();
+        }
+        Err(e) => {
+            errors.push(e.span(), format!("`{name}(...)` takes status codes and ranges, e.g. `{example}`"));
+            return Vec::new();
+        }
+    };
+    let code = |expr: &syn::Expr, errors: &mut Errors| -> Option<u16> {
+        let syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Int(int), .. }) = expr else {
+            errors.push(expr.span(), format!("`{name}(...)` takes status codes and ranges, e.g. `{example}`"));
+            return None;
+        };
+        match int.base10_parse::<u16>() {
+            Ok(code @ 200..=599) => Some(code),
+            _ => {
+                errors.push(
+                    int.span(),
+                    format!("{int} is not a final HTTP status; `{name}(...)` takes codes from 200 to 599"),
+                );
+                None
+            }
+        }
+    };
+    let mut ranges = Vec::new();
+    for item in &items {
+        let range = match item {
+            syn::Expr::Range(syn::ExprRange {
+                start: Some(first),
+                limits: syn::RangeLimits::Closed(_),
+                end: Some(last),
+                ..
+            }) => match (code(first, errors), code(last, errors)) {
+                (Some(first), Some(last)) if first <= last => Some((first, last)),
+                (Some(_), Some(_)) => {
+                    errors
+                        .push(item.span(), format!("the range is empty; write the lower code first, e.g. `{example}`"));
+                    None
+                }
+                _ => None,
+            },
+            syn::Expr::Range(_) => {
+                errors.push(item.span(), format!("write an inclusive range with `..=`, e.g. `{example}`"));
+                None
+            }
+            _ => code(item, errors).map(|c| (c, c)),
+        };
+        if let Some((first, last)) = range {
+            ranges.push(StatusRange { first, last, span: item.span() });
+        }
+    }
+    ranges
+}
+
+/// `replay_headers("location", "set-cookie")`: the only headers a replay repeats.
+fn parse_replay_headers(tokens: proc_macro2::TokenStream, span: Span, errors: &mut Errors) -> Vec<String> {
+    const EXAMPLE: &str = "`replay_headers(\"location\", \"set-cookie\")`";
+    let names = match syn::parse::Parser::parse2(Punctuated::<LitStr, Token![,]>::parse_terminated, tokens) {
+        Ok(names) if !names.is_empty() => names,
+        Ok(_) => {
+            errors.push(span, format!("`replay_headers(...)` needs at least one header name, e.g. {EXAMPLE}"));
+            return Vec::new();
+        }
+        Err(e) => {
+            errors.push(e.span(), format!("`replay_headers(...)` takes header name strings, e.g. {EXAMPLE}"));
+            return Vec::new();
+        }
+    };
+    let mut kept: Vec<String> = Vec::new();
+    for lit in &names {
+        let Some(name) = header_name(lit, "the replayed header", errors) else { continue };
+        if NEVER_REPLAYED.contains(&name.as_str()) {
+            let why = if name == "content-length" {
+                "is recomputed from the stored body on every replay"
+            } else {
+                "is hop-by-hop: it describes one connection and is never replayed"
+            };
+            errors.push(lit.span(), format!("`{}` {why}; leave it out", lit.value()));
+        } else if kept.contains(&name) {
+            errors.push(lit.span(), format!("`{}` is listed twice; keep one", lit.value()));
+        } else {
+            kept.push(name);
+        }
+    }
+    kept
+}
+
 impl Args {
     /// Parses and checks the arguments; `Err` carries every error found.
     pub(crate) fn parse(tokens: proc_macro2::TokenStream) -> (Self, syn::Result<()>) {
@@ -318,9 +439,18 @@ impl Args {
                     let select = if which == "fingerprint" { Select::Only(names) } else { Select::Skip(names) };
                     args.select.set(select, span, which, &mut errors);
                 }
+                (which @ ("keep_status" | "release_status"), RawValue::List(tokens, list_span)) => {
+                    let ranges = parse_statuses(tokens, which, list_span, &mut errors);
+                    let slot = if which == "keep_status" { &mut args.keep } else { &mut args.release };
+                    slot.set(ranges, span, which, &mut errors);
+                }
+                ("replay_headers", RawValue::List(tokens, list_span)) => {
+                    let names = parse_replay_headers(tokens, list_span, &mut errors);
+                    args.replay_headers.set(names, span, "replay_headers", &mut errors);
+                }
                 (
                     known @ ("required" | "optional" | "ttl" | "lease" | "scope" | "on_conflict" | "header" | "crate"
-                    | "state" | "fingerprint" | "skip"),
+                    | "state" | "fingerprint" | "skip" | "keep_status" | "release_status" | "replay_headers"),
                     _,
                 ) => errors.push(span, usage(known)),
                 (other, _) => errors.push(span, format!("unknown argument `{other}`; expected one of {ARGUMENTS}")),
@@ -338,6 +468,16 @@ impl Args {
                 );
             }
         }
+        if let (Some(keep), Some(release)) = (args.keep.get(), args.release.get()) {
+            for r in release {
+                if let Some(k) = keep.iter().find(|k| k.first <= r.last && r.first <= k.last) {
+                    let (first, last) = (k.first.max(r.first), k.last.min(r.last));
+                    let both = if first == last { first.to_string() } else { format!("{first}..={last}") };
+                    errors
+                        .push(r.span, format!("{both} is in both `keep_status` and `release_status`; list it in one"));
+                }
+            }
+        }
         (args, errors.into_result())
     }
 }
@@ -351,6 +491,8 @@ fn usage(name: &str) -> String {
         "on_conflict" => "write `on_conflict = \"reject\"` or `on_conflict = \"wait\"`".to_owned(),
         "header" => "write e.g. `header = \"Request-Id\"`".to_owned(),
         "crate" => "write e.g. `crate = \"::my_idem\"`".to_owned(),
+        "keep_status" | "release_status" => format!("`{name}` lists status codes, e.g. `{name}(409, 500..=503)`"),
+        "replay_headers" => "write e.g. `replay_headers(\"location\", \"set-cookie\")`".to_owned(),
         _ => "write e.g. `state = AppState`".to_owned(),
     }
 }

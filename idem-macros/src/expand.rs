@@ -188,8 +188,31 @@ fn config(args: &Args, private: &TokenStream) -> TokenStream {
         Some(Scope::Header(h)) => quote!(#private::ScopeKind::Header(#h)),
         Some(Scope::With(_)) => quote!(#private::ScopeKind::With),
     };
+    let ranges = |ranges: Option<&Vec<crate::attr::StatusRange>>| {
+        let pairs = ranges.into_iter().flatten().map(|r| {
+            let (first, last) = (r.first, r.last);
+            quote!((#first, #last))
+        });
+        quote!(&[#(#pairs),*])
+    };
+    let keep = ranges(args.keep.get());
+    let release = ranges(args.release.get());
+    let replay_headers = match args.replay_headers.get() {
+        Some(names) => quote!(::core::option::Option::Some(&[#(#names),*])),
+        None => quote!(::core::option::Option::None),
+    };
     quote! {
-        #private::HandlerConfig { required: #required, ttl: #ttl, lease: #lease, wait: #wait, header: #header, scope: #scope }
+        #private::HandlerConfig {
+            required: #required,
+            ttl: #ttl,
+            lease: #lease,
+            wait: #wait,
+            header: #header,
+            scope: #scope,
+            keep_status: #keep,
+            release_status: #release,
+            replay_headers: #replay_headers,
+        }
     }
 }
 

@@ -145,6 +145,49 @@ mod expand;
 /// async fn create() -> &'static str { "created" }
 /// ```
 ///
+/// # `keep_status(...)` / `release_status(...)`
+///
+/// Which responses are stored, adjusted for this handler. By default a response is stored
+/// and replayed unless its status is 408, 409, 425, 429 or 5xx; those release the key, so a
+/// retry runs the handler again. `keep_status` lists statuses to store anyway (say, a 409 that
+/// is your API's final answer), `release_status` statuses to release anyway (say, a 404 that
+/// may turn into a 201 once the resource exists). Each takes codes from 200 to 599 and
+/// inclusive ranges; a status may not be in both.
+///
+/// ```
+/// # use idem_runtime::idempotent;
+/// use axum::http::StatusCode;
+///
+/// #[idempotent(keep_status(409), release_status(404, 410..=418))]
+/// async fn book_seat() -> StatusCode { StatusCode::CONFLICT }
+/// ```
+///
+/// ```compile_fail
+/// # use idem_runtime::idempotent;
+/// #[idempotent(keep_status(500..=503), release_status(502))] // 502 is in both
+/// async fn book_seat() -> &'static str { "booked" }
+/// ```
+///
+/// # `replay_headers(...)`
+///
+/// The only response headers a replay repeats, an allow-list. By default a replay repeats every
+/// header but the hop-by-hop ones, `Date` and `Set-Cookie`. With the list, it repeats just the
+/// headers named (case-insensitive; `Set-Cookie` and `Date` may be named) plus `Content-Type`
+/// and `Content-Encoding`, which describe the stored body. Hop-by-hop headers and
+/// `Content-Length` (recomputed from the body) cannot be listed.
+///
+/// ```
+/// # use idem_runtime::idempotent;
+/// #[idempotent(replay_headers("location", "set-cookie"))]
+/// async fn sign_up() -> &'static str { "welcome" }
+/// ```
+///
+/// ```compile_fail
+/// # use idem_runtime::idempotent;
+/// #[idempotent(replay_headers("transfer-encoding"))] // hop-by-hop
+/// async fn sign_up() -> &'static str { "welcome" }
+/// ```
+///
 /// # `crate = "path"`
 ///
 /// Where `idem_runtime` is, when the dependency is renamed.

@@ -21,7 +21,7 @@ use tracing::Instrument as _;
 use crate::fingerprint::{Fingerprint, FingerprintSource, FingerprintWriter, RequestInput};
 use crate::key::IdempotencyKey;
 use crate::problem::{Problem, ProblemKind};
-use crate::record::{is_storable, replayable_headers, Record};
+use crate::record::{is_storable, replayable_headers_only, Record};
 use crate::scope::{self, Scope, ScopeKind};
 use crate::store::{Claim, DynStore, FencingToken, MemoryStore, RecordKey, Store, StoreError};
 
@@ -116,6 +116,26 @@ pub struct HandlerConfig {
     pub wait: bool,
     pub header: Option<&'static str>,
     pub scope: ScopeKind,
+    /// Inclusive status ranges stored although the default releases them.
+    pub keep_status: &'static [(u16, u16)],
+    /// Inclusive status ranges released although the default stores them.
+    pub release_status: &'static [(u16, u16)],
+    /// When given, the only headers a replay repeats (lower-case), besides the representation
+    /// headers that describe the stored body.
+    pub replay_headers: Option<&'static [&'static str]>,
+}
+
+impl HandlerConfig {
+    /// Whether a response with `status` is stored (SPEC §8, as this handler adjusts it).
+    fn stores(&self, status: http::StatusCode) -> bool {
+        let listed =
+            |ranges: &[(u16, u16)]| ranges.iter().any(|&(first, last)| (first..=last).contains(&status.as_u16()));
+        if listed(self.release_status) {
+            false
+        } else {
+            listed(self.keep_status) || is_storable(status)
+        }
+    }
 }
 
 /// Implemented by the attribute for one marker type per handler.
@@ -361,7 +381,7 @@ impl Active {
             }
         };
         let status = response.status();
-        if !is_storable(status) {
+        if !self.config.stores(status) {
             self.release(token).await;
             self.event(status.as_u16(), "executed-not-stored");
             return response;
@@ -380,7 +400,7 @@ impl Active {
         let record = |stored: Option<Bytes>| Record {
             fingerprint,
             status,
-            headers: replayable_headers(&parts.headers),
+            headers: replayable_headers_only(&parts.headers, self.config.replay_headers),
             body: stored,
             expires_at,
         };

@@ -20,7 +20,8 @@ pub struct Record {
     pub fingerprint: Fingerprint,
     /// The response status.
     pub status: StatusCode,
-    /// The replayable response headers (hop-by-hop, `Date` and `Set-Cookie` removed).
+    /// The headers a replay repeats: by default all but hop-by-hop ones, `Date` and
+    /// `Set-Cookie`; a handler's `replay_headers(...)` narrows or widens that.
     pub headers: HeaderMap,
     /// The body, or `None` when it was larger than the store's limit.
     pub body: Option<Bytes>,
@@ -28,9 +29,8 @@ pub struct Record {
     pub expires_at: SystemTime,
 }
 
-/// Headers never replayed: hop-by-hop ones (RFC 9110 §7.6.1), `Date` and `Set-Cookie`.
-/// `Content-Length` is recomputed from the stored body.
-const NOT_REPLAYED: [HeaderName; 11] = [
+/// Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection and are never replayed.
+const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
@@ -39,9 +39,6 @@ const NOT_REPLAYED: [HeaderName; 11] = [
     header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
-    header::DATE,
-    header::SET_COOKIE,
-    header::CONTENT_LENGTH,
 ];
 
 /// Whether a response with this status is kept (SPEC §8): below 500, except 408, 409, 425, 429.
@@ -49,17 +46,37 @@ pub fn is_storable(status: StatusCode) -> bool {
     !(status.is_server_error() || matches!(status.as_u16(), 408 | 409 | 425 | 429))
 }
 
-/// The subset of `headers` that a replay repeats.
+/// The subset of `headers` that a replay repeats by default.
 pub fn replayable_headers(headers: &HeaderMap) -> HeaderMap {
+    replayable_headers_only(headers, None)
+}
+
+/// The subset of `headers` that a replay repeats. Never a hop-by-hop header (nor one named by
+/// `Connection`) or `Content-Length`, which is recomputed from the stored body. By default every
+/// other header but `Date` and `Set-Cookie`; with an allow-list (lower-case names), only those
+/// listed plus the representation headers that describe the stored body (`Content-Type`,
+/// `Content-Encoding`).
+pub(crate) fn replayable_headers_only(headers: &HeaderMap, allow: Option<&[&str]>) -> HeaderMap {
     // Headers named by `Connection` are hop-by-hop too.
     let named_by_connection = |name: &HeaderName| {
         headers.get_all(header::CONNECTION).iter().any(|value| {
             value.to_str().unwrap_or_default().split(',').any(|n| n.trim().eq_ignore_ascii_case(name.as_str()))
         })
     };
+    let replayed = |name: &HeaderName| {
+        if HOP_BY_HOP.contains(name) || *name == header::CONTENT_LENGTH || named_by_connection(name) {
+            return false;
+        }
+        match allow {
+            None => *name != header::DATE && *name != header::SET_COOKIE,
+            Some(allow) => {
+                allow.contains(&name.as_str()) || *name == header::CONTENT_TYPE || *name == header::CONTENT_ENCODING
+            }
+        }
+    };
     let mut kept = HeaderMap::with_capacity(headers.len());
     for (name, value) in headers {
-        if !NOT_REPLAYED.contains(name) && !named_by_connection(name) {
+        if replayed(name) {
             kept.append(name, value.clone());
         }
     }

@@ -158,6 +158,18 @@ async fn status(State(hits): State<Shared>, Path(code): Path<u16>) -> Response {
     StatusCode::from_u16(code).unwrap().into_response()
 }
 
+/// Stores a 409 (a final business conflict here) and releases 404 and 410 to 418.
+#[idempotent(required, keep_status(409), release_status(404, 410..=418))]
+async fn status_policy(State(hits): State<Shared>, Path(code): Path<u16>) -> Response {
+    hits.hit("status_policy");
+    StatusCode::from_u16(code).unwrap().into_response()
+}
+
+#[idempotent(required, replay_headers("Location", "set-cookie"))]
+async fn allow_listed(State(hits): State<Shared>) -> Response {
+    created(hits.hit("allow_listed"), serde_json::Value::Null)
+}
+
 #[idempotent(required, ttl = "1s")]
 async fn short_ttl(State(hits): State<Shared>) -> Response {
     created(hits.hit("short_ttl"), serde_json::Value::Null)
@@ -236,6 +248,8 @@ pub fn app_with_layer(layer: Idempotency) -> (Router, Shared) {
         .route("/fails-once", post(fails_once))
         .route("/status/{code}", post(status))
         .route("/short-ttl", post(short_ttl))
+        .route("/status-policy/{code}", post(status_policy))
+        .route("/allow-listed", post(allow_listed))
         .route("/big/{len}", post(big))
         .route("/annotated-get", get(annotated_get).put(annotated_get))
         .route("/bytes", post(bytes))

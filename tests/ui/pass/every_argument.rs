@@ -28,6 +28,9 @@ fn tenant(parts: &Parts) -> Result<String, StatusCode> {
     lease = "45s",
     on_conflict = "wait",
     header = "Request-Id",
+    keep_status(409),
+    release_status(404, 410..=418),
+    replay_headers("location", "set-cookie"),
     crate = "idem_runtime",
 )]
 pub async fn update(
