@@ -7,58 +7,27 @@
 const MAX_DEPTH: usize = 128;
 
 /// Appends the canonical form of the JSON document `input` to `out`; `Err` if it is not JSON.
-#[cfg(test)]
-fn canonical_json(input: &[u8], out: &mut Vec<u8>) -> Result<(), ()> {
-    Parser { s: input, i: 0, scratch: &mut Scratch::default() }.document(out)
-}
-
-/// Calls `f` with the canonical form of the JSON document `input`, or `Err` if it is not JSON.
-/// The buffers are this thread's, so that fingerprinting a body allocates nothing once warm.
-pub(crate) fn with_canonical_json<R>(input: &[u8], f: impl FnOnce(Result<&[u8], ()>) -> R) -> R {
-    /// Buffers grown past this are dropped after use rather than kept for the thread's life.
-    const KEEP: usize = 64 << 10;
-    thread_local! {
-        static BUFFERS: std::cell::RefCell<(Vec<u8>, Scratch)> = std::cell::RefCell::default();
+pub(crate) fn canonical_json(input: &[u8], out: &mut Vec<u8>) -> Result<(), ()> {
+    let mut parser = Parser { s: input, i: 0, members: Vec::new(), region: Vec::new() };
+    parser.value(out, 0)?;
+    parser.ws();
+    if parser.i == input.len() {
+        Ok(())
+    } else {
+        Err(())
     }
-    BUFFERS.with(|buffers| {
-        let mut buffers = buffers.borrow_mut();
-        let (out, scratch) = &mut *buffers;
-        out.clear();
-        let result = Parser { s: input, i: 0, scratch }.document(out);
-        let answer = f(result.map(|()| out.as_slice()));
-        if out.capacity() > KEEP || scratch.region.capacity() > KEEP {
-            *buffers = Default::default();
-        }
-        answer
-    })
 }
 
-#[derive(Default)]
-struct Scratch {
+struct Parser<'a> {
+    s: &'a [u8],
+    i: usize,
     /// Member spans of the objects being read, innermost last (one stack for all objects).
     members: Vec<(usize, usize, usize)>,
     /// Scratch copy of an object's members while they are reordered.
     region: Vec<u8>,
 }
 
-struct Parser<'a> {
-    s: &'a [u8],
-    i: usize,
-    scratch: &'a mut Scratch,
-}
-
 impl Parser<'_> {
-    fn document(&mut self, out: &mut Vec<u8>) -> Result<(), ()> {
-        self.scratch.members.clear();
-        self.value(out, 0)?;
-        self.ws();
-        if self.i == self.s.len() {
-            Ok(())
-        } else {
-            Err(())
-        }
-    }
-
     fn ws(&mut self) {
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.s.get(self.i) {
             self.i += 1;
@@ -137,13 +106,13 @@ impl Parser<'_> {
         }
         let start = out.len();
         // (start, end of key, end) of each member's canonical bytes, commas excluded.
-        let base = self.scratch.members.len();
+        let base = self.members.len();
         loop {
             self.ws();
             if self.s.get(self.i) != Some(&b'"') {
                 return Err(());
             }
-            if self.scratch.members.len() > base {
+            if self.members.len() > base {
                 out.push(b',');
             }
             let member = out.len();
@@ -152,7 +121,7 @@ impl Parser<'_> {
             self.eat(b':')?;
             out.push(b':');
             self.value(out, depth + 1)?;
-            self.scratch.members.push((member, key_end, out.len()));
+            self.members.push((member, key_end, out.len()));
             self.ws();
             match self.s.get(self.i) {
                 Some(b',') => self.i += 1,
@@ -161,11 +130,11 @@ impl Parser<'_> {
             }
         }
         self.i += 1;
-        let Scratch { members, region } = &mut *self.scratch;
-        let members = &mut members[base..];
+        let members = &mut self.members[base..];
         if !members.windows(2).all(|w| out[w[0].0..w[0].1] <= out[w[1].0..w[1].1]) {
-            region.clear();
-            region.extend_from_slice(&out[start..]);
+            self.region.clear();
+            self.region.extend_from_slice(&out[start..]);
+            let region = &self.region;
             members.sort_by(|a, b| region[a.0 - start..a.1 - start].cmp(&region[b.0 - start..b.1 - start]));
             out.truncate(start);
             for (n, (from, _, to)) in members.iter().enumerate() {
@@ -175,7 +144,7 @@ impl Parser<'_> {
                 out.extend_from_slice(&region[from - start..to - start]);
             }
         }
-        self.scratch.members.truncate(base);
+        self.members.truncate(base);
         out.push(b'}');
         Ok(())
     }

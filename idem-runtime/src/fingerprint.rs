@@ -104,13 +104,14 @@ impl FingerprintWriter {
     /// A JSON document, canonically: object keys sorted, no insignificant whitespace, string
     /// escapes and float notation normalized. Input that is not JSON is written as raw bytes.
     pub fn json(&mut self, raw: &[u8]) {
-        crate::canonical::with_canonical_json(raw, |canonical| match canonical {
-            Ok(canonical) => {
+        let mut canonical = Vec::with_capacity(raw.len());
+        match crate::canonical::canonical_json(raw, &mut canonical) {
+            Ok(()) => {
                 self.tag(b'j', canonical.len());
-                self.hasher.update(canonical);
+                self.hasher.update(&canonical);
             }
             Err(()) => self.bytes(raw),
-        })
+        }
     }
 
     /// `application/x-www-form-urlencoded` pairs (a query string or a form body), decoded and
