@@ -269,7 +269,7 @@ fn parse_names(tokens: proc_macro2::TokenStream, name: &str, span: Span, errors:
 
 /// `keep_status(409, 500..=503)`: status codes and inclusive ranges of final statuses.
 fn parse_statuses(tokens: proc_macro2::TokenStream, name: &str, span: Span, errors: &mut Errors) -> Vec<StatusRange> {
-    let example = if name == "keep_status" { "keep_status(409)" } else { "release_status(404, 410..=418)" };
+    let example = if name == "keep_status" { "keep_status(409, 500..=503)" } else { "release_status(404, 410..=418)" };
     let items = match syn::parse::Parser::parse2(Punctuated::<syn::Expr, Token![,]>::parse_terminated, tokens) {
         Ok(items) if !items.is_empty() => items,
         Ok(_) => {
@@ -314,8 +314,12 @@ fn parse_statuses(tokens: proc_macro2::TokenStream, name: &str, span: Span, erro
                 }
                 _ => None,
             },
-            syn::Expr::Range(_) => {
+            syn::Expr::Range(syn::ExprRange { start: Some(_), end: Some(_), .. }) => {
                 errors.push(item.span(), format!("write an inclusive range with `..=`, e.g. `{example}`"));
+                None
+            }
+            syn::Expr::Range(_) => {
+                errors.push(item.span(), format!("a status range needs both ends, e.g. `{example}`"));
                 None
             }
             _ => code(item, errors).map(|c| (c, c)),
@@ -491,7 +495,8 @@ fn usage(name: &str) -> String {
         "on_conflict" => "write `on_conflict = \"reject\"` or `on_conflict = \"wait\"`".to_owned(),
         "header" => "write e.g. `header = \"Request-Id\"`".to_owned(),
         "crate" => "write e.g. `crate = \"::my_idem\"`".to_owned(),
-        "keep_status" | "release_status" => format!("`{name}` lists status codes, e.g. `{name}(409, 500..=503)`"),
+        "keep_status" => "`keep_status` lists status codes, e.g. `keep_status(409, 500..=503)`".to_owned(),
+        "release_status" => "`release_status` lists status codes, e.g. `release_status(404, 410..=418)`".to_owned(),
         "replay_headers" => "write e.g. `replay_headers(\"location\", \"set-cookie\")`".to_owned(),
         _ => "write e.g. `state = AppState`".to_owned(),
     }

@@ -396,7 +396,9 @@ impl Active {
                 return Response::from_parts(parts, body);
             }
         };
-        let expires_at = SystemTime::now() + self.config.ttl;
+        // An absurd ttl saturates instead of overflowing the clock.
+        let now = SystemTime::now();
+        let expires_at = now.checked_add(self.config.ttl).unwrap_or(now + Duration::from_secs(1 << 40));
         let record = |stored: Option<Bytes>| Record {
             fingerprint,
             status,

@@ -147,7 +147,8 @@ impl Record {
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&self.fingerprint.0);
         out.extend_from_slice(&self.status.as_u16().to_be_bytes());
-        let ms = self.expires_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let ms = self.expires_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis().min(MAX_EXPIRY_MS.into());
+        let ms = ms as u64;
         out.extend_from_slice(&ms.to_be_bytes());
         out.extend_from_slice(&(self.headers.len() as u16).to_be_bytes());
         for (name, value) in &self.headers {
@@ -209,6 +210,10 @@ impl Record {
 }
 
 const MAGIC: &[u8; 4] = b"IDM1";
+
+/// The latest expiry an encoding holds (the last millisecond of the year 9999): a longer `ttl`
+/// is kept until then rather than wrapping around to the past.
+const MAX_EXPIRY_MS: u64 = 253_402_300_799_999;
 
 /// The fingerprint inside an encoded record, without decoding the rest.
 pub(crate) fn encoded_fingerprint(bytes: &[u8]) -> Option<&[u8; 32]> {
@@ -278,6 +283,16 @@ mod tests {
         for record in [sample(Some(b"{\"id\":1}")), sample(None), sample(Some(b""))] {
             assert_eq!(Record::decode(&record.encode()).unwrap(), record);
         }
+    }
+
+    #[test]
+    fn an_expiry_past_the_year_9999_is_kept_until_then_not_wrapped() {
+        let mut record = sample(Some(b"{}"));
+        record.expires_at = SystemTime::now() + Duration::from_secs(1 << 40);
+        let decoded = Record::decode(&record.encode()).unwrap();
+        assert_eq!(decoded.expires_at, UNIX_EPOCH + Duration::from_millis(MAX_EXPIRY_MS));
+        assert!(!decoded.is_expired_at(SystemTime::now()));
+        assert_eq!(encoded_expiry(&record.encode()), Some(decoded.expires_at));
     }
 
     #[test]

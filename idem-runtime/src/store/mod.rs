@@ -39,6 +39,9 @@ pub use redis::{RedisStore, RedisStoreBuilder};
 
 /// The address of a record: SHA-256 of (scope, key). Neither the raw key nor the credential is
 /// recoverable from it.
+///
+/// Build one with [`RecordKey::new`]; a hand-made key must be as uniformly distributed as a
+/// digest, since maps hash only its first 8 bytes.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct RecordKey(pub [u8; 32]);
 

@@ -227,7 +227,7 @@ impl RedisStore {
 impl Store for RedisStore {
     async fn claim(&self, key: &RecordKey, fingerprint: &Fingerprint, lease: Duration) -> Result<Claim, StoreError> {
         let token = fresh_token();
-        let reply: Vec<Value> = scripts()
+        let mut reply: Vec<Value> = scripts()
             .claim
             .key(self.redis_key(key))
             .arg(&fingerprint.0[..])
@@ -237,14 +237,15 @@ impl Store for RedisStore {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        match reply.as_slice() {
+        match reply.as_mut_slice() {
             [Value::BulkString(tag)] if tag == b"A" => Ok(Claim::Acquired(token)),
             [Value::BulkString(tag)] if tag == b"M" => Ok(Claim::Mismatch),
             [Value::BulkString(tag), Value::Int(ms)] if tag == b"I" => {
                 Ok(Claim::InFlight { lease_left: Duration::from_millis((*ms).max(0) as u64) })
             }
             [Value::BulkString(tag), Value::BulkString(bytes)] if tag == b"C" => {
-                let record = Record::decode(bytes).map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+                let bytes = bytes::Bytes::from(std::mem::take(bytes));
+                let record = Record::decode_shared(&bytes).map_err(|e| StoreError::Unavailable(Box::new(e)))?;
                 Ok(Claim::Completed(Arc::new(record)))
             }
             _ => Err(malformed("claim")),
