@@ -207,14 +207,11 @@ impl<S: Send + Sync, C: Spec> FromRequestParts<S> for Idem<C> {
         }
         let config = C::CONFIG;
         let started = Instant::now();
+        let rejected = |parts: &Parts, status: u16| {
+            outcome_event(&parts.method, Route::of(parts).as_str(), status, "rejected", started);
+        };
         let reject = |problem: Problem| {
-            outcome_event(
-                &parts.method,
-                Route::of(parts).as_str(),
-                problem.kind().status().as_u16(),
-                "rejected",
-                started,
-            );
+            rejected(parts, problem.kind().status().as_u16());
             Err(problem.into_response())
         };
         let extra = config.header.map(HeaderName::from_static);
@@ -231,13 +228,7 @@ impl<S: Send + Sync, C: Spec> FromRequestParts<S> for Idem<C> {
         let scope = match C::scope(parts) {
             Ok(scope) => scope,
             Err(response) => {
-                outcome_event(
-                    &parts.method,
-                    Route::of(parts).as_str(),
-                    response.status().as_u16(),
-                    "rejected",
-                    started,
-                );
+                rejected(parts, response.status().as_u16());
                 return Err(response);
             }
         };
