@@ -181,8 +181,7 @@ impl Record {
         }
         let fingerprint = Fingerprint(r.take(32)?.try_into().expect("32 bytes"));
         let status = StatusCode::from_u16(r.u16()?).map_err(|_| DecodeError("invalid status"))?;
-        let expires_at =
-            UNIX_EPOCH.checked_add(Duration::from_millis(r.u64()?)).ok_or(DecodeError("expiry out of range"))?;
+        let expires_at = expiry_of(r.u64()?).ok_or(DecodeError("expiry out of range"))?;
         let count = r.u16()?;
         // The count is untrusted: allocate for what is actually read.
         let mut headers = HeaderMap::with_capacity((count as usize).min(32));
@@ -222,8 +221,12 @@ pub(crate) fn encoded_fingerprint(bytes: &[u8]) -> Option<&[u8; 32]> {
 
 /// The expiry inside an encoded record, without decoding the rest.
 pub(crate) fn encoded_expiry(bytes: &[u8]) -> Option<SystemTime> {
-    let ms = bytes.strip_prefix(MAGIC)?.get(34..42)?.try_into().ok().map(u64::from_be_bytes)?;
-    UNIX_EPOCH.checked_add(Duration::from_millis(ms))
+    expiry_of(bytes.strip_prefix(MAGIC)?.get(34..42)?.try_into().ok().map(u64::from_be_bytes)?)
+}
+
+/// An encoded expiry as a time; `None` past what [`Record::encode`] writes.
+fn expiry_of(ms: u64) -> Option<SystemTime> {
+    (ms <= MAX_EXPIRY_MS).then(|| UNIX_EPOCH + Duration::from_millis(ms))
 }
 
 /// Bytes that are not an encoded [`Record`].
@@ -293,6 +296,11 @@ mod tests {
         assert_eq!(decoded.expires_at, UNIX_EPOCH + Duration::from_millis(MAX_EXPIRY_MS));
         assert!(!decoded.is_expired_at(SystemTime::now()));
         assert_eq!(encoded_expiry(&record.encode()), Some(decoded.expires_at));
+        // Past that, an encoding is not one idem wrote.
+        let mut bytes = record.encode();
+        bytes[38..46].copy_from_slice(&(MAX_EXPIRY_MS + 1).to_be_bytes());
+        assert!(Record::decode(&bytes).is_err());
+        assert_eq!(encoded_expiry(&bytes), None);
     }
 
     #[test]
