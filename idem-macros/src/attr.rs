@@ -472,6 +472,7 @@ impl Args {
                 );
             }
         }
+        check_statuses(&args, &mut errors);
         if let (Some(keep), Some(release)) = (args.keep.get(), args.release.get()) {
             for r in release {
                 if let Some(k) = keep.iter().find(|k| k.first <= r.last && r.first <= k.last) {
@@ -483,6 +484,42 @@ impl Args {
             }
         }
         (args, errors.into_result())
+    }
+}
+
+/// Whether the default rule (SPEC §8) stores a response with this status.
+fn stored_by_default(code: u16) -> bool {
+    code < 500 && !matches!(code, 408 | 409 | 425 | 429)
+}
+
+impl std::fmt::Display for StatusRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}..={}", self.first, self.last)
+        }
+    }
+}
+
+/// Each list changes something, and names each status once.
+fn check_statuses(args: &Args, errors: &mut Errors) {
+    let lists = [("keep_status", args.keep.get(), true), ("release_status", args.release.get(), false)];
+    for (name, ranges, keep) in lists {
+        let Some(ranges) = ranges else { continue };
+        for (i, r) in ranges.iter().enumerate() {
+            if let Some(earlier) = ranges[..i].iter().find(|e| e.first <= r.last && r.first <= e.last) {
+                errors
+                    .push(r.span, format!("{r} overlaps {earlier}, listed before in `{name}`; list each status once"));
+            } else if (r.first..=r.last).all(|code| stored_by_default(code) == keep) {
+                let message = if keep {
+                    format!("{r} is stored by default; `keep_status` lists what the default releases: 408, 409, 425, 429, 500..=599")
+                } else {
+                    format!("{r} is released by default; `release_status` lists what the default stores: 200..=499 but 408, 409, 425, 429")
+                };
+                errors.push(r.span, message);
+            }
+        }
     }
 }
 

@@ -152,7 +152,8 @@ mod expand;
 /// retry runs the handler again. `keep_status` lists statuses to store anyway (say, a 409 that
 /// is your API's final answer), `release_status` statuses to release anyway (say, a 404 that
 /// may turn into a 201 once the resource exists). Each takes codes from 200 to 599 and
-/// inclusive ranges; a status may not be in both.
+/// inclusive ranges. Every entry must change something (`keep_status(201)` is an error: 201
+/// is stored anyway), and a status may be listed only once across both lists.
 ///
 /// ```
 /// # use idem_runtime::idempotent;
@@ -164,7 +165,7 @@ mod expand;
 ///
 /// ```compile_fail
 /// # use idem_runtime::idempotent;
-/// #[idempotent(keep_status(500..=503), release_status(502))] // 502 is in both
+/// #[idempotent(keep_status(409), release_status(400..=410))] // 409 is in both
 /// async fn book_seat() -> &'static str { "booked" }
 /// ```
 ///
