@@ -250,37 +250,48 @@ fn parse_scope(expr: &syn::Expr, errors: &mut Errors) -> Option<Scope> {
     None
 }
 
-fn parse_names(tokens: proc_macro2::TokenStream, name: &str, span: Span, errors: &mut Errors) -> Vec<Ident> {
-    match syn::parse::Parser::parse2(Punctuated::<Ident, Token![,]>::parse_terminated, tokens) {
-        Ok(names) if !names.is_empty() => names.into_iter().collect(),
+/// The items of a non-empty `name(a, b, …)` list; an empty or unparsable list is reported with
+/// `empty` or `malformed` and gives no items.
+fn parse_list<T: Parse>(
+    tokens: proc_macro2::TokenStream,
+    span: Span,
+    errors: &mut Errors,
+    empty: String,
+    malformed: String,
+) -> Vec<T> {
+    match syn::parse::Parser::parse2(Punctuated::<T, Token![,]>::parse_terminated, tokens) {
+        Ok(items) if !items.is_empty() => items.into_iter().collect(),
         Ok(_) => {
-            errors.push(span, format!("`{name}(...)` needs at least one parameter name, e.g. `{name}(order)`"));
+            errors.push(span, empty);
             Vec::new()
         }
         Err(e) => {
-            errors.push(
-                e.span(),
-                format!("`{name}(...)` takes parameter names separated by commas, e.g. `{name}(order, id)`"),
-            );
+            errors.push(e.span(), malformed);
             Vec::new()
         }
     }
 }
 
+fn parse_names(tokens: proc_macro2::TokenStream, name: &str, span: Span, errors: &mut Errors) -> Vec<Ident> {
+    parse_list(
+        tokens,
+        span,
+        errors,
+        format!("`{name}(...)` needs at least one parameter name, e.g. `{name}(order)`"),
+        format!("`{name}(...)` takes parameter names separated by commas, e.g. `{name}(order, id)`"),
+    )
+}
+
 /// `keep_status(409, 500..=503)`: status codes and inclusive ranges of final statuses.
 fn parse_statuses(tokens: proc_macro2::TokenStream, name: &str, span: Span, errors: &mut Errors) -> Vec<StatusRange> {
     let example = if name == "keep_status" { "keep_status(409, 500..=503)" } else { "release_status(404, 410..=418)" };
-    let items = match syn::parse::Parser::parse2(Punctuated::<syn::Expr, Token![,]>::parse_terminated, tokens) {
-        Ok(items) if !items.is_empty() => items,
-        Ok(_) => {
-            errors.push(span, format!("`{name}(...)` needs at least one status code, e.g. `{example}`"));
-            return Vec::new();
-        }
-        Err(e) => {
-            errors.push(e.span(), format!("`{name}(...)` takes status codes and ranges, e.g. `{example}`"));
-            return Vec::new();
-        }
-    };
+    let items: Vec<syn::Expr> = parse_list(
+        tokens,
+        span,
+        errors,
+        format!("`{name}(...)` needs at least one status code, e.g. `{example}`"),
+        format!("`{name}(...)` takes status codes and ranges, e.g. `{example}`"),
+    );
     let code = |expr: &syn::Expr, errors: &mut Errors| -> Option<u16> {
         let syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Int(int), .. }) = expr else {
             errors.push(expr.span(), format!("`{name}(...)` takes status codes and ranges, e.g. `{example}`"));
@@ -334,17 +345,13 @@ fn parse_statuses(tokens: proc_macro2::TokenStream, name: &str, span: Span, erro
 /// `replay_headers("location", "set-cookie")`: the only headers a replay repeats.
 fn parse_replay_headers(tokens: proc_macro2::TokenStream, span: Span, errors: &mut Errors) -> Vec<String> {
     const EXAMPLE: &str = "`replay_headers(\"location\", \"set-cookie\")`";
-    let names = match syn::parse::Parser::parse2(Punctuated::<LitStr, Token![,]>::parse_terminated, tokens) {
-        Ok(names) if !names.is_empty() => names,
-        Ok(_) => {
-            errors.push(span, format!("`replay_headers(...)` needs at least one header name, e.g. {EXAMPLE}"));
-            return Vec::new();
-        }
-        Err(e) => {
-            errors.push(e.span(), format!("`replay_headers(...)` takes header name strings, e.g. {EXAMPLE}"));
-            return Vec::new();
-        }
-    };
+    let names: Vec<LitStr> = parse_list(
+        tokens,
+        span,
+        errors,
+        format!("`replay_headers(...)` needs at least one header name, e.g. {EXAMPLE}"),
+        format!("`replay_headers(...)` takes header name strings, e.g. {EXAMPLE}"),
+    );
     let mut kept: Vec<String> = Vec::new();
     for lit in &names {
         let Some(name) = header_name(lit, "the replayed header", errors) else { continue };
