@@ -480,16 +480,6 @@ impl Args {
             }
         }
         check_statuses(&args, &mut errors);
-        if let (Some(keep), Some(release)) = (args.keep.get(), args.release.get()) {
-            for r in release {
-                if let Some(k) = keep.iter().find(|k| k.first <= r.last && r.first <= k.last) {
-                    let (first, last) = (k.first.max(r.first), k.last.min(r.last));
-                    let both = if first == last { first.to_string() } else { format!("{first}..={last}") };
-                    errors
-                        .push(r.span, format!("{both} is in both `keep_status` and `release_status`; list it in one"));
-                }
-            }
-        }
         (args, errors.into_result())
     }
 }
@@ -497,6 +487,14 @@ impl Args {
 /// Whether the default rule (SPEC §8) stores a response with this status.
 fn stored_by_default(code: u16) -> bool {
     code < 500 && !matches!(code, 408 | 409 | 425 | 429)
+}
+
+impl StatusRange {
+    /// The statuses both ranges hold, if any.
+    fn common(&self, other: &Self) -> Option<Self> {
+        let (first, last) = (self.first.max(other.first), self.last.min(other.last));
+        (first <= last).then_some(Self { first, last, span: other.span })
+    }
 }
 
 impl std::fmt::Display for StatusRange {
@@ -509,13 +507,20 @@ impl std::fmt::Display for StatusRange {
     }
 }
 
-/// Each list changes something, and names each status once.
+/// Each list changes something and names each status once, and no status is in both.
 fn check_statuses(args: &Args, errors: &mut Errors) {
+    if let (Some(keep), Some(release)) = (args.keep.get(), args.release.get()) {
+        for r in release {
+            if let Some(both) = keep.iter().find_map(|k| k.common(r)) {
+                errors.push(r.span, format!("{both} is in both `keep_status` and `release_status`; list it in one"));
+            }
+        }
+    }
     let lists = [("keep_status", args.keep.get(), true), ("release_status", args.release.get(), false)];
     for (name, ranges, keep) in lists {
         let Some(ranges) = ranges else { continue };
         for (i, r) in ranges.iter().enumerate() {
-            if let Some(earlier) = ranges[..i].iter().find(|e| e.first <= r.last && r.first <= e.last) {
+            if let Some(earlier) = ranges[..i].iter().find(|e| e.common(r).is_some()) {
                 errors
                     .push(r.span, format!("{r} overlaps {earlier}, listed before in `{name}`; list each status once"));
             } else if (r.first..=r.last).all(|code| stored_by_default(code) == keep) {
