@@ -12,8 +12,9 @@
 //! println!("{}", response.status());
 //! # Ok::<(), reqwest::Error>(())
 //! ```
-
-use std::time::SystemTime;
+//!
+//! [`Client::with_config`] takes the same [`ClientConfig`] as the async client: the key header
+//! name, the deadline, the retry policy.
 
 use http::Method;
 use reqwest::blocking::{Body, Response};
@@ -22,28 +23,29 @@ use reqwest_retry::policies::ExponentialBackoff;
 use reqwest_retry::{RetryPolicy, Retryable};
 use serde::Serialize;
 
-use super::{classify_status, default_policy, ensure_key, next_delay};
+use super::{classify_status, ClientConfig};
 use crate::key::IdempotencyKey;
 
 /// A blocking client that sends one key per call and retries like
-/// [`RetryMiddleware`](super::RetryMiddleware).
+/// [`RetryMiddleware`](super::RetryMiddleware): in-flight 409s until the deadline, other
+/// transient failures as the policy allows, waits honouring `Retry-After`.
 #[derive(Debug, Clone)]
 pub struct Client<P = ExponentialBackoff> {
     inner: reqwest::blocking::Client,
-    policy: P,
+    config: ClientConfig<P>,
 }
 
 impl Client {
-    /// Wraps `inner` with the [default policy](super::default_policy).
+    /// Wraps `inner` with the defaults of [`ClientConfig`].
     pub fn new(inner: reqwest::blocking::Client) -> Self {
-        Self { inner, policy: default_policy() }
+        Self::with_config(inner, ClientConfig::new())
     }
 }
 
 impl<P: RetryPolicy> Client<P> {
-    /// Wraps `inner`, retrying with `policy`.
-    pub fn with_policy(inner: reqwest::blocking::Client, policy: P) -> Self {
-        Self { inner, policy }
+    /// Wraps `inner`, sending keys and retrying as `config` says.
+    pub fn with_config(inner: reqwest::blocking::Client, config: ClientConfig<P>) -> Self {
+        Self { inner, config }
     }
 
     /// A request of any method.
@@ -105,7 +107,8 @@ impl<P: RetryPolicy> RequestBuilder<'_, P> {
         self
     }
 
-    /// Sends `key` as this call's `Idempotency-Key`, on every attempt.
+    /// Sends `key` as this call's key, on every attempt, under the configured header name.
+    /// A key header set on the request wins.
     pub fn idempotency_key(mut self, key: IdempotencyKey) -> Self {
         self.key = Some(key);
         self
@@ -113,16 +116,18 @@ impl<P: RetryPolicy> RequestBuilder<'_, P> {
 
     /// Sends the request, retrying transient failures with the same key.
     pub fn send(self) -> reqwest::Result<Response> {
+        let Client { inner: client, config } = self.client;
         let mut request = self.inner.build()?;
         let method = request.method().clone();
-        ensure_key(&method, request.headers_mut(), self.key.as_ref());
-        let started = SystemTime::now();
-        let mut retries = 0;
+        config.key.ensure_key(&method, request.headers_mut(), self.key.as_ref());
+        let mut budget = config.retry.budget();
+        let mut attempt = 0u32;
         loop {
-            let Some(attempt) = request.try_clone() else {
-                return self.client.inner.execute(request);
+            attempt += 1;
+            let Some(copy) = request.try_clone() else {
+                return client.execute(request);
             };
-            let (transient, result) = match self.client.inner.execute(attempt) {
+            let (transient, result) = match client.execute(copy) {
                 Ok(response) => {
                     let class = classify_status(response.status(), response.headers());
                     (matches!(class, Some(Retryable::Transient)), Ok(response))
@@ -135,13 +140,12 @@ impl<P: RetryPolicy> RequestBuilder<'_, P> {
             if !transient {
                 return result;
             }
-            let Some(delay) =
-                next_delay(&self.client.policy, started, retries, result.as_ref().ok().map(|r| r.headers()))
-            else {
+            let Some(wait) = budget.next_wait(result.as_ref().ok().map(|r| (r.status(), r.headers()))) else {
                 return result;
             };
-            std::thread::sleep(delay);
-            retries += 1;
+            tracing::debug!(target: "idem::client", attempt, ?wait, "retrying a transient failure");
+            drop(result);
+            std::thread::sleep(wait);
         }
     }
 }

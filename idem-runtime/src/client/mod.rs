@@ -1,12 +1,12 @@
-//! The client side (feature `client`, SPEC §9): one `Idempotency-Key` per logical call, sent
-//! unchanged on every retry, and a retry policy that fits an idem server.
+//! The client side (feature `client`): one idempotency key per logical call, sent unchanged on
+//! every retry, and retries that fit an idem server.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), reqwest_middleware::Error> {
 //! use idem_runtime::client::{self, IdempotencyKeyExt as _};
 //! use idem_runtime::key::IdempotencyKey;
 //!
-//! let http = client::client(reqwest::Client::new());
+//! let http = client::wrap(reqwest::Client::new());
 //! let response = http
 //!     .post("http://127.0.0.1:3000/orders")
 //!     .bearer_auth("alice")
@@ -25,42 +25,66 @@
 //!   none, once per call. A key set as a header, or per call with
 //!   [`IdempotencyKeyExt::idempotency_key`], wins. GET, HEAD, DELETE and OPTIONS get none.
 //! - [`RetryMiddleware`] retries connection errors, timeouts, 5xx, 429 and idem's in-flight 409
-//!   (a 409 with `Retry-After`), with jittered exponential backoff, waiting at least what
-//!   `Retry-After` asks (up to a minute). Every other 4xx is final.
-//! - [`IdemRetryStrategy`] is that classification as a `reqwest-retry` strategy, to use with
-//!   `reqwest_retry::RetryTransientMiddleware` in an existing stack.
+//!   (a 409 with `Retry-After`), never sooner than `Retry-After` asks, within a deadline
+//!   ([`DEFAULT_DEADLINE`], 40 s, longer than the server's default 30 s lease). While the
+//!   deadline lasts, the caller is never handed an in-flight 409: the first attempt may still be
+//!   running, and a new call with a new key would run the side effect a second time. Every other
+//!   4xx is final.
+//! - [`ClientConfig`] sets both: the key header name, the deadline, the retry policy.
 //!
 //! The key middleware must come *before* the retry middleware, so that the key is chosen
-//! outside the retry loop. [`builder`] puts them in that order; with your own stack:
+//! outside the retry loop. [`builder`], [`wrap`] and [`ClientConfig`] put them in that order;
+//! with your own stack:
 //!
 //! ```no_run
-//! use idem_runtime::client::{IdemRetryStrategy, IdempotencyKeyMiddleware};
-//! use reqwest_retry::{policies::ExponentialBackoff, RetryTransientMiddleware};
+//! use idem_runtime::client::{IdempotencyKeyMiddleware, RetryMiddleware};
 //!
-//! let policy = ExponentialBackoff::builder().build_with_max_retries(4);
 //! let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-//!     .with(IdempotencyKeyMiddleware)
-//!     .with(RetryTransientMiddleware::new_with_policy_and_strategy(policy, IdemRetryStrategy))
+//!     .with(IdempotencyKeyMiddleware::new())
+//!     .with(RetryMiddleware::default())
 //!     .build();
 //! # drop(http);
 //! ```
 //!
+//! A server that accepts the key under a name of its own (`#[idempotent(header = "X-Request-Key")]`)
+//! gets it under that name, and only that name:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use idem_runtime::client::ClientConfig;
+//! use reqwest::header::HeaderName;
+//!
+//! let http = ClientConfig::new()
+//!     .key_header(HeaderName::from_static("x-request-key"))
+//!     .deadline(Duration::from_secs(90)) // the server's handlers have `lease = "60s"`
+//!     .build(reqwest::Client::new());
+//! # drop(http);
+//! ```
+//!
+//! A call that ends with an in-flight 409 (its first attempt outlived the deadline) has not
+//! failed: it is still running on the server. Ask again later *with the same key*; pass your own
+//! key ([`IdempotencyKeyExt::idempotency_key`]) for calls you may need to resume that way.
+//!
+//! [`IdemRetryStrategy`] is the classification alone, as a `reqwest-retry` strategy for an
+//! existing `RetryTransientMiddleware` stack; its docs say what that stack does not do.
 //! Blocking callers get the same behaviour from [`blocking::Client`].
 
 pub mod blocking;
+mod key;
+mod retry;
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use http::{header, Extensions, HeaderMap, Method, StatusCode};
-use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next, RequestBuilder};
+use http::{HeaderMap, HeaderName, Method};
+use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use reqwest_retry::policies::ExponentialBackoff;
-use reqwest_retry::{Jitter, RetryDecision, RetryPolicy, Retryable, RetryableStrategy};
+use reqwest_retry::RetryPolicy;
 
-use crate::key::{IdempotencyKey, IDEMPOTENCY_KEY, X_IDEMPOTENCY_KEY};
+pub use key::{IdempotencyKeyExt, IdempotencyKeyMiddleware};
+pub use retry::{classify_status, default_policy, retry_after, IdemRetryStrategy, RetryMiddleware, DEFAULT_DEADLINE};
+
+use crate::key::IdempotencyKey;
 use crate::record::IDEMPOTENT_REPLAYED;
-
-/// The longest `Retry-After` honoured; a server asking for more gets this.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 impl IdempotencyKey {
     /// A fresh UUIDv7 key (time-ordered, so keys sort by creation).
@@ -79,166 +103,101 @@ pub fn is_replayed(headers: &HeaderMap) -> bool {
     headers.get(IDEMPOTENT_REPLAYED).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"))
 }
 
-/// Sets the `Idempotency-Key` of a request that needs one and has none: the per-call key
-/// (a request extension) if given, else a fresh UUIDv7. Put it before any retry middleware.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct IdempotencyKeyMiddleware;
-
-/// Sets the key on `headers` unless the request has one or needs none.
-pub(crate) fn ensure_key(method: &Method, headers: &mut HeaderMap, per_call: Option<&IdempotencyKey>) {
-    if needs_key(method) && !headers.contains_key(IDEMPOTENCY_KEY) && !headers.contains_key(X_IDEMPOTENCY_KEY) {
-        let key = per_call.cloned().unwrap_or_else(IdempotencyKey::generate);
-        headers.insert(IDEMPOTENCY_KEY, key.to_header_value());
-    }
-}
-
-#[async_trait::async_trait]
-impl Middleware for IdempotencyKeyMiddleware {
-    async fn handle(
-        &self,
-        mut req: reqwest::Request,
-        extensions: &mut Extensions,
-        next: Next<'_>,
-    ) -> reqwest_middleware::Result<reqwest::Response> {
-        let method = req.method().clone();
-        ensure_key(&method, req.headers_mut(), extensions.get::<IdempotencyKey>());
-        next.run(req, extensions).await
-    }
-}
-
-/// Per-call key for [`reqwest_middleware::RequestBuilder`].
-pub trait IdempotencyKeyExt {
-    /// Sends `key` as this call's `Idempotency-Key`, on every attempt.
-    fn idempotency_key(self, key: IdempotencyKey) -> Self;
-}
-
-impl IdempotencyKeyExt for RequestBuilder {
-    fn idempotency_key(self, key: IdempotencyKey) -> Self {
-        self.with_extension(key)
-    }
-}
-
-/// How a response status fits an idem server: `None` for success, `Transient` for 5xx, 429 and
-/// an in-flight 409 (one with `Retry-After`), `Fatal` for every other 4xx.
-pub fn classify_status(status: StatusCode, headers: &HeaderMap) -> Option<Retryable> {
-    let in_flight = status == StatusCode::CONFLICT && headers.contains_key(header::RETRY_AFTER);
-    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || in_flight {
-        Some(Retryable::Transient)
-    } else if status.is_client_error() {
-        Some(Retryable::Fatal)
-    } else {
-        None
-    }
-}
-
-/// The delay a response asks for in `Retry-After` (seconds or an HTTP date), capped at
-/// [`MAX_RETRY_AFTER`].
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
-    let delay = match value.parse::<u64>() {
-        Ok(seconds) => Duration::from_secs(seconds),
-        Err(_) => httpdate::parse_http_date(value).ok()?.duration_since(SystemTime::now()).unwrap_or_default(),
-    };
-    Some(delay.min(MAX_RETRY_AFTER))
-}
-
-/// The retry classification of an idem server, as a `reqwest-retry` strategy: connection
-/// errors and timeouts (as `reqwest-retry` classifies them), 5xx, 429 and an in-flight 409
-/// are transient; every other 4xx is fatal.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct IdemRetryStrategy;
-
-impl RetryableStrategy for IdemRetryStrategy {
-    fn handle(&self, res: &Result<reqwest::Response, reqwest_middleware::Error>) -> Option<Retryable> {
-        match res {
-            Ok(response) => classify_status(response.status(), response.headers()),
-            Err(error) => reqwest_retry::default_on_request_failure(error),
-        }
-    }
-}
-
-/// The default policy: up to 5 retries, from 100 ms to 5 s apart, with bounded jitter.
-pub fn default_policy() -> ExponentialBackoff {
-    ExponentialBackoff::builder()
-        .retry_bounds(Duration::from_millis(100), Duration::from_secs(5))
-        .jitter(Jitter::Bounded)
-        .build_with_max_retries(5)
-}
-
-/// The wait before retry `n` (counting from 0): the policy's backoff, at least `Retry-After`.
-/// `None` when the policy gives up.
-pub(crate) fn next_delay(
-    policy: &impl RetryPolicy,
-    started: SystemTime,
-    n: u32,
-    headers: Option<&HeaderMap>,
-) -> Option<Duration> {
-    match policy.should_retry(started, n) {
-        RetryDecision::DoNotRetry => None,
-        RetryDecision::Retry { execute_after } => {
-            let backoff = execute_after.duration_since(SystemTime::now()).unwrap_or_default();
-            Some(backoff.max(headers.and_then(retry_after).unwrap_or_default()))
-        }
-    }
-}
-
-/// Retries what [`IdemRetryStrategy`] calls transient, with `policy`'s backoff and honouring
-/// `Retry-After`. A request whose body cannot be cloned (a stream) is sent once.
-#[derive(Debug, Clone)]
-pub struct RetryMiddleware<P = ExponentialBackoff> {
-    policy: P,
-}
-
-impl Default for RetryMiddleware {
-    fn default() -> Self {
-        Self { policy: default_policy() }
-    }
-}
-
-impl<P: RetryPolicy> RetryMiddleware<P> {
-    /// Retries with `policy`.
-    pub fn new(policy: P) -> Self {
-        Self { policy }
-    }
-}
-
-#[async_trait::async_trait]
-impl<P: RetryPolicy + Send + Sync + 'static> Middleware for RetryMiddleware<P> {
-    async fn handle(
-        &self,
-        req: reqwest::Request,
-        extensions: &mut Extensions,
-        next: Next<'_>,
-    ) -> reqwest_middleware::Result<reqwest::Response> {
-        let started = SystemTime::now();
-        let mut retries = 0;
-        loop {
-            let Some(attempt) = req.try_clone() else {
-                return next.run(req, extensions).await;
-            };
-            let result = next.clone().run(attempt, extensions).await;
-            if !matches!(IdemRetryStrategy.handle(&result), Some(Retryable::Transient)) {
-                return result;
-            }
-            let Some(delay) = next_delay(&self.policy, started, retries, result.as_ref().ok().map(|r| r.headers()))
-            else {
-                return result;
-            };
-            tracing::debug!(target: "idem::client", retry = retries + 1, ?delay, "retrying a transient failure");
-            tokio::time::sleep(delay).await;
-            retries += 1;
-        }
-    }
-}
-
-/// `inner` with the key middleware, then the retry middleware with the [default policy].
+/// How a client sends keys and retries, for the async client ([`build`](Self::build)) and
+/// the blocking one ([`blocking::Client::with_config`]).
 ///
-/// [default policy]: default_policy
-pub fn builder(inner: reqwest::Client) -> ClientBuilder {
-    ClientBuilder::new(inner).with(IdempotencyKeyMiddleware).with(RetryMiddleware::default())
+/// The defaults: keys under `Idempotency-Key`, a [`DEFAULT_DEADLINE`] of 40 s, and the
+/// [`default_policy`] (100 ms to 5 s apart, at most 5 retries) for failures other than an
+/// in-flight 409. See [`RetryMiddleware`] for how the deadline and the policy share the work.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use idem_runtime::client::{blocking, ClientConfig};
+/// use reqwest::header::HeaderName;
+///
+/// let config = ClientConfig::new()
+///     .key_header(HeaderName::from_static("x-request-key"))
+///     .deadline(Duration::from_secs(60))
+///     .max_retries(3);
+/// let http = config.clone().build(reqwest::Client::new());
+/// let blocking = blocking::Client::with_config(reqwest::blocking::Client::new(), config);
+/// # drop((http, blocking));
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientConfig<P = ExponentialBackoff> {
+    key: IdempotencyKeyMiddleware,
+    retry: RetryMiddleware<P>,
 }
 
-/// [`builder`], built.
-pub fn client(inner: reqwest::Client) -> ClientWithMiddleware {
-    builder(inner).build()
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self { key: IdempotencyKeyMiddleware::new(), retry: RetryMiddleware::default() }
+    }
+}
+
+impl ClientConfig {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Retries failures other than an in-flight 409 at most `retries` times (default 5).
+    /// In-flight 409s are retried until the deadline whatever this count.
+    #[must_use]
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.retry = self.retry.max_retries(retries);
+        self
+    }
+}
+
+impl<P: RetryPolicy> ClientConfig<P> {
+    /// Sends keys under `header` instead of `Idempotency-Key`: the name the server accepts with
+    /// `#[idempotent(header = "…")]`. See [`IdempotencyKeyMiddleware::with_header`].
+    #[must_use]
+    pub fn key_header(mut self, header: HeaderName) -> Self {
+        self.key = IdempotencyKeyMiddleware::with_header(header);
+        self
+    }
+
+    /// Sets how long after its first attempt a call's last attempt may start (default
+    /// [`DEFAULT_DEADLINE`]). Keep it longer than the server's lease.
+    #[must_use]
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.retry = self.retry.deadline(deadline);
+        self
+    }
+
+    /// Backs off and counts failures other than an in-flight 409 with `policy` (any
+    /// `reqwest_retry::RetryPolicy`) instead of the [`default_policy`].
+    pub fn policy<Q: RetryPolicy>(self, policy: Q) -> ClientConfig<Q> {
+        ClientConfig { key: self.key, retry: self.retry.with_policy(policy) }
+    }
+
+    /// `inner` with the key middleware, then the retry middleware, ready for more middleware.
+    pub fn builder(self, inner: reqwest::Client) -> ClientBuilder
+    where
+        P: Send + Sync + 'static,
+    {
+        ClientBuilder::new(inner).with(self.key).with(self.retry)
+    }
+
+    /// [`builder`](Self::builder), built.
+    pub fn build(self, inner: reqwest::Client) -> ClientWithMiddleware
+    where
+        P: Send + Sync + 'static,
+    {
+        self.builder(inner).build()
+    }
+}
+
+/// `inner` with the key middleware, then the retry middleware, with the defaults of
+/// [`ClientConfig`], ready for more middleware.
+pub fn builder(inner: reqwest::Client) -> ClientBuilder {
+    ClientConfig::new().builder(inner)
+}
+
+/// Wraps `inner`: one key per call, retries within the [`DEFAULT_DEADLINE`]. The defaults of
+/// [`ClientConfig`]; use it to change them.
+pub fn wrap(inner: reqwest::Client) -> ClientWithMiddleware {
+    ClientConfig::new().build(inner)
 }
