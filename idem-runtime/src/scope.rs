@@ -15,6 +15,7 @@ pub struct Scope([u8; 32]);
 
 impl Scope {
     fn tagged(tag: &[u8], value: &[u8]) -> Self {
+        // `credential` writes the same framing with the tag `pat`.
         let mut h = Sha256::new();
         h.update((tag.len() as u32).to_be_bytes());
         h.update(tag);
@@ -28,9 +29,25 @@ impl Scope {
         *GLOBAL.get_or_init(|| Self::tagged(b"global", b""))
     }
 
-    /// The namespace of one credential (the whole `Authorization` value).
+    /// The namespace of one credential: an `Authorization` value. The auth scheme is
+    /// case-insensitive (`Bearer t` and `bearer t` are one caller) and the spaces after it do
+    /// not count; the credential after the scheme is compared exactly.
     pub fn credential(credential: &[u8]) -> Self {
-        Self::tagged(b"pat", credential)
+        let mut h = Sha256::new();
+        h.update(3u32.to_be_bytes());
+        h.update(b"pat");
+        match credential.iter().position(|&b| b == b' ') {
+            Some(space) => {
+                let (scheme, rest) = credential.split_at(space);
+                let start = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
+                h.update(scheme.to_ascii_lowercase());
+                h.update(b" ");
+                h.update(&rest[start..]);
+            }
+            // A value without a scheme: kept as it is.
+            None => h.update(credential),
+        }
+        Self(h.finalize().into())
     }
 
     /// The namespace named by the value of a header.
