@@ -16,7 +16,7 @@ use divan::Bencher;
 use http_body_util::BodyExt as _;
 use idem_runtime::fingerprint::Fingerprint;
 use idem_runtime::idempotent;
-use idem_runtime::record::Record;
+use idem_runtime::record::{Record, StoredBody};
 use idem_runtime::store::{Claim, MemoryStore, RecordKey, Store};
 use idem_runtime::Idempotency;
 use serde::{Deserialize, Serialize};
@@ -99,7 +99,7 @@ impl Fixture {
                     fingerprint,
                     status: StatusCode::CREATED,
                     headers: Default::default(),
-                    body: Some(Bytes::from_static(b"{\"id\":1,\"item\":\"book\",\"qty\":1}")),
+                    body: StoredBody::Kept(Bytes::from_static(b"{\"id\":1,\"item\":\"book\",\"qty\":1}")),
                     expires_at: SystemTime::now() + Duration::from_secs(86_400),
                 };
                 store.complete(&key, token, record).await.unwrap();

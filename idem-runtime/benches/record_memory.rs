@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use idem_runtime::fingerprint::Fingerprint;
-use idem_runtime::record::Record;
+use idem_runtime::record::{Record, StoredBody};
 use idem_runtime::store::{Claim, MemoryStore, RecordKey, Store};
 
 const RECORDS: u64 = 100_000;
@@ -45,7 +45,7 @@ fn main() {
                 status: StatusCode::CREATED,
                 headers: headers.clone(),
                 // A body of its own per record, as a real response has.
-                body: Some(Bytes::copy_from_slice(&body)),
+                body: StoredBody::Kept(Bytes::copy_from_slice(&body)),
                 expires_at: std::time::SystemTime::now() + Duration::from_secs(3600),
             };
             store.complete(&key, token, record).await.unwrap();

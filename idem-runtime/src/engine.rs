@@ -8,20 +8,22 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::body::{Body, HttpBody as _};
-use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request};
+use axum::body::Body;
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, OriginalUri, Request};
 use axum::response::{IntoResponse, Response};
 use axum::RequestExt as _;
 use bytes::{Bytes, BytesMut};
-use futures_util::{stream, FutureExt as _, StreamExt as _};
-use http::{request::Parts, HeaderName, Method};
+use futures_util::FutureExt as _;
+use http::{request::Parts, HeaderName, Method, StatusCode};
 use http_body_util::BodyExt as _;
 use tracing::Instrument as _;
 
-use crate::fingerprint::{Fingerprint, FingerprintSource, FingerprintWriter, RequestInput};
+use crate::capture;
+use crate::fingerprint::{Fingerprint, FingerprintBuilder, FingerprintSource, FingerprintWriter, RequestInput};
 use crate::key::IdempotencyKey;
+use crate::lease::{self, HeldLease};
 use crate::problem::{Problem, ProblemKind};
-use crate::record::{is_storable, replayable_headers_only, Record};
+use crate::record::{is_storable, replayable_headers_only, Record, StoredBody};
 use crate::scope::{self, Scope, ScopeKind};
 use crate::store::{Claim, DynStore, FencingToken, MemoryStore, RecordKey, Store, StoreError};
 
@@ -44,7 +46,7 @@ use crate::store::{Claim, DynStore, FencingToken, MemoryStore, RecordKey, Store,
 /// [`Router`]: axum::Router
 #[derive(Clone)]
 pub struct Idempotency {
-    store: Arc<dyn DynStore>,
+    pub(crate) store: Arc<dyn DynStore>,
     fail_open: bool,
 }
 
@@ -158,7 +160,7 @@ fn is_safe(method: &Method) -> bool {
 
 /// The matched route template, or the path for a handler called outside a `Router`.
 #[derive(Clone)]
-enum Route {
+pub(crate) enum Route {
     /// Shares the router's string: no copy per request.
     Matched(MatchedPath),
     Path(String),
@@ -172,7 +174,7 @@ impl Route {
         }
     }
 
-    fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         match self {
             Self::Matched(path) => path.as_str(),
             Self::Path(path) => path,
@@ -188,12 +190,19 @@ pub struct Idem<C> {
     _spec: PhantomData<fn() -> C>,
 }
 
+/// A covered request, before its claim: where it goes and what it is.
 struct Active {
-    idempotency: Idempotency,
-    key: RecordKey,
+    call: Call,
+    fingerprint: FingerprintBuilder,
+}
+
+/// What every step of a covered request needs to know about it.
+pub(crate) struct Call {
+    pub(crate) idempotency: Idempotency,
+    pub(crate) key: RecordKey,
     method: Method,
-    route: Route,
-    config: HandlerConfig,
+    pub(crate) route: Route,
+    pub(crate) config: HandlerConfig,
     started: Instant,
 }
 
@@ -234,17 +243,20 @@ impl<S: Send + Sync, C: Spec> FromRequestParts<S> for Idem<C> {
         };
         let idempotency = parts.extensions.get::<Idempotency>().cloned().unwrap_or_else(Idempotency::process_default);
         parts.extensions.insert(Fingerprinting);
-        Ok(Self {
-            active: Some(Active {
-                idempotency,
-                key: RecordKey::new(&scope, &key),
-                method: parts.method.clone(),
-                route: Route::of(parts),
-                config,
-                started,
-            }),
-            _spec: PhantomData,
-        })
+        let route = Route::of(parts);
+        // The target as the client sent it: the outermost router keeps it before nesting or a
+        // layer changes the URI the handler sees.
+        let target = parts.extensions.get::<OriginalUri>().map_or(&parts.uri, |original| &original.0);
+        let fingerprint = FingerprintBuilder::new(&key, &parts.method, route.as_str(), target);
+        let call = Call {
+            idempotency,
+            key: RecordKey::new(&scope, &key),
+            method: parts.method.clone(),
+            route,
+            config,
+            started,
+        };
+        Ok(Self { active: Some(Active { call, fingerprint }), _spec: PhantomData })
     }
 }
 
@@ -269,21 +281,20 @@ impl<C: Spec> Idem<C> {
     {
         match self.active {
             None => handler.await,
-            Some(active) => active.run(params, handler).await,
+            Some(Active { call, fingerprint }) => call.run(fingerprint.finish(params), handler).await,
         }
     }
 }
 
-impl Active {
-    fn event(&self, status: u16, outcome: &'static str) {
+impl Call {
+    pub(crate) fn event(&self, status: u16, outcome: &'static str) {
         outcome_event(&self.method, self.route.as_str(), status, outcome, self.started);
     }
 
-    async fn run<F>(self, params: &[Option<[u8; 32]>], handler: F) -> Response
+    async fn run<F>(self, fingerprint: Fingerprint, handler: F) -> Response
     where
         F: Future<Output = Response> + Send + 'static,
     {
-        let fingerprint = Fingerprint::new(&self.method, self.route.as_str(), params);
         let lease = self.config.lease;
         let give_up = Instant::now() + lease;
         let mut pause = Duration::from_millis(5);
@@ -298,7 +309,7 @@ impl Active {
                     self.event(422, "mismatch");
                     return Problem::new(
                         ProblemKind::KeyReused,
-                        "this Idempotency-Key was used for a different request (method, route, parameters or body); use a new key for a new request",
+                        "this Idempotency-Key was used for a different request (method, target, parameters or body); use a new key for a new request",
                     )
                     .into_response();
                 }
@@ -333,116 +344,117 @@ impl Active {
                 }
             }
         };
+        let held = lease::hold(&self.idempotency.store, self.key, token, lease);
+        let owner = Owner { call: self, token, fingerprint, _lease: held };
         // A client that disconnects drops this future; the handler then finishes in a task of
         // its own and its response is stored for the retry.
-        RunToCompletion(Some(Box::pin(self.execute(token, fingerprint, handler).in_current_span()))).await
-    }
-
-    async fn execute<F>(self, token: FencingToken, fingerprint: Fingerprint, handler: F) -> Response
-    where
-        F: Future<Output = Response> + Send + 'static,
-    {
-        let store = &self.idempotency.store;
-        let lease = self.config.lease;
-        let mut handler = std::pin::pin!(AssertUnwindSafe(handler).catch_unwind());
-        let outcome = loop {
-            // A handler that finishes on its first poll needs no renewal timer.
-            if let Poll::Ready(outcome) = std::future::poll_fn(|cx| Poll::Ready(handler.as_mut().poll(cx))).await {
-                break outcome;
-            }
-            tokio::select! {
-                outcome = &mut handler => break outcome,
-                () = tokio::time::sleep(lease / 3) => {
-                    if let Err(error) = store.renew(&self.key, token, lease).await {
-                        tracing::error!(target: "idem", route = self.route.as_str(), %error, "could not renew the lease of a running handler");
-                    }
-                }
-            }
-        };
-        let response = match outcome {
-            Ok(response) => response,
-            Err(_panic) => {
-                self.release(token).await;
-                self.event(500, "panicked");
-                return Problem::new(
-                    ProblemKind::HandlerPanicked,
-                    "the handler panicked; nothing was stored and a retry with the same key runs it again",
-                )
-                .into_response();
-            }
-        };
-        let status = response.status();
-        if !self.config.stores(status) {
-            self.release(token).await;
-            self.event(status.as_u16(), "executed-not-stored");
-            return response;
-        }
-        let (parts, body) = response.into_parts();
-        let (stored, body) = match capture(body, store.max_body_bytes()).await {
-            Captured::Whole(bytes) => (Some(bytes.clone()), Body::from(bytes)),
-            Captured::Oversized(body) => (None, body),
-            Captured::Failed(body) => {
-                self.release(token).await;
-                self.event(status.as_u16(), "executed-not-stored");
-                return Response::from_parts(parts, body);
-            }
-        };
-        // An absurd ttl saturates instead of overflowing the clock.
-        let now = SystemTime::now();
-        let expires_at = now.checked_add(self.config.ttl).unwrap_or(now + Duration::from_secs(1 << 40));
-        let record = |stored: Option<Bytes>| Record {
-            fingerprint,
-            status,
-            headers: replayable_headers_only(&parts.headers, self.config.replay_headers),
-            body: stored,
-            expires_at,
-        };
-        match store.complete(&self.key, token, record(stored.clone())).await {
-            Ok(()) => self.event(status.as_u16(), "executed"),
-            Err(StoreError::LeaseLost) => {
-                tracing::error!(target: "idem", route = self.route.as_str(), "the handler ran but its lease was taken over; its response is not stored");
-                self.event(status.as_u16(), "executed-not-stored");
-            }
-            Err(error) => {
-                tracing::warn!(target: "idem", route = self.route.as_str(), %error, "the handler ran but the store is unreachable; storing its response once the store is back");
-                self.event(status.as_u16(), "executed-store-pending");
-                let record = record(stored);
-                tokio::spawn(complete_later(self.idempotency.clone(), self.key, token, record, self.route.clone()));
-            }
-        }
-        Response::from_parts(parts, body)
-    }
-
-    async fn release(&self, token: FencingToken) {
-        if let Err(error) = self.idempotency.store.release(&self.key, token).await {
-            tracing::error!(target: "idem", route = self.route.as_str(), %error, "could not release a claim; retries get 409 until its lease expires");
-        }
+        RunToCompletion(Some(Box::pin(owner.execute(handler).in_current_span()))).await
     }
 }
 
-/// Stores a response whose first `complete` found the store unreachable: retries with backoff
-/// until it is stored, the claim was taken over, or the record would already have expired.
-/// Until then the claim holds (a retry gets 409, or takes over once the lease expires if the
-/// outage outlasts it), so an outage shorter than the lease never runs a handler twice.
-async fn complete_later(idempotency: Idempotency, key: RecordKey, token: FencingToken, record: Record, route: Route) {
-    let mut pause = Duration::from_millis(100);
-    loop {
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(5));
-        if record.is_expired_at(SystemTime::now()) {
-            tracing::error!(target: "idem", route = route.as_str(), "the store stayed unreachable for the record's whole ttl; it was never stored");
-            return;
+/// A request that holds the claim of its key: it runs the handler, then either stores the
+/// response or releases the key. Its lease is renewed for as long as it exists.
+pub(crate) struct Owner {
+    pub(crate) call: Call,
+    token: FencingToken,
+    fingerprint: Fingerprint,
+    _lease: HeldLease,
+}
+
+impl Owner {
+    async fn execute<F>(self, handler: F) -> Response
+    where
+        F: Future<Output = Response> + Send + 'static,
+    {
+        let response = match AssertUnwindSafe(handler).catch_unwind().await {
+            Ok(response) => response,
+            Err(_panic) => return self.panicked().await,
+        };
+        let status = response.status();
+        if !self.call.config.stores(status) {
+            self.release(status).await;
+            return response;
         }
-        match idempotency.store.complete(&key, token, record.clone()).await {
-            Ok(()) => {
-                tracing::info!(target: "idem", route = route.as_str(), "stored a response after the store came back");
-                return;
-            }
+        capture::respond(self, response).await
+    }
+
+    /// The handler, or the body it returned, panicked: the key is released so that a retry
+    /// runs the handler again.
+    pub(crate) async fn panicked(self) -> Response {
+        let call = self.release_quietly().await;
+        call.event(500, "panicked");
+        Problem::new(
+            ProblemKind::HandlerPanicked,
+            "the handler panicked; nothing was stored and a retry with the same key runs it again",
+        )
+        .into_response()
+    }
+
+    /// The response is not stored: the key is released so that a retry runs the handler again.
+    async fn release(self, status: StatusCode) {
+        let call = self.release_quietly().await;
+        call.event(status.as_u16(), "executed-not-stored");
+    }
+
+    async fn release_quietly(self) -> Call {
+        if let Err(error) = self.call.idempotency.store.release(&self.call.key, self.token).await {
+            tracing::error!(target: "idem", route = self.call.route.as_str(), %error, "could not release a claim; retries get 409 until its lease expires");
+        }
+        self.call
+    }
+
+    /// Stores the response: status, the headers a replay repeats, and what was kept of the body.
+    pub(crate) async fn complete(self, status: StatusCode, headers: &http::HeaderMap, body: StoredBody) {
+        // An absurd ttl saturates instead of overflowing the clock.
+        let now = SystemTime::now();
+        let expires_at = now.checked_add(self.call.config.ttl).unwrap_or(now + Duration::from_secs(1 << 40));
+        let record = Record {
+            fingerprint: self.fingerprint,
+            status,
+            headers: replayable_headers_only(headers, self.call.config.replay_headers),
+            body,
+            expires_at,
+        };
+        let store = &self.call.idempotency.store;
+        match store.complete(&self.call.key, self.token, record.clone()).await {
+            Ok(()) => self.call.event(status.as_u16(), "executed"),
             Err(StoreError::LeaseLost) => {
-                tracing::error!(target: "idem", route = route.as_str(), "the store came back with the claim taken over; the response is not stored");
+                tracing::error!(target: "idem", route = self.call.route.as_str(), "the handler ran but its lease was taken over; its response is not stored");
+                self.call.event(status.as_u16(), "executed-not-stored");
+            }
+            Err(error) => {
+                tracing::warn!(target: "idem", route = self.call.route.as_str(), %error, "the handler ran but the store is unreachable; storing its response once the store is back");
+                self.call.event(status.as_u16(), "executed-store-pending");
+                tokio::spawn(self.complete_later(record));
+            }
+        }
+    }
+
+    /// Stores a response whose first `complete` found the store unreachable: retries with
+    /// backoff until it is stored, the claim was taken over, or the record would already have
+    /// expired. The lease is renewed all the while, so an outage never lets a retry run the
+    /// handler a second time while this owner still holds its response.
+    async fn complete_later(self, record: Record) {
+        let route = self.call.route.as_str();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+            if record.is_expired_at(SystemTime::now()) {
+                tracing::error!(target: "idem", route, "the store stayed unreachable for the record's whole ttl; it was never stored");
                 return;
             }
-            Err(_) => {}
+            match self.call.idempotency.store.complete(&self.call.key, self.token, record.clone()).await {
+                Ok(()) => {
+                    tracing::info!(target: "idem", route, "stored a response after the store came back");
+                    return;
+                }
+                Err(StoreError::LeaseLost) => {
+                    tracing::error!(target: "idem", route, "the store came back with the claim taken over; the response is not stored");
+                    return;
+                }
+                Err(_) => {}
+            }
         }
     }
 }
@@ -475,52 +487,6 @@ impl Drop for RunToCompletion {
             }
         }
     }
-}
-
-enum Captured {
-    /// The whole body, within the limit.
-    Whole(Bytes),
-    /// Larger than the limit: the body to send, from its first byte.
-    Oversized(Body),
-    /// The body failed while being read: what was read, then the error.
-    Failed(Body),
-}
-
-async fn capture(mut body: Body, limit: usize) -> Captured {
-    let mut chunks: Vec<Bytes> = Vec::new();
-    let mut len = 0;
-    let replay = |chunks: Vec<Bytes>, rest| Body::from_stream(stream::iter(chunks.into_iter().map(Ok)).chain(rest));
-    loop {
-        match body.frame().await {
-            None => break,
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    len += data.len();
-                    // The common case, a body in one frame, keeps it as it is.
-                    if chunks.is_empty() && len <= limit && body.is_end_stream() {
-                        return Captured::Whole(data);
-                    }
-                    chunks.push(data);
-                    if len > limit {
-                        return Captured::Oversized(replay(chunks, body.into_data_stream()));
-                    }
-                }
-            }
-            Some(Err(error)) => {
-                let rest = stream::once(async move { Err::<Bytes, _>(error) }).boxed();
-                return Captured::Failed(Body::from_stream(stream::iter(chunks.into_iter().map(Ok)).chain(rest)));
-            }
-        }
-    }
-    Captured::Whole(match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.pop().expect("one chunk"),
-        _ => {
-            let mut all = BytesMut::with_capacity(len);
-            chunks.iter().for_each(|c| all.extend_from_slice(c));
-            all.freeze()
-        }
-    })
 }
 
 /// A handler parameter that is part of the fingerprint: the extracted value plus the digest of

@@ -1,16 +1,21 @@
 //! What makes two requests "the same request" (SPEC §6).
 //!
-//! The fingerprint is a SHA-256 over the method, the matched route template, and a canonical
-//! encoding of what each selected handler parameter extracts. Each extractor type says how its
+//! The fingerprint is an HMAC-SHA-256, keyed by the raw idempotency key, over the method, the
+//! matched route template, the request target as the client sent it (full path and query), and
+//! a canonical encoding of what each selected handler parameter extracts. Each extractor type says how its
 //! input is encoded by implementing [`FingerprintSource`]; idem implements it for axum's
 //! extractors, and you can implement it for your own.
 
 use axum::extract::{Extension, Form, Json, MatchedPath, OriginalUri, Path, Query, State};
 use bytes::Bytes;
+use hmac::{Hmac, Mac as _};
 use http::{request::Parts, Method, Uri};
 use sha2::{Digest, Sha256};
 
-/// A request fingerprint: SHA-256 of the method, route and selected parameters.
+use crate::key::IdempotencyKey;
+
+/// A request fingerprint: an HMAC-SHA-256 keyed by the idempotency key, over the method, route,
+/// request target and selected parameters.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint(pub [u8; 32]);
 
@@ -20,25 +25,50 @@ impl std::fmt::Debug for Fingerprint {
     }
 }
 
-impl Fingerprint {
-    /// Combines the request line with per-parameter digests, in parameter order.
-    pub fn new(method: &Method, route: &str, params: &[Option<[u8; 32]>]) -> Self {
-        let mut h = Sha256::new();
-        h.update(b"idem-fp-v1\0");
-        h.update(method.as_str().as_bytes());
-        h.update([0]);
-        h.update((route.len() as u64).to_be_bytes());
-        h.update(route.as_bytes());
-        for p in params {
-            match p {
-                Some(d) => {
-                    h.update([1]);
-                    h.update(d);
+/// Builds a request's [`Fingerprint`]: an HMAC-SHA-256, keyed by the raw idempotency key, over
+/// the method, the matched route template, the request target as the client sent it (full path
+/// and query, whatever router nesting or layers did to the URI the handler sees) and the digest
+/// of each selected parameter. Keyed by the key, which no store ever holds, a stored fingerprint
+/// cannot be tested against guesses of the request.
+pub(crate) struct FingerprintBuilder(Hmac<Sha256>);
+
+impl FingerprintBuilder {
+    /// Starts a fingerprint with the request line.
+    pub(crate) fn new(key: &IdempotencyKey, method: &Method, route: &str, target: &Uri) -> Self {
+        let mut mac = Hmac::<Sha256>::new_from_slice(key.as_str().as_bytes()).expect("HMAC takes any key length");
+        mac.update(b"idem-fp-v2\0");
+        mac.update(method.as_str().as_bytes());
+        mac.update(&[0]);
+        mac.update(&(route.len() as u64).to_be_bytes());
+        mac.update(route.as_bytes());
+        let path = target.path();
+        mac.update(&(path.len() as u64).to_be_bytes());
+        mac.update(path.as_bytes());
+        // Query pairs in a stable order, as `Query` parameters are fingerprinted.
+        let query = target.query().unwrap_or_default();
+        if query.is_empty() {
+            mac.update(&[0]);
+        } else {
+            let mut pairs = FingerprintWriter::new();
+            pairs.pairs(query.as_bytes());
+            mac.update(&[1]);
+            mac.update(&pairs.finish());
+        }
+        Self(mac)
+    }
+
+    /// Adds the digests of the selected parameters, in parameter order.
+    pub(crate) fn finish(mut self, params: &[Option<[u8; 32]>]) -> Fingerprint {
+        for param in params {
+            match param {
+                Some(digest) => {
+                    self.0.update(&[1]);
+                    self.0.update(digest);
                 }
-                None => h.update([0]),
+                None => self.0.update(&[0]),
             }
         }
-        Self(h.finalize().into())
+        Fingerprint(self.0.finalize().into_bytes().into())
     }
 }
 

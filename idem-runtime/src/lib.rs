@@ -38,7 +38,9 @@ pub mod store;
 pub mod testkit;
 
 mod canonical;
+mod capture;
 mod engine;
+mod lease;
 
 /// The README's code blocks, compiled as doctests.
 #[cfg(all(doctest, feature = "client"))]

@@ -31,6 +31,9 @@ pub enum ProblemKind {
     /// A replay of a response whose body was larger than the store's limit: the request was
     /// executed, its status and headers are replayed, the body is not.
     BodyNotStored,
+    /// A replay of a response whose body failed while it was produced (after the handler ran):
+    /// the request was executed, its status and headers are replayed, the body is not.
+    BodyFailed,
     /// 413: the request body is larger than the configured limit.
     BodyTooLarge,
     /// 400: the request body could not be read.
@@ -49,6 +52,7 @@ impl ProblemKind {
             Self::HandlerPanicked => "urn:idem:problem:handler-panicked",
             Self::StoreUnavailable => "urn:idem:problem:store-unavailable",
             Self::BodyNotStored => "urn:idem:problem:body-not-stored",
+            Self::BodyFailed => "urn:idem:problem:body-failed",
             Self::BodyTooLarge => "urn:idem:problem:body-too-large",
             Self::BodyUnreadable => "urn:idem:problem:body-unreadable",
         }
@@ -65,13 +69,14 @@ impl ProblemKind {
             Self::HandlerPanicked => "The handler failed; the request was not completed",
             Self::StoreUnavailable => "The idempotency store is unavailable",
             Self::BodyNotStored => "The response body of this Idempotency-Key was too large to keep",
+            Self::BodyFailed => "The response body of this Idempotency-Key failed while it was produced",
             Self::BodyTooLarge => "The request body is too large",
             Self::BodyUnreadable => "The request body could not be read",
         }
     }
 
-    /// The HTTP status of this kind (for [`ProblemKind::BodyNotStored`], the replay uses the
-    /// stored status instead).
+    /// The HTTP status of this kind (for [`ProblemKind::BodyNotStored`] and
+    /// [`ProblemKind::BodyFailed`], the replay uses the stored status instead).
     pub const fn status(self) -> StatusCode {
         match self {
             Self::MissingKey | Self::MalformedKey | Self::BodyUnreadable => StatusCode::BAD_REQUEST,
@@ -80,7 +85,7 @@ impl ProblemKind {
             Self::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::HandlerPanicked => StatusCode::INTERNAL_SERVER_ERROR,
             Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::BodyNotStored => StatusCode::OK,
+            Self::BodyNotStored | Self::BodyFailed => StatusCode::OK,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }

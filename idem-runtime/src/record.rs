@@ -23,10 +23,33 @@ pub struct Record {
     /// The headers a replay repeats: by default all but hop-by-hop ones, `Date` and
     /// `Set-Cookie`; a handler's `replay_headers(...)` narrows or widens that.
     pub headers: HeaderMap,
-    /// The body, or `None` when it was larger than the store's limit.
-    pub body: Option<Bytes>,
+    /// What is kept of the body.
+    pub body: StoredBody,
     /// When the record stops being replayed.
     pub expires_at: SystemTime,
+}
+
+/// What a [`Record`] keeps of the response body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredBody {
+    /// The whole body, replayed as it is.
+    Kept(Bytes),
+    /// The body was larger than the store keeps: a replay repeats the status and headers with a
+    /// problem body saying so.
+    TooLarge,
+    /// The body failed while it was produced, after the handler ran (a stream that yielded an
+    /// error): a replay repeats the status and headers with a problem body saying so.
+    Failed,
+}
+
+impl StoredBody {
+    /// The kept bytes, if the whole body is kept.
+    pub fn bytes(&self) -> Option<&Bytes> {
+        match self {
+            Self::Kept(bytes) => Some(bytes),
+            Self::TooLarge | Self::Failed => None,
+        }
+    }
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection and are never replayed.
@@ -97,7 +120,7 @@ impl Record {
     /// About how many bytes the record takes in memory.
     pub fn size_hint(&self) -> usize {
         let headers: usize = self.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum();
-        96 + headers + self.body.as_ref().map_or(0, Bytes::len)
+        96 + headers + self.body.bytes().map_or(0, Bytes::len)
     }
 
     /// The response a retry receives: the stored status, headers and body, plus
@@ -109,28 +132,24 @@ impl Record {
     /// [`Record::replay`], consuming the record (no copy of its headers).
     pub fn into_replay(self) -> Response {
         let mut response = match self.body {
-            Some(body) => {
+            StoredBody::Kept(body) => {
                 let mut response = Response::new(Body::from(body));
                 *response.status_mut() = self.status;
                 *response.headers_mut() = self.headers;
                 response
             }
-            None => {
-                let problem = Problem::new(
-                    ProblemKind::BodyNotStored,
-                    "the request was executed; its status and headers are replayed, but its body was larger than the store keeps",
-                )
-                .with_status(self.status);
-                let mut response = problem.into_response();
-                let content_type = response.headers_mut().remove(header::CONTENT_TYPE);
-                let mut headers = self.headers;
-                headers.remove(header::CONTENT_ENCODING);
-                if let Some(content_type) = content_type {
-                    headers.insert(header::CONTENT_TYPE, content_type);
-                }
-                *response.headers_mut() = headers;
-                response
-            }
+            StoredBody::TooLarge => body_not_kept(
+                ProblemKind::BodyNotStored,
+                "the request was executed; its status and headers are replayed, but its body was larger than the store keeps",
+                self.status,
+                self.headers,
+            ),
+            StoredBody::Failed => body_not_kept(
+                ProblemKind::BodyFailed,
+                "the request was executed; its status and headers are replayed, but its body failed while it was produced",
+                self.status,
+                self.headers,
+            ),
         };
         response.headers_mut().insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
         response
@@ -140,8 +159,8 @@ impl Record {
     ///
     /// Layout (integers big-endian): `"IDM1"`, fingerprint (32), status (u16), expiry in ms since
     /// the Unix epoch (u64), header count (u16), then per header name length (u16), name,
-    /// value length (u32), value; then a body flag (u8: 0 none, 1 present), body length (u32),
-    /// body.
+    /// value length (u32), value; then a body flag (u8: 0 too large, 1 kept, 2 failed) and, when
+    /// kept, the body length (u32) and body.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.size_hint());
         out.extend_from_slice(MAGIC);
@@ -158,12 +177,13 @@ impl Record {
             out.extend_from_slice(value.as_bytes());
         }
         match &self.body {
-            Some(body) => {
+            StoredBody::Kept(body) => {
                 out.push(1);
                 out.extend_from_slice(&(body.len() as u32).to_be_bytes());
                 out.extend_from_slice(body);
             }
-            None => out.push(0),
+            StoredBody::TooLarge => out.push(0),
+            StoredBody::Failed => out.push(2),
         }
         out
     }
@@ -194,11 +214,12 @@ impl Record {
             headers.try_append(name, value).map_err(|_| DecodeError("too many headers"))?;
         }
         let body = match r.take(1)?[0] {
-            0 => None,
+            0 => StoredBody::TooLarge,
             1 => {
                 let len = r.u32()? as usize;
-                Some(bytes.slice_ref(r.take(len)?))
+                StoredBody::Kept(bytes.slice_ref(r.take(len)?))
             }
+            2 => StoredBody::Failed,
             _ => return Err(DecodeError("invalid body flag")),
         };
         if !r.0.is_empty() {
@@ -209,6 +230,18 @@ impl Record {
 }
 
 const MAGIC: &[u8; 4] = b"IDM1";
+
+/// A replay whose body was not kept: the stored status and headers, with a problem body.
+fn body_not_kept(kind: ProblemKind, detail: &str, status: StatusCode, mut headers: HeaderMap) -> Response {
+    let mut response = Problem::new(kind, detail).with_status(status).into_response();
+    let content_type = response.headers_mut().remove(header::CONTENT_TYPE);
+    headers.remove(header::CONTENT_ENCODING);
+    if let Some(content_type) = content_type {
+        headers.insert(header::CONTENT_TYPE, content_type);
+    }
+    *response.headers_mut() = headers;
+    response
+}
 
 /// The latest expiry an encoding holds (the last millisecond of the year 9999): a longer `ttl`
 /// is kept until then rather than wrapping around to the past.
@@ -267,7 +300,7 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
 
-    fn sample(body: Option<&'static [u8]>) -> Record {
+    fn sample(body: StoredBody) -> Record {
         let mut headers = HeaderMap::new();
         headers.insert(header::LOCATION, HeaderValue::from_static("/orders/1"));
         headers.append("x-multi", HeaderValue::from_static("a"));
@@ -276,21 +309,24 @@ mod tests {
             fingerprint: Fingerprint([7; 32]),
             status: StatusCode::CREATED,
             headers,
-            body: body.map(Bytes::from_static),
+            body,
             expires_at: UNIX_EPOCH + Duration::from_millis(1_800_000_000_123),
         }
     }
 
     #[test]
     fn encoding_round_trips() {
-        for record in [sample(Some(b"{\"id\":1}")), sample(None), sample(Some(b""))] {
+        let kept = |b: &'static [u8]| StoredBody::Kept(Bytes::from_static(b));
+        for record in
+            [sample(kept(b"{\"id\":1}")), sample(StoredBody::TooLarge), sample(StoredBody::Failed), sample(kept(b""))]
+        {
             assert_eq!(Record::decode(&record.encode()).unwrap(), record);
         }
     }
 
     #[test]
     fn an_expiry_past_the_year_9999_is_kept_until_then_not_wrapped() {
-        let mut record = sample(Some(b"{}"));
+        let mut record = sample(StoredBody::Kept(Bytes::from_static(b"{}")));
         record.expires_at = SystemTime::now() + Duration::from_secs(1 << 40);
         let decoded = Record::decode(&record.encode()).unwrap();
         assert_eq!(decoded.expires_at, UNIX_EPOCH + Duration::from_millis(MAX_EXPIRY_MS));
@@ -305,7 +341,7 @@ mod tests {
 
     #[test]
     fn decoding_rejects_every_truncation() {
-        let bytes = sample(Some(b"body")).encode();
+        let bytes = sample(StoredBody::Kept(Bytes::from_static(b"body"))).encode();
         for n in 0..bytes.len() {
             assert!(Record::decode(&bytes[..n]).is_err(), "prefix of {n} bytes decoded");
         }

@@ -26,7 +26,7 @@ use http::{header, HeaderMap, HeaderValue, StatusCode};
 use sha2::{Digest, Sha256};
 
 use crate::fingerprint::Fingerprint;
-use crate::record::Record;
+use crate::record::{Record, StoredBody};
 use crate::store::{Claim, FencingToken, RecordKey, Store, StoreError};
 
 const LEASE: Duration = Duration::from_millis(300);
@@ -50,7 +50,7 @@ pub fn fingerprint(n: u8) -> Fingerprint {
     Fingerprint([n; 32])
 }
 
-/// A 201 record with `Location` and `body`, expiring after `ttl`.
+/// A 201 record with `Location` and `body` (`None`: too large to keep), expiring after `ttl`.
 pub fn record(fingerprint: Fingerprint, ttl: Duration, body: Option<Bytes>) -> Record {
     let mut headers = HeaderMap::new();
     headers.insert(header::LOCATION, HeaderValue::from_static("/orders/1"));
@@ -62,7 +62,7 @@ pub fn record(fingerprint: Fingerprint, ttl: Duration, body: Option<Bytes>) -> R
         fingerprint,
         status: StatusCode::CREATED,
         headers,
-        body,
+        body: body.map_or(StoredBody::TooLarge, StoredBody::Kept),
         expires_at: UNIX_EPOCH + Duration::from_millis(ms),
     }
 }
@@ -235,7 +235,7 @@ pub async fn size_limit<S: Store>(store: &S) {
     let full = record(fingerprint(1), LONG, Some(Bytes::from(vec![b'x'; limit])));
     store.complete(&key, token, full).await.expect("complete at the limit");
     match claim(store, &key, 1, LONG, check).await {
-        Claim::Completed(record) => assert_eq!(record.body.as_ref().map(Bytes::len), Some(limit), "{check}"),
+        Claim::Completed(record) => assert_eq!(record.body.bytes().map(Bytes::len), Some(limit), "{check}"),
         other => panic!("{check}: expected Completed, got {other:?}"),
     }
     let key = fresh_key();
@@ -244,7 +244,7 @@ pub async fn size_limit<S: Store>(store: &S) {
     store.complete(&key, token, headless.clone()).await.expect("complete without body");
     match claim(store, &key, 1, LONG, check).await {
         Claim::Completed(record) => {
-            assert_eq!(record.body, None, "{check}");
+            assert_eq!(record.body, StoredBody::TooLarge, "{check}");
             assert_eq!(record.status, headless.status, "{check}");
             assert_eq!(record.headers, headless.headers, "{check}");
         }
