@@ -1,21 +1,43 @@
-//! Canonical JSON in one pass, without building a document tree: object members sorted by
-//! key, no insignificant whitespace, strings with their escapes normalized, floats in one
-//! notation. Only determinism matters: equal JSON values give equal bytes.
+//! Canonical JSON: two documents give equal bytes exactly when they hold the same JSON value.
+//!
+//! The canonical form of a document:
+//! - no insignificant whitespace;
+//! - object members sorted by key (the bytes of the key's canonical form);
+//! - strings with each character written as serde_json writes it: `"`, `\` and control
+//!   characters escaped (`\n`, `\u001f`), everything else as it is, so `"\u00e9\/"` and `"é/"`
+//!   are one string;
+//! - numbers by their exact decimal value, never rounded through a float: an optional `-`, the
+//!   significant digits without leading or trailing zeros, then `e` and the decimal exponent
+//!   unless it is zero. `1.50` and `0.15e1` are `15e-1`, `100` and `1e2` are `1e2`, `-0.0` is
+//!   `0`, and `1.0` (`1`) differs from `1.00000000000000001` (`100000000000000001e-17`).
+//!
+//! Input that is not JSON (RFC 8259) is an `Err`, and so is a number whose exponent has more
+//! than 18 digits (leading zeros aside) or nesting deeper than [`MAX_DEPTH`]: the caller then
+//! uses the raw bytes. Bytes that are not UTF-8 are kept as they are.
+//!
+//! One pass writes the output, without building a document tree.
 
 /// The deepest nesting handled; deeper input is fingerprinted as raw bytes (serde_json
 /// rejects it anyway).
 const MAX_DEPTH: usize = 128;
 
-/// Appends the canonical form of the JSON document `input` to `out`; `Err` if it is not JSON.
+/// Appends the canonical form of the JSON document `input` to `out`; `Err` (and `out` as it
+/// was) if it is not JSON.
 pub(crate) fn canonical_json(input: &[u8], out: &mut Vec<u8>) -> Result<(), ()> {
+    let base = out.len();
     let mut parser = Parser { s: input, i: 0, members: Vec::new(), region: Vec::new() };
-    parser.value(out, 0)?;
-    parser.ws();
-    if parser.i == input.len() {
-        Ok(())
-    } else {
-        Err(())
+    let parsed = parser.value(out, 0).and_then(|()| {
+        parser.ws();
+        if parser.i == input.len() {
+            Ok(())
+        } else {
+            Err(())
+        }
+    });
+    if parsed.is_err() {
+        out.truncate(base);
     }
+    parsed
 }
 
 struct Parser<'a> {
@@ -150,88 +172,158 @@ impl Parser<'_> {
     }
 
     fn string(&mut self, out: &mut Vec<u8>) -> Result<(), ()> {
-        let open = self.i;
-        let body = &self.s[open + 1..];
-        let stop = memchr::memchr2(b'"', b'\\', body).ok_or(())?;
-        if body[stop] == b'"' {
-            // No escapes: the text is already canonical.
-            out.extend_from_slice(&self.s[open..open + stop + 2]);
-            self.i = open + stop + 2;
-            return Ok(());
-        }
-        // Escapes: write each character as serde_json would (its escaping is minimal).
+        let body = &self.s[self.i + 1..];
         out.push(b'"');
-        out.extend_from_slice(&body[..stop]);
-        let mut j = stop;
+        let mut j = 0;
         loop {
-            let b = *body.get(j).ok_or(())?;
-            j += 1;
-            match b {
-                b'"' => break,
-                b'\\' => {
-                    let e = *body.get(j).ok_or(())?;
-                    j += 1;
-                    let c = match e {
-                        b'"' | b'\\' | b'/' => e as u32,
-                        b'b' => 0x08,
-                        b'f' => 0x0c,
-                        b'n' => 0x0a,
-                        b'r' => 0x0d,
-                        b't' => 0x09,
-                        b'u' => {
-                            let mut c = hex4(body.get(j..j + 4).ok_or(())?)?;
-                            j += 4;
-                            if (0xd800..0xdc00).contains(&c) {
-                                if body.get(j..j + 2) != Some(b"\\u") {
-                                    return Err(());
-                                }
-                                let low = hex4(body.get(j + 2..j + 6).ok_or(())?)?;
-                                if !(0xdc00..0xe000).contains(&low) {
-                                    return Err(());
-                                }
-                                j += 6;
-                                c = 0x10000 + ((c - 0xd800) << 10) + (low - 0xdc00);
-                            }
-                            c
-                        }
-                        _ => return Err(()),
-                    };
-                    push_escaped(char::from_u32(c).ok_or(())?, out);
-                }
-                _ => out.push(b),
+            let stop = j + memchr::memchr2(b'"', b'\\', &body[j..]).ok_or(())?;
+            let run = &body[j..stop];
+            // Control characters must be escaped; `fold` rather than `any` lets this vectorize.
+            if run.iter().fold(false, |control, &b| control | (b < 0x20)) {
+                return Err(());
             }
+            out.extend_from_slice(run);
+            j = stop + 1;
+            if body[stop] == b'"' {
+                break;
+            }
+            // An escape: written as serde_json writes the character (its escaping is minimal).
+            let e = *body.get(j).ok_or(())?;
+            j += 1;
+            let c = match e {
+                b'"' | b'\\' | b'/' => e as u32,
+                b'b' => 0x08,
+                b'f' => 0x0c,
+                b'n' => 0x0a,
+                b'r' => 0x0d,
+                b't' => 0x09,
+                b'u' => {
+                    let mut c = hex4(body.get(j..j + 4).ok_or(())?)?;
+                    j += 4;
+                    if (0xd800..0xdc00).contains(&c) {
+                        if body.get(j..j + 2) != Some(b"\\u") {
+                            return Err(());
+                        }
+                        let low = hex4(body.get(j + 2..j + 6).ok_or(())?)?;
+                        if !(0xdc00..0xe000).contains(&low) {
+                            return Err(());
+                        }
+                        j += 6;
+                        c = 0x10000 + ((c - 0xd800) << 10) + (low - 0xdc00);
+                    }
+                    c
+                }
+                _ => return Err(()),
+            };
+            push_escaped(char::from_u32(c).ok_or(())?, out);
         }
         out.push(b'"');
-        self.i = open + 1 + j;
+        self.i += 1 + j;
         Ok(())
     }
 
+    /// A number, read by the grammar `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
     fn number(&mut self, out: &mut Vec<u8>) -> Result<(), ()> {
-        let start = self.i;
-        let mut float = false;
-        while let Some(&b) = self.s.get(self.i) {
-            match b {
-                b'0'..=b'9' | b'-' | b'+' => {}
-                b'.' | b'e' | b'E' => float = true,
-                _ => break,
-            }
-            self.i += 1;
+        let s = self.s;
+        let mut i = self.i;
+        let negative = s.get(i) == Some(&b'-');
+        if negative {
+            i += 1;
         }
-        let text = std::str::from_utf8(&self.s[start..self.i]).map_err(|_| ())?;
-        if text.is_empty() || text == "-" {
-            return Err(());
-        }
-        if float {
-            let value: f64 = text.parse().map_err(|_| ())?;
-            if !value.is_finite() {
+        let int_start = i;
+        i = match s.get(i) {
+            Some(b'0') => i + 1,
+            Some(b'1'..=b'9') => digits_end(s, i + 1),
+            _ => return Err(()),
+        };
+        let int = &s[int_start..i];
+        let mut fraction: &[u8] = &[];
+        if s.get(i) == Some(&b'.') {
+            let end = digits_end(s, i + 1);
+            if end == i + 1 {
                 return Err(());
             }
-            use std::io::Write as _;
-            write!(out, "{value:e}").map_err(|_| ())
-        } else {
-            out.extend_from_slice(if text == "-0" { b"0" } else { text.as_bytes() });
-            Ok(())
+            fraction = &s[i + 1..end];
+            i = end;
         }
+        let mut exponent = 0;
+        if let Some(b'e' | b'E') = s.get(i) {
+            i += 1;
+            let minus = s.get(i) == Some(&b'-');
+            if let Some(b'-' | b'+') = s.get(i) {
+                i += 1;
+            }
+            let end = digits_end(s, i);
+            if end == i {
+                return Err(());
+            }
+            let digits = &s[i..end];
+            let digits = &digits[digits.iter().position(|&d| d != b'0').unwrap_or(digits.len())..];
+            if digits.len() > 18 {
+                return Err(());
+            }
+            exponent = digits.iter().fold(0, |n, &d| n * 10 + i64::from(d - b'0'));
+            if minus {
+                exponent = -exponent;
+            }
+            i = end;
+        }
+        self.i = i;
+        push_decimal(negative, int, fraction, exponent, out);
+        Ok(())
+    }
+}
+
+fn digits_end(s: &[u8], mut i: usize) -> usize {
+    while let Some(b'0'..=b'9') = s.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// Writes `-int.fraction × 10^exponent` (`-` if `negative`) in canonical form: its significant
+/// digits, then the exponent unless it is zero.
+fn push_decimal(negative: bool, int: &[u8], fraction: &[u8], exponent: i64, out: &mut Vec<u8>) {
+    let nonzero = |d: &u8| *d != b'0';
+    let last_in_fraction = fraction.iter().rposition(nonzero);
+    // `int` has no leading zeros: it is `0` or starts with its first significant digit.
+    let (head, tail, exponent) = match (int != b"0", last_in_fraction) {
+        (true, Some(last)) => (int, &fraction[..=last], i128::from(exponent) - (last as i128 + 1)),
+        (true, None) => {
+            let last = int.iter().rposition(nonzero).unwrap_or(0);
+            (&int[..=last], &[][..], i128::from(exponent) + (int.len() - 1 - last) as i128)
+        }
+        (false, Some(last)) => {
+            let first = fraction.iter().position(nonzero).unwrap_or(0);
+            (&fraction[first..=last], &[][..], i128::from(exponent) - (last as i128 + 1))
+        }
+        (false, None) => {
+            out.push(b'0');
+            return;
+        }
+    };
+    if negative {
+        out.push(b'-');
+    }
+    out.extend_from_slice(head);
+    out.extend_from_slice(tail);
+    if exponent != 0 {
+        out.push(b'e');
+        if exponent < 0 {
+            out.push(b'-');
+        }
+        let mut n = exponent.unsigned_abs();
+        let mut digits = [0u8; 40];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(&digits[at..]);
     }
 }
 
@@ -290,9 +382,158 @@ mod tests {
     }
 
     #[test]
+    fn numbers_are_equal_exactly_when_their_decimal_values_are() {
+        for same in [
+            &["1", "1.0", "1e0", "10e-1", "0.1E1", "1.000", "0.00001e5", "1E+0", "100e-2"][..],
+            &["0", "-0", "0.0", "-0.0e5", "0e-7", "0.000E+3"],
+            &["100", "1e2", "1.00e2", "10E1", "100.0", "0.001e5"],
+            &["-1.5", "-15e-1", "-0.15e1", "-150E-2", "-1.50"],
+            &["123456789012345678901234567890", "1.23456789012345678901234567890e29"],
+        ] {
+            for n in same {
+                assert_eq!(canon(n), canon(same[0]), "{n} vs {}", same[0]);
+            }
+        }
+        for (a, b) in [
+            ("1.0", "1.00000000000000001"),
+            ("1", "-1"),
+            ("1e2", "1e3"),
+            ("12", "21"),
+            ("1.5", "15"),
+            ("9007199254740993", "9007199254740992"),
+            ("1e-400", "0"),
+            ("0.1", "0.10000000000000001"),
+        ] {
+            assert_ne!(canon(a), canon(b), "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn rejects_numbers_outside_the_json_grammar() {
+        for bad in [
+            "01",
+            "-01",
+            "+1",
+            ".5",
+            "1.",
+            "1.e5",
+            "-",
+            "1e",
+            "1e+",
+            "1E-",
+            "0x10",
+            "1.5.3",
+            "--1",
+            "1e5.5",
+            "Infinity",
+            "NaN",
+            "[1,01]",
+            "[1.]",
+            "{\"a\":.5}",
+            "1ee5",
+            "1e99999999999999999999",
+        ] {
+            assert!(canonical_json(bad.as_bytes(), &mut Vec::new()).is_err(), "{bad}");
+        }
+        // An exponent is read exactly up to 18 digits, leading zeros aside.
+        assert_eq!(canon("1e000000000000000000000000000002"), canon("100"));
+        assert_ne!(canon("1e999999999999999999"), canon("1e999999999999999998"));
+        assert_eq!(canon("10e-999999999999999999"), canon("1e-999999999999999998"));
+    }
+
+    #[test]
+    fn rejects_raw_control_characters_in_strings() {
+        for bad in ["\"a\nb\"", "\"\t\"", "{\"k\u{1}\":1}", "\"\\u00e9\u{1f}\"", "\"\u{0}\""] {
+            assert!(canonical_json(bad.as_bytes(), &mut Vec::new()).is_err(), "{bad:?}");
+        }
+        assert_eq!(canon("\"a\u{7f}\""), "\"a\u{7f}\"");
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_limit_is_not_json() {
+        let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        assert_eq!(canon(&nested(MAX_DEPTH)), nested(MAX_DEPTH));
+        assert!(canonical_json(nested(MAX_DEPTH + 1).as_bytes(), &mut Vec::new()).is_err());
+        let objects = |depth: usize| format!("{}1{}", "{\"b\":0,\"a\":".repeat(depth), "}".repeat(depth));
+        assert_eq!(
+            canon(&objects(MAX_DEPTH)),
+            format!("{}1{}", "{\"a\":".repeat(MAX_DEPTH), ",\"b\":0}".repeat(MAX_DEPTH))
+        );
+        assert!(canonical_json(objects(MAX_DEPTH + 1).as_bytes(), &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn appends_to_what_the_buffer_holds() {
+        let mut out = b"prefix".to_vec();
+        canonical_json(br#"{"b":[{"d":1,"c":2}],"a":1}"#, &mut out).unwrap();
+        assert_eq!(out, br#"prefix{"a":1,"b":[{"c":2,"d":1}]}"#);
+        let mut out = b"prefix".to_vec();
+        canonical_json(br#"{"a":1,"b":[{"c":2,"d":1}]}"#, &mut out).unwrap();
+        assert_eq!(out, br#"prefix{"a":1,"b":[{"c":2,"d":1}]}"#);
+    }
+
+    #[test]
+    fn duplicate_keys_keep_their_order() {
+        // serde_json keeps the last of duplicate keys: swapping them changes the value.
+        assert_ne!(canon(r#"{"a":1,"a":2}"#), canon(r#"{"a":2,"a":1}"#));
+        assert_eq!(canon(r#"{"b":0,"a":1,"a":2}"#), canon(r#"{"a":1,"b":0,"a":2}"#));
+    }
+
+    #[test]
     fn rejects_what_is_not_json() {
         for bad in ["", "{", "[1,]", "{\"a\" 1}", "tru", "1 2", "\"\\x\"", "\"\\ud800\"", "{1:2}"] {
             assert!(canonical_json(bad.as_bytes(), &mut Vec::new()).is_err(), "{bad}");
+        }
+    }
+
+    /// `a` and `b` are the same value, numbers compared as the floats serde_json reads them.
+    fn same_value(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+        use serde_json::Value;
+        match (a, b) {
+            // serde_json reads floats with best-effort precision: two notations of one decimal
+            // may read an ulp apart.
+            (Value::Number(x), Value::Number(y)) => {
+                let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+                (x - y).abs() <= 4.0 * f64::EPSILON * x.abs().max(y.abs())
+            }
+            (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_value(x, y)),
+            (Value::Object(x), Value::Object(y)) => {
+                x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same_value(v, w)))
+            }
+            _ => a == b,
+        }
+    }
+
+    fn document() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just("null".to_owned()),
+            Just("true".to_owned()),
+            "-?(0|[1-9][0-9]{0,12})(\\.[0-9]{1,6})?([eE][+-]?[0-9]{1,2})?",
+            "[a-c\"\\\\é]{0,3}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+        ];
+        leaf.prop_recursive(6, 64, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(|items| format!("[ {} ]", items.join(" , "))),
+                prop::collection::btree_map("[a-d]{0,2}", inner, 0..5).prop_map(|members| {
+                    // Members in reverse order, so that every object with two of them is reordered.
+                    let members: Vec<_> = members.iter().rev().map(|(k, v)| format!("\"{k}\" : {v}")).collect();
+                    format!("{{ {} }}", members.join(", "))
+                }),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+        /// The output is JSON with the input's value, and already canonical.
+        #[test]
+        fn output_is_the_same_value_in_canonical_form(doc in document()) {
+            let out = canon(&doc);
+            let read: serde_json::Value = serde_json::from_str(&out).unwrap();
+            proptest::prop_assert!(same_value(&read, &serde_json::from_str(&doc).unwrap()), "{} -> {}", doc, out);
+            proptest::prop_assert_eq!(canon(&out), out);
         }
     }
 
