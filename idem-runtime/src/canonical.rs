@@ -2,7 +2,8 @@
 //!
 //! The canonical form of a document:
 //! - no insignificant whitespace;
-//! - object members sorted by key (the bytes of the key's canonical form);
+//! - object members sorted by key (the bytes of the key's canonical form); members with the
+//!   same key keep their order, since the last of them is the one a reader keeps;
 //! - strings with each character written as serde_json writes it: `"`, `\` and control
 //!   characters escaped (`\n`, `\u001f`), everything else as it is, so `"\u00e9\/"` and `"é/"`
 //!   are one string;
@@ -12,10 +13,18 @@
 //!   `0`, and `1.0` (`1`) differs from `1.00000000000000001` (`100000000000000001e-17`).
 //!
 //! Input that is not JSON (RFC 8259) is an `Err`, and so is a number whose exponent has more
-//! than 18 digits (leading zeros aside) or nesting deeper than [`MAX_DEPTH`]: the caller then
+//! than 18 digits (leading zeros aside) or nesting deeper than `MAX_DEPTH`: the caller then
 //! uses the raw bytes. Bytes that are not UTF-8 are kept as they are.
 //!
-//! One pass writes the output, without building a document tree.
+//! The time taken is linear in the input's size, plus sorting each object's keys, however deep
+//! the nesting. One pass reads the input and writes each token's canonical text in input order.
+//! An object whose members are out of order is reordered right where it was written when it
+//! holds no object that was itself reordered: such objects never nest, so no byte is moved
+//! twice. An object out of order around reordered ones is noted instead (its members sorted),
+//! and, when there are any, one final walk writes the document again with the noted objects'
+//! members in order, copying each byte once.
+
+use std::ops::Range;
 
 /// The deepest nesting handled; deeper input is fingerprinted as raw bytes (serde_json
 /// rejects it anyway).
@@ -25,31 +34,83 @@ const MAX_DEPTH: usize = 128;
 /// was) if it is not JSON.
 pub(crate) fn canonical_json(input: &[u8], out: &mut Vec<u8>) -> Result<(), ()> {
     let base = out.len();
-    let mut parser = Parser { s: input, i: 0, members: Vec::new(), region: Vec::new() };
-    let parsed = parser.value(out, 0).and_then(|()| {
-        parser.ws();
-        if parser.i == input.len() {
-            Ok(())
-        } else {
-            Err(())
-        }
-    });
-    if parsed.is_err() {
+    let mut parser = Parser {
+        s: input,
+        i: 0,
+        base,
+        open: Vec::new(),
+        noted: Vec::new(),
+        members: Vec::new(),
+        reordered: 0,
+        region: Vec::new(),
+    };
+    if parser.document(out).is_err() {
         out.truncate(base);
+        return Err(());
     }
-    parsed
+    if !parser.noted.is_empty() {
+        let text = out.split_off(base);
+        let mut writer = Writer { text: &text, noted: &parser.noted, members: &parser.members, stack: Vec::new() };
+        writer.span(0..text.len(), 0..parser.noted.len(), out);
+    }
+    Ok(())
+}
+
+/// One member of an object, by its place in the text written in input order.
+#[derive(Clone, Copy)]
+struct Member {
+    /// From the key's opening quote to the end of the value.
+    span: (usize, usize),
+    /// Where the key's closing quote is.
+    key_end: usize,
+    /// The objects noted inside the value, as a range of `Parser::noted`.
+    inner: (usize, usize),
+}
+
+/// An object left out of order in the text for the final walk: one out of order around
+/// reordered objects.
+struct Noted {
+    /// From `{` to after `}`, in the text written in input order.
+    span: Range<usize>,
+    /// Its members in canonical order, in `Parser::members`.
+    members: Range<usize>,
+    /// Where the objects noted inside it start in `Parser::noted`; they end where it is.
+    inner: usize,
 }
 
 struct Parser<'a> {
     s: &'a [u8],
     i: usize,
-    /// Member spans of the objects being read, innermost last (one stack for all objects).
-    members: Vec<(usize, usize, usize)>,
-    /// Scratch copy of an object's members while they are reordered.
+    /// Where the canonical text starts in the output.
+    base: usize,
+    /// Members of the objects being read, innermost last (one stack for all objects).
+    open: Vec<Member>,
+    /// The objects left out of order, in the order they end.
+    noted: Vec<Noted>,
+    /// The members of `noted`.
+    members: Vec<Member>,
+    /// How many objects were reordered where they were written.
+    reordered: usize,
+    /// Scratch copy of the members of an object reordered where it was written.
     region: Vec<u8>,
 }
 
 impl Parser<'_> {
+    fn document(&mut self, out: &mut Vec<u8>) -> Result<(), ()> {
+        self.value(out, 0)?;
+        self.ws();
+        if self.i == self.s.len() {
+            Ok(())
+        } else {
+            Err(())
+        }
+    }
+
+    /// The position in the canonical text that `out` ends at.
+    fn at(&self, out: &[u8]) -> usize {
+        out.len() - self.base
+    }
+
     fn ws(&mut self) {
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.s.get(self.i) {
             self.i += 1;
@@ -117,75 +178,115 @@ impl Parser<'_> {
         Ok(())
     }
 
+    /// Writes the object, its members in canonical order when that can be done where they are;
+    /// otherwise in input order, noting the object for the final walk.
     fn object(&mut self, out: &mut Vec<u8>, depth: usize) -> Result<(), ()> {
+        let start = self.at(out);
+        let (inner, reordered) = (self.noted.len(), self.reordered);
         self.i += 1;
         out.push(b'{');
         self.ws();
-        if self.s.get(self.i) == Some(&b'}') {
-            self.i += 1;
-            out.push(b'}');
-            return Ok(());
-        }
-        let start = out.len();
-        // (start, end of key, end) of each member's canonical bytes, commas excluded.
-        let base = self.members.len();
-        loop {
-            self.ws();
-            if self.s.get(self.i) != Some(&b'"') {
-                return Err(());
-            }
-            if self.members.len() > base {
-                out.push(b',');
-            }
-            let member = out.len();
-            self.string(out)?;
-            let key_end = out.len();
-            self.eat(b':')?;
-            out.push(b':');
-            self.value(out, depth + 1)?;
-            self.members.push((member, key_end, out.len()));
-            self.ws();
-            match self.s.get(self.i) {
-                Some(b',') => self.i += 1,
-                Some(b'}') => break,
-                _ => return Err(()),
+        let base = self.open.len();
+        if self.s.get(self.i) != Some(&b'}') {
+            loop {
+                self.ws();
+                if self.s.get(self.i) != Some(&b'"') {
+                    return Err(());
+                }
+                if self.open.len() > base {
+                    out.push(b',');
+                }
+                let key = self.at(out);
+                self.string(out)?;
+                let key_end = self.at(out) - 1;
+                self.eat(b':')?;
+                out.push(b':');
+                let noted = self.noted.len();
+                self.value(out, depth + 1)?;
+                self.open.push(Member { span: (key, self.at(out)), key_end, inner: (noted, self.noted.len()) });
+                self.ws();
+                match self.s.get(self.i) {
+                    Some(b',') => self.i += 1,
+                    Some(b'}') => break,
+                    _ => return Err(()),
+                }
             }
         }
         self.i += 1;
-        let members = &mut self.members[base..];
-        if !members.windows(2).all(|w| out[w[0].0..w[0].1] <= out[w[1].0..w[1].1]) {
+        out.push(b'}');
+        let text = &out[self.base..];
+        let key = |m: &Member| &text[m.span.0 + 1..m.key_end];
+        let members = &mut self.open[base..];
+        let sorted = members.windows(2).all(|w| key(&w[0]) <= key(&w[1]));
+        if sorted {
+            // In order as written (what its values hold is taken care of on its own).
+        } else if self.reordered == reordered {
+            // Out of order, and holding no object that was reordered: reordered where it is,
+            // through a copy of its members. Objects reordered this way never nest, so no byte
+            // is copied twice. The sort is stable: members with the same key keep their order.
+            members.sort_by(|a, b| key(a).cmp(key(b)));
+            let first = self.base + start + 1;
             self.region.clear();
-            self.region.extend_from_slice(&out[start..]);
-            let region = &self.region;
-            members.sort_by(|a, b| region[a.0 - start..a.1 - start].cmp(&region[b.0 - start..b.1 - start]));
-            out.truncate(start);
-            for (n, (from, _, to)) in members.iter().enumerate() {
+            self.region.extend_from_slice(&out[first..out.len() - 1]);
+            out.truncate(first);
+            for (n, member) in members.iter().enumerate() {
                 if n > 0 {
                     out.push(b',');
                 }
-                out.extend_from_slice(&region[from - start..to - start]);
+                out.extend_from_slice(&self.region[member.span.0 - start - 1..member.span.1 - start - 1]);
             }
+            out.push(b'}');
+            self.reordered += 1;
+        } else {
+            // Out of order around reordered objects: noted, members sorted, for the final walk.
+            members.sort_by(|a, b| key(a).cmp(key(b)));
+            let from = self.members.len();
+            self.members.extend_from_slice(members);
+            self.noted.push(Noted { span: start..text.len(), members: from..self.members.len(), inner });
         }
-        self.members.truncate(base);
-        out.push(b'}');
+        self.open.truncate(base);
         Ok(())
     }
 
     fn string(&mut self, out: &mut Vec<u8>) -> Result<(), ()> {
-        let body = &self.s[self.i + 1..];
-        out.push(b'"');
-        let mut j = 0;
-        loop {
-            let stop = j + memchr::memchr2(b'"', b'\\', &body[j..]).ok_or(())?;
-            let run = &body[j..stop];
-            // Control characters must be escaped; `fold` rather than `any` lets this vectorize.
-            if run.iter().fold(false, |control, &b| control | (b < 0x20)) {
-                return Err(());
+        let open = self.i;
+        let body = &self.s[open + 1..];
+        // The first quote, backslash or control character (which must be escaped): looked for
+        // byte by byte in the first few bytes, where most strings end, then with memchr.
+        let head = body.len().min(16);
+        let stop = match body[..head].iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20) {
+            Some(stop) => stop,
+            None => {
+                let stop = head + memchr::memchr2(b'"', b'\\', &body[head..]).ok_or(())?;
+                if has_control(&body[head..stop]) {
+                    return Err(());
+                }
+                stop
             }
-            out.extend_from_slice(run);
-            j = stop + 1;
-            if body[stop] == b'"' {
-                break;
+        };
+        if body[stop] < 0x20 {
+            return Err(());
+        }
+        if body[stop] == b'"' {
+            // No escapes: the text is already canonical.
+            out.extend_from_slice(&self.s[open..open + stop + 2]);
+            self.i = open + stop + 2;
+            return Ok(());
+        }
+        out.push(b'"');
+        out.extend_from_slice(&body[..stop]);
+        let mut j = stop;
+        loop {
+            let b = *body.get(j).ok_or(())?;
+            j += 1;
+            match b {
+                b'"' => break,
+                b'\\' => {}
+                0..=0x1f => return Err(()),
+                _ => {
+                    out.push(b);
+                    continue;
+                }
             }
             // An escape: written as serde_json writes the character (its escaping is minimal).
             let e = *body.get(j).ok_or(())?;
@@ -237,6 +338,13 @@ impl Parser<'_> {
             _ => return Err(()),
         };
         let int = &s[int_start..i];
+        if !matches!(s.get(i), Some(b'.' | b'e' | b'E')) && (int[int.len() - 1] != b'0' || int == b"0") {
+            // An integer without trailing zeros: canonical as written, but for `-0`.
+            let start = if int == b"0" { int_start } else { self.i };
+            out.extend_from_slice(&s[start..i]);
+            self.i = i;
+            return Ok(());
+        }
         let mut fraction: &[u8] = &[];
         if s.get(i) == Some(&b'.') {
             let end = digits_end(s, i + 1);
@@ -272,6 +380,57 @@ impl Parser<'_> {
         push_decimal(negative, int, fraction, exponent, out);
         Ok(())
     }
+}
+
+/// Writes the canonical text again, with the noted objects' members in canonical order.
+struct Writer<'a> {
+    text: &'a [u8],
+    noted: &'a [Noted],
+    members: &'a [Member],
+    /// The outermost noted objects of the spans being written, each span's last first.
+    stack: Vec<usize>,
+}
+
+impl Writer<'_> {
+    /// Writes `text[span]`, where the objects noted inside are `noted[inner]`.
+    fn span(&mut self, span: Range<usize>, inner: Range<usize>, out: &mut Vec<u8>) {
+        // The outermost of them, found from the last: each one's own come just before it.
+        let mark = self.stack.len();
+        let mut end = inner.end;
+        while end > inner.start {
+            self.stack.push(end - 1);
+            end = self.noted[end - 1].inner;
+        }
+        let (text, noted, members) = (self.text, self.noted, self.members);
+        let mut at = span.start;
+        while self.stack.len() > mark {
+            let object = &noted[self.stack.pop().unwrap_or_default()];
+            out.extend_from_slice(&text[at..object.span.start]);
+            out.push(b'{');
+            for (n, member) in members[object.members.clone()].iter().enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                self.span(member.span.0..member.span.1, member.inner.0..member.inner.1, out);
+            }
+            out.push(b'}');
+            at = object.span.end;
+        }
+        out.extend_from_slice(&text[at..span.end]);
+    }
+}
+
+/// Whether `text` holds a control character, which a string must escape.
+fn has_control(text: &[u8]) -> bool {
+    // Eight bytes at a time: a byte below 0x20 sets its top bit in `(x - 0x20..) & !x`.
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let mut chunks = text.chunks_exact(8);
+    let mut found = 0;
+    for chunk in &mut chunks {
+        let x = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        found |= x.wrapping_sub(ONES * 0x20) & !x;
+    }
+    found & (ONES * 0x80) != 0 || chunks.remainder().iter().any(|&b| b < 0x20)
 }
 
 fn digits_end(s: &[u8], mut i: usize) -> usize {
@@ -460,6 +619,19 @@ mod tests {
             format!("{}1{}", "{\"a\":".repeat(MAX_DEPTH), ",\"b\":0}".repeat(MAX_DEPTH))
         );
         assert!(canonical_json(objects(MAX_DEPTH + 1).as_bytes(), &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn sorts_every_level_of_deep_nesting() {
+        // 100 levels (an object, then an array), objects in and out of order.
+        let mut value = serde_json::json!({"z": "0", "a": [{"y": "1", "b": "2"}]});
+        let mut text = r#"{"z":"0","a":[{"y":"1","b":"2"}]}"#.to_owned();
+        for level in 0..50 {
+            let (first, second) = if level % 3 == 0 { ("a", "m") } else { ("q", "c") };
+            value = serde_json::json!({ first: "s", second: [value.clone(), {"y": level.to_string(), "b": "x"}] });
+            text = format!(r#"{{"{first}":"s","{second}":[{text},{{"y":"{level}","b":"x"}}]}}"#);
+        }
+        assert_eq!(canon(&text), serde_json::to_string(&value).unwrap());
     }
 
     #[test]
