@@ -240,7 +240,7 @@ impl Decimal {
 }
 
 fn decimal() -> impl Strategy<Value = Decimal> {
-    (any::<bool>(), "[0-9]{1,30}", -40i64..40).prop_map(|(negative, digits, exponent)| Decimal {
+    (any::<bool>(), "[0-9]{1,30}", prop_oneof![-3i64..3, -40i64..40]).prop_map(|(negative, digits, exponent)| Decimal {
         negative,
         digits,
         exponent,
