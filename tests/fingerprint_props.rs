@@ -1,7 +1,10 @@
-//! Property tests for the canonical JSON fingerprint (SPEC §6): the same JSON value written any
-//! way (key order, whitespace, escapes) fingerprints the same, and two fingerprints are equal
-//! only for equal values — a false match would replay one request's response to another.
+//! Property tests for the canonical JSON fingerprint: the same JSON value written any way (key
+//! order, whitespace, escapes, number notation) fingerprints the same, and a change of meaning
+//! changes the fingerprint — a false match would replay one request's response to another.
 
+mod common;
+
+use common::{app, post_to};
 use idem_runtime::fingerprint::FingerprintWriter;
 use proptest::prelude::*;
 use serde_json::{Map, Number, Value};
@@ -90,10 +93,42 @@ proptest! {
     }
 
     #[test]
-    fn equal_fingerprints_only_for_equal_values(a in value(), b in value()) {
-        if digest(&a.to_string()) == digest(&b.to_string()) {
-            prop_assert_eq!(a, b);
+    fn a_change_of_meaning_changes_the_fingerprint(
+        v in value(),
+        at in any::<prop::sample::Index>(),
+        how in any::<prop::sample::Index>(),
+        with in any::<prop::sample::Index>(),
+    ) {
+        let mut changed = v.clone();
+        let mut node = at.index(count_nodes(&v));
+        change(&mut changed, &mut node, how, with);
+        prop_assert_ne!(&changed, &v);
+        prop_assert_ne!(digest(&v.to_string()), digest(&changed.to_string()), "{} vs {}", v, changed);
+    }
+
+    #[test]
+    fn one_number_in_any_notation_fingerprints_the_same(
+        number in decimal(),
+        notations in prop::collection::vec(notation(), 2..5),
+    ) {
+        let texts: Vec<_> = notations.iter().map(|n| n.write(&number)).collect();
+        for text in &texts {
+            prop_assert_eq!(digest(text), digest(&texts[0]), "{} vs {}", text, texts[0]);
+            let wrapped = format!("{{\"amount\": {text}}}");
+            prop_assert_eq!(digest(&wrapped), digest(&format!("{{\"amount\":{}}}", texts[0])));
         }
+    }
+
+    #[test]
+    fn two_different_decimals_never_fingerprint_the_same(
+        a in decimal(),
+        change in prop::sample::select(DecimalChange::ALL.to_vec()),
+        by in any::<prop::sample::Index>(),
+        notations in (notation(), notation()),
+    ) {
+        let b = change.apply(&a, by);
+        let (ta, tb) = (notations.0.write(&a), notations.1.write(&b));
+        prop_assert_eq!(digest(&ta) == digest(&tb), a.normalized() == b.normalized(), "{} vs {}", ta, tb);
     }
 
     #[test]
@@ -102,4 +137,236 @@ proptest! {
         w.json(&bytes);
         let _ = w.finish();
     }
+}
+
+/// The number of nodes (values at any depth) in `v`.
+fn count_nodes(v: &Value) -> usize {
+    1 + match v {
+        Value::Array(items) => items.iter().map(count_nodes).sum(),
+        Value::Object(map) => map.values().map(count_nodes).sum(),
+        _ => 0,
+    }
+}
+
+/// Changes the meaning of the `node`th node of `v` (pre-order): another number, a string with a
+/// character replaced, a key dropped or renamed, two different array items swapped, and so on.
+fn change(v: &mut Value, node: &mut usize, how: prop::sample::Index, with: prop::sample::Index) -> bool {
+    if *node > 0 {
+        *node -= 1;
+        return match v {
+            Value::Array(items) => items.iter_mut().any(|item| change(item, node, how, with)),
+            Value::Object(map) => map.values_mut().any(|item| change(item, node, how, with)),
+            _ => false,
+        };
+    }
+    match v {
+        Value::Null => *v = Value::Bool(false),
+        Value::Bool(b) => *b = !*b,
+        Value::Number(n) => {
+            *n = match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => Number::from(i.wrapping_add(1 + how.index(1000) as i64)),
+                // Another float: one mantissa bit flipped (never -0.0 for 0.0, an equal value).
+                (None, Some(f)) => Number::from_f64(f64::from_bits(f.to_bits() ^ (1 << how.index(52)))).unwrap(),
+                (None, None) => unreachable!("a generated number is an i64 or a float"),
+            }
+        }
+        Value::String(s) => {
+            let mut chars: Vec<char> = s.chars().collect();
+            let other = |c: char| if c == 'q' { 'r' } else { 'q' };
+            match chars.len() {
+                0 => chars.push('q'),
+                n => {
+                    let i = how.index(n);
+                    chars[i] = other(chars[i]);
+                }
+            }
+            *s = chars.into_iter().collect();
+        }
+        Value::Array(items) => {
+            let pairs: Vec<(usize, usize)> = (0..items.len())
+                .flat_map(|i| (i + 1..items.len()).map(move |j| (i, j)))
+                .filter(|&(i, j)| items[i] != items[j])
+                .collect();
+            match (pairs.len(), how.index(3)) {
+                (0, _) | (_, 0) if !items.is_empty() => {
+                    items.remove(with.index(items.len()));
+                }
+                (0, _) | (_, 0) => items.push(Value::Null),
+                (n, _) => {
+                    let (i, j) = pairs[with.index(n)];
+                    items.swap(i, j);
+                }
+            }
+        }
+        Value::Object(map) => match map.keys().nth(with.index(map.len().max(1))).cloned() {
+            Some(key) if how.index(2) == 0 => {
+                map.remove(&key);
+            }
+            Some(key) => {
+                let value = map.remove(&key).unwrap();
+                let mut renamed = format!("{key}q");
+                while map.contains_key(&renamed) {
+                    renamed.push('q');
+                }
+                map.insert(renamed, value);
+            }
+            None => {
+                map.insert("q".into(), Value::Null);
+            }
+        },
+    }
+    true
+}
+
+/// An exact decimal: `-`? `digits` × 10^`exponent`, digits possibly with leading or trailing zeros.
+#[derive(Debug, Clone)]
+struct Decimal {
+    negative: bool,
+    digits: String,
+    exponent: i64,
+}
+
+impl Decimal {
+    /// Its value as (sign, digits without leading or trailing zeros, exponent); zero has one form.
+    fn normalized(&self) -> (bool, String, i64) {
+        let digits = self.digits.trim_start_matches('0');
+        let significant = digits.trim_end_matches('0');
+        if significant.is_empty() {
+            return (false, String::new(), 0);
+        }
+        let exponent = self.exponent + (digits.len() - significant.len()) as i64;
+        (self.negative, significant.to_owned(), exponent)
+    }
+}
+
+fn decimal() -> impl Strategy<Value = Decimal> {
+    (any::<bool>(), "[0-9]{1,30}", prop_oneof![-3i64..3, -40i64..40]).prop_map(|(negative, digits, exponent)| Decimal {
+        negative,
+        digits,
+        exponent,
+    })
+}
+
+/// A change to a decimal that may or may not change its value.
+#[derive(Debug, Clone, Copy)]
+enum DecimalChange {
+    /// One digit replaced by another.
+    Digit,
+    /// A digit `1` appended far past the others (`1.0` -> `1.00000000000000001`).
+    FarDigit,
+    /// The exponent moved by one.
+    Exponent,
+    /// The sign flipped (the same value for zero).
+    Sign,
+    /// Trailing zeros appended and the exponent lowered to match (the same value).
+    Zeros,
+}
+
+impl DecimalChange {
+    const ALL: [Self; 5] = [Self::Digit, Self::FarDigit, Self::Exponent, Self::Sign, Self::Zeros];
+
+    fn apply(self, d: &Decimal, by: prop::sample::Index) -> Decimal {
+        let mut d = d.clone();
+        match self {
+            Self::Digit => {
+                let i = by.index(d.digits.len());
+                let old = d.digits.as_bytes()[i];
+                let new = b'0' + (old - b'0' + 1 + by.index(9) as u8) % 10;
+                d.digits.replace_range(i..=i, std::str::from_utf8(&[new]).unwrap());
+            }
+            Self::FarDigit => {
+                let zeros = 10 + by.index(20);
+                d.digits.push_str(&"0".repeat(zeros));
+                d.digits.push('1');
+                d.exponent -= zeros as i64 + 1;
+            }
+            Self::Exponent => d.exponent += if by.index(2) == 0 { 1 } else { -1 },
+            Self::Sign => d.negative = !d.negative,
+            Self::Zeros => {
+                let zeros = 1 + by.index(5);
+                d.digits.push_str(&"0".repeat(zeros));
+                d.exponent -= zeros as i64;
+            }
+        }
+        d
+    }
+}
+
+/// How to write a decimal as a JSON number literal.
+#[derive(Debug, Clone)]
+struct Notation {
+    /// Zeros added before and after the digits (the exponent compensates for those after).
+    leading: usize,
+    trailing: usize,
+    /// Where the decimal point goes among the padded digits.
+    point: prop::sample::Index,
+    /// `e` or `E`, `+` on a positive exponent, zeros before the exponent's digits.
+    upper: bool,
+    plus: bool,
+    exponent_zeros: usize,
+    /// Write `e0` when the exponent is zero.
+    always_exponent: bool,
+}
+
+impl Notation {
+    fn write(&self, d: &Decimal) -> String {
+        let padded = format!("{}{}{}", "0".repeat(self.leading), d.digits, "0".repeat(self.trailing));
+        let point = 1 + self.point.index(padded.len());
+        let (int, frac) = padded.split_at(point);
+        let int = match int.trim_start_matches('0') {
+            "" => "0",
+            int => int,
+        };
+        let exponent = d.exponent - self.trailing as i64 + frac.len() as i64;
+        let mut text = String::new();
+        if d.negative {
+            text.push('-');
+        }
+        text.push_str(int);
+        if !frac.is_empty() {
+            text.push('.');
+            text.push_str(frac);
+        }
+        if exponent != 0 || self.always_exponent {
+            text.push(if self.upper { 'E' } else { 'e' });
+            match exponent < 0 {
+                true => text.push('-'),
+                false if self.plus => text.push('+'),
+                false => {}
+            }
+            text.push_str(&"0".repeat(self.exponent_zeros));
+            text.push_str(&exponent.unsigned_abs().to_string());
+        }
+        text
+    }
+}
+
+fn notation() -> impl Strategy<Value = Notation> {
+    (0..4usize, 0..4usize, any::<prop::sample::Index>(), any::<bool>(), any::<bool>(), 0..3usize, any::<bool>())
+        .prop_map(|(leading, trailing, point, upper, plus, exponent_zeros, always_exponent)| Notation {
+            leading,
+            trailing,
+            point,
+            upper,
+            plus,
+            exponent_zeros,
+            always_exponent,
+        })
+}
+
+/// Through a handler: a decimal-precise amount that a float would round to the first one's is
+/// another request, never a replay of the first.
+#[tokio::test]
+async fn amounts_equal_only_as_floats_are_different_requests() {
+    let (app, hits) = app();
+    assert_eq!(post_to("/required").key("pay").json(r#"{"amount":1.0}"#).send(&app).await.status, 201);
+    post_to("/required")
+        .key("pay")
+        .json(r#"{"amount":1.00000000000000001}"#)
+        .send(&app)
+        .await
+        .assert_problem(422, "urn:idem:problem:key-reused");
+    let same = post_to("/required").key("pay").json(r#"{ "amount" : 10e-1 }"#).send(&app).await;
+    assert!(same.replayed(), "1.0 and 10e-1 are one amount");
+    assert_eq!(hits.get("required"), 1);
 }
