@@ -132,7 +132,8 @@ impl FingerprintWriter {
     }
 
     /// A JSON document, canonically: object keys sorted, no insignificant whitespace, string
-    /// escapes and float notation normalized. Input that is not JSON is written as raw bytes.
+    /// escapes normalized, numbers by their exact decimal value (never rounded through a float).
+    /// Input that is not JSON is written as raw bytes.
     pub fn json(&mut self, raw: &[u8]) {
         let mut canonical = Vec::with_capacity(raw.len());
         match crate::canonical::canonical_json(raw, &mut canonical) {
