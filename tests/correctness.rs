@@ -495,3 +495,61 @@ async fn a_handler_blocking_its_thread_keeps_its_lease() {
     })
     .await;
 }
+
+// --- The background write after a store outage keeps the lease -------------------------------
+
+/// A `MemoryStore` whose record writes fail while `down` is set; claims and renewals work.
+#[derive(Clone, Default)]
+struct WritesFail {
+    inner: MemoryStore,
+    down: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Store for WritesFail {
+    async fn claim(&self, key: &RecordKey, fp: &Fingerprint, lease: Duration) -> Result<Claim, StoreError> {
+        self.inner.claim(key, fp, lease).await
+    }
+    async fn complete(&self, key: &RecordKey, token: FencingToken, record: Record) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("writes are failing".into()));
+        }
+        self.inner.complete(key, token, record).await
+    }
+    async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<(), StoreError> {
+        self.inner.release(key, token).await
+    }
+    async fn renew(&self, key: &RecordKey, token: FencingToken, lease: Duration) -> Result<(), StoreError> {
+        self.inner.renew(key, token, lease).await
+    }
+}
+
+#[idempotent(required, lease = "300ms")]
+async fn short_lease(State(runs): State<Counter>) -> Response {
+    (StatusCode::CREATED, runs.hit().to_string()).into_response()
+}
+
+#[tokio::test]
+async fn a_record_write_retried_after_an_outage_keeps_the_lease() {
+    let store = WritesFail::default();
+    store.down.store(true, Ordering::SeqCst);
+    let runs = Counter::default();
+    let app = Router::new()
+        .route("/w", post(short_lease))
+        .layer(Idempotency::new(store.clone()))
+        .with_state(runs.clone());
+    let first = post_to("/w").key("w").send(&app).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    // Several leases pass while the record cannot be written.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let duplicate = post_to("/w").key("w").send(&app).await;
+    duplicate.assert_problem(409, "urn:idem:problem:in-flight");
+    store.down.store(false, Ordering::SeqCst);
+    let mut retry = post_to("/w").key("w").send(&app).await;
+    while retry.status == StatusCode::CONFLICT {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        retry = post_to("/w").key("w").send(&app).await;
+    }
+    assert!(retry.replayed(), "{retry:?}");
+    assert_eq!(&retry.body[..], b"1");
+    assert_eq!(runs.get(), 1);
+}
