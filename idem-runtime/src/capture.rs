@@ -39,6 +39,15 @@ pub(crate) async fn respond(owner: Owner, response: Response) -> Response {
     let (parts, body) = response.into_parts();
     let mut tee = Tee::new(body, status, owner.call.idempotency.store.max_body_bytes());
     match std::future::poll_fn(|cx| Poll::Ready(tee.read_ready(cx))).await {
+        ReadReady::OnePiece(bytes) => {
+            let body = Body::from(bytes.clone());
+            if bytes.len() <= tee.copy.limit {
+                owner.complete(status, &parts.headers, StoredBody::Kept(bytes)).await;
+            } else {
+                owner.complete(status, &parts.headers, StoredBody::TooLarge).await;
+            }
+            Response::from_parts(parts, body)
+        }
         ReadReady::Waiting => {
             tee.headers = parts.headers.clone();
             tee.owner = Some(owner);
@@ -58,6 +67,8 @@ pub(crate) async fn respond(owner: Owner, response: Response) -> Response {
 
 /// What a body had ready before it would wait.
 enum ReadReady {
+    /// The usual body: one piece of data, complete at once.
+    OnePiece(Bytes),
     /// It ended: every frame is in hand.
     Ended,
     /// It failed after the frames in hand.
@@ -163,6 +174,11 @@ impl Tee {
                 Err(()) => return ReadReady::Panicked,
                 Ok(Poll::Pending) => return ReadReady::Waiting,
                 Ok(Poll::Ready(Some(Ok(frame)))) => {
+                    let inner = self.inner.as_ref().expect("not ended");
+                    if self.ready.is_empty() && frame.is_data() && inner.is_end_stream() {
+                        self.inner = None;
+                        return ReadReady::OnePiece(frame.into_data().expect("a data frame"));
+                    }
                     self.copy.push(&frame);
                     self.ready.push_back(frame);
                 }

@@ -9,6 +9,7 @@
 //! delays no other lease), and exits when nothing is held; the next hold starts it again.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -35,16 +36,39 @@ impl std::fmt::Debug for HeldLease {
 /// The keepers of every runtime that holds leases. A keeper runs on the runtime its leases were
 /// taken on, so that it lives and dies with the requests it serves, and follows that runtime's
 /// clock (a paused test clock included).
-fn keepers() -> MutexGuard<'static, HashMap<runtime::Id, Keeper>> {
-    static KEEPERS: OnceLock<Mutex<HashMap<runtime::Id, Keeper>>> = OnceLock::new();
+fn keepers() -> MutexGuard<'static, IdMap<runtime::Id, Keeper>> {
+    static KEEPERS: OnceLock<Mutex<IdMap<runtime::Id, Keeper>>> = OnceLock::new();
     // Every update under the lock is a single map or field write: a panic cannot leave the
     // state half-changed.
     KEEPERS.get_or_init(Mutex::default).lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// A map keyed by numbers idem hands out itself (or tokio's runtime ids): no need for a hasher
+/// that resists chosen keys, only for one that spreads sequential numbers.
+type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<SpreadHasher>>;
+
+/// Multiplies a `u64` by a large odd constant (Fibonacci hashing), so that sequential numbers
+/// spread over the whole hash.
+#[derive(Default)]
+struct SpreadHasher(u64);
+
+impl Hasher for SpreadHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 #[derive(Default)]
 struct Keeper {
-    held: HashMap<u64, Held>,
+    held: IdMap<u64, Held>,
     next_id: u64,
     /// Whether a keeper task is alive.
     running: bool,
