@@ -450,25 +450,47 @@ impl Drop for OpenOnDrop {
     }
 }
 
-#[idempotent(required, lease = "300ms")]
-async fn blocks(State(b): State<Blocking>) -> Response {
-    let n = b.runs.hit();
-    tokio::task::block_in_place(|| {
-        let (open, cv) = &*b.gate;
+impl Blocking {
+    fn wait(&self) {
+        let (open, cv) = &*self.gate;
         let mut open = open.lock().unwrap();
         while !*open {
             open = cv.wait(open).unwrap();
         }
-    });
+    }
+}
+
+#[idempotent(required, lease = "300ms")]
+async fn blocks_in_place(State(b): State<Blocking>) -> Response {
+    let n = b.runs.hit();
+    tokio::task::block_in_place(|| b.wait());
     (StatusCode::CREATED, n.to_string()).into_response()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_handler_blocking_its_thread_keeps_its_lease() {
+/// Blocks its worker thread without telling the runtime: a long synchronous section.
+#[idempotent(required, lease = "300ms")]
+async fn blocks_its_worker(State(b): State<Blocking>) -> Response {
+    let n = b.runs.hit();
+    b.wait();
+    (StatusCode::CREATED, n.to_string()).into_response()
+}
+
+/// Runs `handler` at `/b` on a multi-thread runtime, lets several leases pass while it blocks its
+/// thread, and checks that a duplicate is told it is in flight, not run a second time.
+async fn blocking_keeps_its_lease(handler: axum::routing::MethodRouter<Blocking>) {
     guarded(async {
         let b = Blocking { runs: Counter::default(), gate: Default::default() };
         let _open = OpenOnDrop(b.clone());
-        let app = own_store(Router::new().route("/b", post(blocks))).with_state(b.clone());
+        // Should both workers end up blocked, nothing in the runtime could fail the test: a
+        // watchdog thread opens the gate, and the assertions below report what happened.
+        std::thread::spawn({
+            let b = b.clone();
+            move || {
+                std::thread::sleep(Duration::from_secs(15));
+                b.open();
+            }
+        });
+        let app = own_store(Router::new().route("/b", handler)).with_state(b.clone());
         let first = tokio::spawn({
             let app = app.clone();
             async move { post_to("/b").key("b").send(&app).await }
@@ -494,6 +516,16 @@ async fn a_handler_blocking_its_thread_keeps_its_lease() {
         assert_eq!(b.runs.get(), 1);
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_in_block_in_place_keeps_its_lease() {
+    blocking_keeps_its_lease(post(blocks_in_place)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_blocking_its_worker_keeps_its_lease() {
+    blocking_keeps_its_lease(post(blocks_its_worker)).await;
 }
 
 // --- The background write after a store outage keeps the lease -------------------------------
@@ -533,10 +565,8 @@ async fn a_record_write_retried_after_an_outage_keeps_the_lease() {
     let store = WritesFail::default();
     store.down.store(true, Ordering::SeqCst);
     let runs = Counter::default();
-    let app = Router::new()
-        .route("/w", post(short_lease))
-        .layer(Idempotency::new(store.clone()))
-        .with_state(runs.clone());
+    let app =
+        Router::new().route("/w", post(short_lease)).layer(Idempotency::new(store.clone())).with_state(runs.clone());
     let first = post_to("/w").key("w").send(&app).await;
     assert_eq!(first.status, StatusCode::CREATED);
     // Several leases pass while the record cannot be written.

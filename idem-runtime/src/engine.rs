@@ -345,6 +345,7 @@ impl Call {
             }
         };
         let held = lease::hold(&self.idempotency.store, self.key, token, lease);
+        held.let_keeper_start().await;
         let owner = Owner { call: self, token, fingerprint, _lease: held };
         // A client that disconnects drops this future; the handler then finishes in a task of
         // its own and its response is stored for the retry.

@@ -9,8 +9,8 @@
 //! delays no other lease), and exits when nothing is held; the next hold starts it again.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -25,6 +25,20 @@ use crate::store::{DynStore, FencingToken, RecordKey, StoreError};
 pub(crate) struct HeldLease {
     /// The runtime whose keeper renews it, and the lease's number there; `None` outside a runtime.
     at: Option<(runtime::Id, u64)>,
+    /// Whether this hold started the runtime's keeper (see [`HeldLease::let_keeper_start`]).
+    started_keeper: bool,
+}
+
+impl HeldLease {
+    /// Lets a keeper this hold just started run before the request goes on. A new task waits in
+    /// its spawner's worker slot, where no other worker can take it; a handler that blocks that
+    /// worker before yielding would keep the keeper from ever starting. Once started, the keeper
+    /// sleeps on the runtime's timer and wakes on whichever worker is free.
+    pub(crate) async fn let_keeper_start(&self) {
+        if self.started_keeper {
+            tokio::task::yield_now().await;
+        }
+    }
 }
 
 impl std::fmt::Debug for HeldLease {
@@ -101,7 +115,7 @@ pub(crate) fn hold(store: &Arc<dyn DynStore>, key: RecordKey, token: FencingToke
             target: "idem",
             "a claim was taken outside a Tokio runtime; its lease is not renewed and lapses after {lease:?}"
         );
-        return HeldLease { at: None };
+        return HeldLease { at: None, started_keeper: false };
     };
     let due = Instant::now() + interval(lease);
     let runtime_id = runtime.id();
@@ -121,10 +135,11 @@ pub(crate) fn hold(store: &Arc<dyn DynStore>, key: RecordKey, token: FencingToke
     };
     // Spawned without the lock: a runtime shutting down drops the task at once, and with it
     // the guard that takes the lock to mark the keeper stopped.
+    let started_keeper = start.is_some();
     if let Some(wake) = start {
         drop(runtime.spawn(keep(runtime_id, wake)));
     }
-    HeldLease { at: Some((runtime_id, id)) }
+    HeldLease { at: Some((runtime_id, id)), started_keeper }
 }
 
 impl Drop for HeldLease {
