@@ -273,6 +273,35 @@ fn streaming_app() -> (Router, Counter, tokio::sync::mpsc::Sender<Result<Bytes, 
     (app, runs, tx)
 }
 
+type Chunks = tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>;
+
+/// Starts an export whose body has sent `first` and waits for more; returns the client's body
+/// once it holds that first chunk.
+async fn export_started(first: &'static [u8]) -> (Router, Counter, Chunks, Body) {
+    let (app, runs, tx) = streaming_app();
+    tx.send(Ok(Bytes::from_static(first))).await.unwrap();
+    let response = app.clone().oneshot(post_to("/export").key("e").build()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let mut body = response.into_body();
+    let chunk = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(&chunk[..], first);
+    (app, runs, tx, body)
+}
+
+/// The export's retry is the replay of `whole`, and the handler ran once.
+async fn export_replays(app: &Router, runs: &Runs, whole: &[u8]) {
+    let mut replay = post_to("/export").key("e").send(app).await;
+    // A body handed to a task of its own may still be finishing its record.
+    while replay.status == StatusCode::CONFLICT {
+        tokio::task::yield_now().await;
+        replay = post_to("/export").key("e").send(app).await;
+    }
+    assert!(replay.replayed(), "{replay:?}");
+    assert_eq!(&replay.body[..], whole);
+    assert_eq!(replay.header("x-run"), Some("1"));
+    assert_eq!(runs.get(), 1);
+}
+
 /// A deadlock guard: these tests wait on each other's steps, never on the clock, but a
 /// regression must fail rather than hang.
 async fn guarded<T>(future: impl std::future::Future<Output = T>) -> T {
@@ -282,23 +311,13 @@ async fn guarded<T>(future: impl std::future::Future<Output = T>) -> T {
 #[tokio::test]
 async fn a_streaming_body_reaches_the_client_chunk_by_chunk_and_is_stored() {
     guarded(async {
-        let (app, runs, tx) = streaming_app();
-        tx.send(Ok(Bytes::from_static(b"id,item\n"))).await.unwrap();
-        let response = app.clone().oneshot(post_to("/export").key("e").build()).await.unwrap();
-        assert_eq!(response.status(), StatusCode::CREATED);
-        let mut body = response.into_body();
         // The client holds the first chunk while the handler's stream is still gated.
-        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
-        assert_eq!(&first[..], b"id,item\n");
+        let (app, runs, tx, body) = export_started(b"id,item\n").await;
         tx.send(Ok(Bytes::from_static(b"1,book\n"))).await.unwrap();
         drop(tx);
         let rest = body.collect().await.unwrap().to_bytes();
         assert_eq!(&rest[..], b"1,book\n");
-        let replay = post_to("/export").key("e").send(&app).await;
-        assert!(replay.replayed(), "{replay:?}");
-        assert_eq!(&replay.body[..], b"id,item\n1,book\n");
-        assert_eq!(replay.header("x-run"), Some("1"));
-        assert_eq!(runs.get(), 1);
+        export_replays(&app, &runs, b"id,item\n1,book\n").await;
     })
     .await;
 }
@@ -306,11 +325,7 @@ async fn a_streaming_body_reaches_the_client_chunk_by_chunk_and_is_stored() {
 #[tokio::test]
 async fn the_lease_holds_while_the_body_streams_past_it() {
     guarded(async {
-        let (app, runs, tx) = streaming_app();
-        tx.send(Ok(Bytes::from_static(b"a"))).await.unwrap();
-        let response = app.clone().oneshot(post_to("/export").key("e").build()).await.unwrap();
-        let mut body = response.into_body();
-        body.frame().await.unwrap().unwrap();
+        let (app, runs, tx, body) = export_started(b"a").await;
         // Several leases of 300 ms pass while the body is still being produced.
         tokio::time::sleep(Duration::from_millis(1200)).await;
         let duplicate = post_to("/export").key("e").send(&app).await;
@@ -318,10 +333,7 @@ async fn the_lease_holds_while_the_body_streams_past_it() {
         tx.send(Ok(Bytes::from_static(b"b"))).await.unwrap();
         drop(tx);
         assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"b");
-        let replay = post_to("/export").key("e").send(&app).await;
-        assert!(replay.replayed(), "{replay:?}");
-        assert_eq!(&replay.body[..], b"ab");
-        assert_eq!(runs.get(), 1);
+        export_replays(&app, &runs, b"ab").await;
     })
     .await;
 }
@@ -329,22 +341,11 @@ async fn the_lease_holds_while_the_body_streams_past_it() {
 #[tokio::test]
 async fn a_client_that_leaves_mid_stream_still_gets_the_replay() {
     guarded(async {
-        let (app, runs, tx) = streaming_app();
-        tx.send(Ok(Bytes::from_static(b"a"))).await.unwrap();
-        let response = app.clone().oneshot(post_to("/export").key("e").build()).await.unwrap();
-        let mut body = response.into_body();
-        body.frame().await.unwrap().unwrap();
+        let (app, runs, tx, body) = export_started(b"a").await;
         drop(body);
         tx.send(Ok(Bytes::from_static(b"b"))).await.unwrap();
         drop(tx);
-        let mut replay = post_to("/export").key("e").send(&app).await;
-        while replay.status == StatusCode::CONFLICT {
-            tokio::task::yield_now().await;
-            replay = post_to("/export").key("e").send(&app).await;
-        }
-        assert!(replay.replayed(), "{replay:?}");
-        assert_eq!(&replay.body[..], b"ab");
-        assert_eq!(runs.get(), 1);
+        export_replays(&app, &runs, b"ab").await;
     })
     .await;
 }
