@@ -1,0 +1,144 @@
+//! Redis forgets while a handler runs (a restart without persistence): the retry on another
+//! instance must not run the handler a second time.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use common::{eventually, post_to, RedisServer, Reply};
+use idem_runtime::idempotent;
+use idem_runtime::store::RedisStore;
+use idem_runtime::Idempotency;
+
+/// One application instance: how often its handlers started and finished, and a gate that
+/// holds `/gated` until opened.
+#[derive(Default)]
+struct Instance {
+    started: AtomicUsize,
+    finished: AtomicUsize,
+    plain: AtomicUsize,
+    open: AtomicBool,
+}
+
+type Shared = Arc<Instance>;
+
+/// Renews its claim every third of a second while it waits for the gate.
+#[idempotent(required, lease = "1s")]
+async fn gated(State(instance): State<Shared>) -> Response {
+    instance.started.fetch_add(1, Ordering::SeqCst);
+    while !instance.open.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let run = instance.finished.fetch_add(1, Ordering::SeqCst) + 1;
+    (StatusCode::CREATED, Json(serde_json::json!({ "run": run }))).into_response()
+}
+
+#[idempotent(required)]
+async fn plain(State(instance): State<Shared>) -> Response {
+    let run = instance.plain.fetch_add(1, Ordering::SeqCst) + 1;
+    (StatusCode::CREATED, Json(serde_json::json!({ "run": run }))).into_response()
+}
+
+fn instance(store: RedisStore) -> (Router, Shared) {
+    let shared = Shared::default();
+    let router = Router::new()
+        .route("/gated", post(gated))
+        .route("/plain", post(plain))
+        .layer(Idempotency::new(store))
+        .with_state(shared.clone());
+    (router, shared)
+}
+
+const PREFIX: &str = "amnesia:";
+
+/// The key space was in use before the test: its marker exists. (On a server that started a
+/// moment ago a missing marker would hold new claims from the start.)
+fn key_space_in_use(url: &str) {
+    let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+    redis::cmd("HSET").arg(format!("{PREFIX}epoch")).arg("q").arg(0).arg("c").arg(0).exec(&mut conn).unwrap();
+}
+
+/// Sends one request to `app` and waits for its reply, failing at once if `instance`'s gated
+/// handler starts meanwhile (it would wait for its gate, so the reply would never come).
+async fn send_without_running(app: &Router, path: &str, key: &str, instance: &Shared) -> Reply {
+    let request = tokio::spawn({
+        let (app, path, key) = (app.clone(), path.to_owned(), key.to_owned());
+        async move { post_to(&path).key(&key).send(&app).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !request.is_finished() {
+        assert_eq!(instance.started.load(Ordering::SeqCst), 0, "instance B ran the handler a second time");
+        assert!(Instant::now() < deadline, "no reply from instance B");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    request.await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_on_another_instance_after_redis_restarted_empty_does_not_run_the_handler_again() {
+    let Some(mut server) = RedisServer::start("redis amnesia") else { return };
+    key_space_in_use(&server.url());
+    let store = || RedisStore::builder(server.url()).prefix(PREFIX).connect();
+    let (a, on_a) = instance(store().await.unwrap());
+    let (b, on_b) = instance(store().await.unwrap());
+
+    let first = tokio::spawn({
+        let a = a.clone();
+        async move { post_to("/gated").key("order-1").send(&a).await }
+    });
+    eventually(Duration::from_secs(5), || on_a.started.load(Ordering::SeqCst) == 1).await;
+
+    // Redis restarts without persistence while the handler runs on A: every key is gone.
+    server.stop();
+    server.resume();
+
+    // A new key on B is held back while the lost claims' leases may still be running.
+    let fresh = send_without_running(&b, "/plain", "order-2", &on_b).await;
+    fresh.assert_problem(503, "urn:idem:problem:store-unavailable");
+    assert!(fresh.header("retry-after").is_some(), "503 carries Retry-After");
+    assert_eq!(on_b.plain.load(Ordering::SeqCst), 0);
+
+    // The retry of the running request on B: 503 while B cannot tell, then 409 once A's
+    // renewal re-asserted the claim; never a second execution.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let retry = send_without_running(&b, "/gated", "order-1", &on_b).await;
+        assert!(retry.header("retry-after").is_some(), "{} carries Retry-After", retry.status);
+        match retry.status.as_u16() {
+            503 => {
+                retry.assert_problem(503, "urn:idem:problem:store-unavailable");
+            }
+            409 => break,
+            other => panic!("the retry got {other}: {:?}", retry.body),
+        }
+        assert!(Instant::now() < deadline, "A's claim was never re-asserted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A finishes: its response is stored and B replays it.
+    on_a.open.store(true, Ordering::SeqCst);
+    let first = first.await.unwrap();
+    assert_eq!(first.status, 201);
+    assert!(!first.replayed());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let replay = loop {
+        let retry = send_without_running(&b, "/gated", "order-1", &on_b).await;
+        if retry.status == 201 {
+            break retry;
+        }
+        assert_eq!(retry.status, 409, "while A stores its response: {:?}", retry.body);
+        assert!(Instant::now() < deadline, "A's response was never stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(replay.replayed(), "B replays A's response");
+    assert_eq!(replay.json(), first.json());
+    assert_eq!(on_a.finished.load(Ordering::SeqCst), 1);
+    assert_eq!(on_b.started.load(Ordering::SeqCst), 0, "one execution in all");
+}
