@@ -14,7 +14,8 @@ use axum::routing::post;
 use axum::{Json, Router};
 use common::{eventually, post_to, RedisServer, Reply};
 use idem_runtime::idempotent;
-use idem_runtime::store::RedisStore;
+use idem_runtime::store::{RedisStore, Store as _, StoreError};
+use idem_runtime::testkit::{fingerprint, fresh_key};
 use idem_runtime::Idempotency;
 
 /// One application instance: how often its handlers started and finished, and a gate that
@@ -58,13 +59,6 @@ fn instance(store: RedisStore) -> (Router, Shared) {
 
 const PREFIX: &str = "amnesia:";
 
-/// The key space was in use before the test: its marker exists. (On a server that started a
-/// moment ago a missing marker would hold new claims from the start.)
-fn key_space_in_use(url: &str) {
-    let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
-    redis::cmd("HSET").arg(format!("{PREFIX}epoch")).arg("q").arg(0).arg("c").arg(0).exec(&mut conn).unwrap();
-}
-
 /// Sends one request to `app` and waits for its reply, failing at once if `instance`'s gated
 /// handler starts meanwhile (it would wait for its gate, so the reply would never come).
 async fn send_without_running(app: &Router, path: &str, key: &str, instance: &Shared) -> Reply {
@@ -84,10 +78,11 @@ async fn send_without_running(app: &Router, path: &str, key: &str, instance: &Sh
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_on_another_instance_after_redis_restarted_empty_does_not_run_the_handler_again() {
     let Some(mut server) = RedisServer::start("redis amnesia") else { return };
-    key_space_in_use(&server.url());
-    let store = || RedisStore::builder(server.url()).prefix(PREFIX).connect();
+    // The server just started: its key space is new (else claims would wait from the start).
+    let store = || RedisStore::builder(server.url()).prefix(PREFIX).new_key_space().connect();
     let (a, on_a) = instance(store().await.unwrap());
-    let (b, on_b) = instance(store().await.unwrap());
+    let store_b = store().await.unwrap();
+    let (b, on_b) = instance(store_b.clone());
 
     let first = tokio::spawn({
         let a = a.clone();
@@ -98,6 +93,19 @@ async fn a_retry_on_another_instance_after_redis_restarted_empty_does_not_run_th
     // Redis restarts without persistence while the handler runs on A: every key is gone.
     server.stop();
     server.resume();
+
+    // The store itself says why: it is recovering, for as long as a lease may still run.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let held_back = loop {
+        match store_b.claim(&fresh_key(), &fingerprint(1), Duration::from_secs(1)).await {
+            Err(StoreError::Recovering { retry_after }) => break retry_after,
+            Err(StoreError::Unavailable(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => panic!("a new claim during the quarantine got {other:?}"),
+        }
+    };
+    assert!(held_back > Duration::from_secs(20) && held_back <= Duration::from_secs(30), "{held_back:?}");
 
     // A new key on B is held back while the lost claims' leases may still be running.
     let fresh = send_without_running(&b, "/plain", "order-2", &on_b).await;
