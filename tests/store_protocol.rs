@@ -8,9 +8,14 @@
 
 mod common;
 
-use std::time::Instant;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
-use idem_runtime::store::{LocalTier, MemoryStore, RedisStore, Store};
+use idem_runtime::fingerprint::Fingerprint;
+use idem_runtime::record::Record;
+use idem_runtime::store::{Claim, FencingToken, LocalTier, MemoryStore, RecordKey, RedisStore, Store, StoreError};
 use idem_runtime::testkit::{check_protocol, fresh_key, ManualClock, Subject, MODEL_MAX_LEASE};
 
 /// Cases per store in a default run: about a second (embedded) or six (Redis) in a debug build.
@@ -38,79 +43,115 @@ fn memory_store_behind_a_local_tier_follows_the_protocol() {
     report("LocalTier<MemoryStore>", started, run);
 }
 
-/// Redis key spaces of one test run: every case gets a prefix of its own, all deleted at the
-/// end (markers have no expiry).
+/// Redis key spaces of one test run: every case gets a prefix of its own. What a case wrote
+/// is deleted when the next case starts, and the last case's at the end (markers have no
+/// expiry).
 struct KeySpaces {
     url: String,
     run: String,
-    cases: std::sync::atomic::AtomicU64,
+    cases: AtomicU64,
+    /// The keys the current case touched.
+    touched: Mutex<Touched>,
 }
+
+type Touched = Arc<Mutex<HashSet<String>>>;
 
 impl KeySpaces {
     fn new(url: String) -> Self {
-        Self { url, run: format!("idem-test:model:{}:", &fresh_key().to_hex()[..12]), cases: Default::default() }
-    }
-
-    fn next(&self) -> String {
-        format!("{}{}:", self.run, self.cases.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+        let run = format!("idem-test:model:{}:", &fresh_key().to_hex()[..12]);
+        Self { url, run, cases: AtomicU64::new(0), touched: Mutex::default() }
     }
 
     /// A Redis store on `clock` in a fresh key space, and how to make Redis forget it: every
     /// key under its prefix deleted, as a restart without persistence would.
-    async fn subject(&self, clock: ManualClock) -> Subject<RedisStore> {
-        let prefix = self.next();
+    async fn subject(&self, clock: ManualClock) -> Subject<Noting> {
+        let prefix = format!("{}{}:", self.run, self.cases.fetch_add(1, Ordering::Relaxed));
+        let conn = redis::Client::open(self.url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let previous = std::mem::take(&mut *self.touched.lock().unwrap());
+        delete(&mut conn.clone(), &previous).await;
         let store = RedisStore::builder(self.url.clone())
-            .prefix(prefix.clone())
+            .prefix(prefix)
             .max_lease(MODEL_MAX_LEASE)
             .clock(clock)
             .new_key_space()
             .connect()
             .await
             .expect("Redis is reachable");
-        let conn = redis::Client::open(self.url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
-        Subject::new(store).forgetting(move || {
-            let (mut conn, pattern) = (conn.clone(), format!("{prefix}*"));
-            async move { delete_matching(&mut conn, &pattern).await }
+        let touched = self.touched.lock().unwrap().clone();
+        touched.lock().unwrap().insert(store.marker_key().to_owned());
+        Subject::new(Noting { store, touched: touched.clone() }).forgetting(move || {
+            let (mut conn, touched) = (conn.clone(), touched.clone());
+            async move { delete(&mut conn, &touched).await }
         })
     }
 }
 
-async fn delete_matching(conn: &mut redis::aio::MultiplexedConnection, pattern: &str) {
-    let mut cursor = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await
-            .unwrap();
-        if !keys.is_empty() {
-            redis::cmd("DEL").arg(&keys).exec_async(conn).await.unwrap();
-        }
-        if next == 0 {
-            return;
-        }
-        cursor = next;
+/// Deletes the keys in `touched`.
+async fn delete(conn: &mut redis::aio::MultiplexedConnection, touched: &Touched) {
+    let keys: Vec<String> = touched.lock().unwrap().iter().cloned().collect();
+    if !keys.is_empty() {
+        redis::cmd("DEL").arg(&keys).exec_async(conn).await.unwrap();
     }
 }
 
 impl Drop for KeySpaces {
     fn drop(&mut self) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let last = self.touched.lock().unwrap().clone();
         runtime.block_on(async {
             if let Ok(mut conn) =
                 redis::Client::open(self.url.as_str()).unwrap().get_multiplexed_async_connection().await
             {
-                delete_matching(&mut conn, &format!("{}*", self.run)).await;
+                delete(&mut conn, &last).await;
             }
         });
     }
 }
 
-fn redis_check<S: Store>(test: &str, name: &str, wrap: fn(RedisStore) -> S) {
+/// A `RedisStore` that notes the Redis keys it touches, so that forgetting deletes exactly the
+/// key space (a `SCAN` for its prefix would walk every key of the shared server, every time).
+/// Otherwise it only passes every call through.
+struct Noting {
+    store: RedisStore,
+    touched: Touched,
+}
+
+impl Noting {
+    fn note(&self, key: &RecordKey) {
+        self.touched.lock().unwrap().insert(self.store.redis_key(key));
+    }
+}
+
+impl Store for Noting {
+    async fn claim(&self, key: &RecordKey, fingerprint: &Fingerprint, lease: Duration) -> Result<Claim, StoreError> {
+        self.note(key);
+        self.store.claim(key, fingerprint, lease).await
+    }
+
+    async fn complete(&self, key: &RecordKey, token: FencingToken, record: Record) -> Result<(), StoreError> {
+        self.note(key);
+        self.store.complete(key, token, record).await
+    }
+
+    async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<(), StoreError> {
+        self.store.release(key, token).await
+    }
+
+    async fn renew(&self, key: &RecordKey, token: FencingToken, lease: Duration) -> Result<(), StoreError> {
+        self.note(key);
+        self.store.renew(key, token, lease).await
+    }
+
+    fn max_body_bytes(&self) -> usize {
+        self.store.max_body_bytes()
+    }
+
+    fn now(&self) -> SystemTime {
+        self.store.now()
+    }
+}
+
+fn redis_check<S: Store>(test: &str, name: &str, wrap: fn(Noting) -> S) {
     let Some(url) = common::redis_url(test) else { return };
     let spaces = KeySpaces::new(url);
     let started = Instant::now();
