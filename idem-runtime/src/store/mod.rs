@@ -22,7 +22,8 @@
 //! whose claim vanished may re-assert it by renewing or completing. The Redis store does so.
 //!
 //! Every time a store reads goes through its [`Clock`] ([`Store::now`]), so tests can drive
-//! leases and ttls without waiting.
+//! leases and ttls without waiting. The `testkit` feature checks a store against a model of
+//! this contract (`testkit::check_protocol`).
 
 use std::future::Future;
 use std::pin::Pin;

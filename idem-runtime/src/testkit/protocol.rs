@@ -739,6 +739,15 @@ async fn faulty<T, Fut: Future<Output = Result<T, StoreError>>>(
     }
 }
 
+/// What an injected outage is called in the report.
+fn outage(fault: Fault) -> Option<&'static str> {
+    match fault {
+        Fault::None => None,
+        Fault::Before => Some("outage: the operation failed without effect"),
+        Fault::After => Some("outage: the operation took effect, its reply was lost"),
+    }
+}
+
 fn unexpected_error<T>(answer: &Result<T, StoreError>) -> Check {
     match answer {
         Err(StoreError::Unavailable(e)) => Err(format!("the store failed: {e}")),
@@ -809,6 +818,9 @@ async fn run_step<S: Store>(
             let lease = LEASES_MS[lease];
             let (record_key, print) = (model.keys[key].key, fingerprint(fp));
             let (real, seen) = faulty(fault, || store.claim(&record_key, &print, Duration::from_millis(lease))).await;
+            if let Some(outage) = outage(fault) {
+                tally(outage);
+            }
             run.operations += 1;
             let owner = model.owners.len();
             run.interleaving.push((owner, "claim"));
@@ -840,6 +852,9 @@ async fn run_step<S: Store>(
             let lease = LEASES_MS[lease];
             let (key, token) = (model.keys[model.owners[owner].key].key, model.owners[owner].token);
             let (real, _) = faulty(fault, || store.renew(&key, token, Duration::from_millis(lease))).await;
+            if let Some(outage) = outage(fault) {
+                tally(outage);
+            }
             run.operations += 1;
             run.interleaving.push((owner, "renew"));
             run.log.push(format!("t+{at}: owner {owner} renews for {lease} ({fault:?}): {real:?}"));
@@ -853,6 +868,9 @@ async fn run_step<S: Store>(
             let record = o.pending.clone().unwrap_or_else(|| record_for(owner, o.fingerprint, now, TTLS_MS[ttl], body));
             let (key, token) = (model.keys[o.key].key, o.token);
             let (real, seen) = faulty(fault, || store.complete(&key, token, record.clone())).await;
+            if let Some(outage) = outage(fault) {
+                tally(outage);
+            }
             run.operations += 1;
             run.interleaving.push((owner, "complete"));
             let expires = ms(record.expires_at).saturating_sub(now);
@@ -870,6 +888,9 @@ async fn run_step<S: Store>(
             let Some(owner) = pick(model, owner) else { return Ok(false) };
             let (key, token) = (model.keys[model.owners[owner].key].key, model.owners[owner].token);
             let (real, _) = faulty(fault, || store.release(&key, token)).await;
+            if let Some(outage) = outage(fault) {
+                tally(outage);
+            }
             run.operations += 1;
             run.interleaving.push((owner, "release"));
             run.log.push(format!("t+{at}: owner {owner} releases ({fault:?}): {real:?}"));
