@@ -14,7 +14,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use common::{eventually, post_to, RedisServer, Reply};
 use idem_runtime::idempotent;
-use idem_runtime::store::{RedisStore, Store as _, StoreError};
+use idem_runtime::store::{Claim, RedisStore, Store as _, StoreError};
 use idem_runtime::testkit::{fingerprint, fresh_key};
 use idem_runtime::Idempotency;
 
@@ -113,8 +113,8 @@ async fn a_retry_on_another_instance_after_redis_restarted_empty_does_not_run_th
     assert!(fresh.header("retry-after").is_some(), "503 carries Retry-After");
     assert_eq!(on_b.plain.load(Ordering::SeqCst), 0);
 
-    // The retry of the running request on B: 503 while B cannot tell, then 409 once A's
-    // renewal re-asserted the claim; never a second execution.
+    // The retry of the running request on B: 503 while the quarantine holds and A has not
+    // re-asserted its claim yet, then 409 once A's renewal did; never a second execution.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let retry = send_without_running(&b, "/gated", "order-1", &on_b).await;
@@ -149,4 +149,24 @@ async fn a_retry_on_another_instance_after_redis_restarted_empty_does_not_run_th
     assert_eq!(replay.json(), first.json());
     assert_eq!(on_a.finished.load(Ordering::SeqCst), 1);
     assert_eq!(on_b.started.load(Ordering::SeqCst), 0, "one execution in all");
+}
+
+#[tokio::test]
+async fn a_store_connecting_to_a_server_that_just_started_without_its_marker_waits_out_the_longest_lease() {
+    let Some(server) = RedisServer::start("connect-time quarantine") else { return };
+    // The server may have restarted empty a moment ago, with handlers of other instances still
+    // running: no claim until every lease of before the start has run out.
+    let store = RedisStore::connect(server.url()).await.unwrap();
+    match store.claim(&fresh_key(), &fingerprint(1), Duration::from_secs(1)).await {
+        Err(StoreError::Recovering { retry_after }) => {
+            assert!(retry_after > Duration::from_secs(20) && retry_after <= Duration::from_secs(30), "{retry_after:?}")
+        }
+        other => panic!("a claim right after connecting got {other:?}"),
+    }
+    // A key space declared new (a first deployment) starts at once; so does one whose marker
+    // is there (a key space in use).
+    let fresh = RedisStore::builder(server.url()).prefix("fresh:").new_key_space().connect().await.unwrap();
+    assert!(matches!(fresh.claim(&fresh_key(), &fingerprint(1), Duration::from_secs(1)).await, Ok(Claim::Acquired(_))));
+    let again = RedisStore::builder(server.url()).prefix("fresh:").connect().await.unwrap();
+    assert!(matches!(again.claim(&fresh_key(), &fingerprint(1), Duration::from_secs(1)).await, Ok(Claim::Acquired(_))));
 }
