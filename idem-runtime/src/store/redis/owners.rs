@@ -66,3 +66,34 @@ impl Owners {
         self.shard(token).owners.remove(&token);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(deadline_ms: u64) -> Owner {
+        Owner { fingerprint: [0; 32], deadline_ms }
+    }
+
+    #[test]
+    fn abandoned_entries_are_swept_and_live_ones_kept() {
+        let owners = Owners::default();
+        let now = 10 * STALE_AFTER_MS;
+        // Claims whose owners never finished, long past their deadlines.
+        for token in 0..100_000u64 {
+            owners.insert(token, owner(now - 2 * STALE_AFTER_MS), now);
+        }
+        let left: usize = owners.shards.iter().map(|shard| shard.lock().unwrap().owners.len()).sum();
+        assert!(left <= SHARDS * 256, "{left} abandoned entries kept");
+        // A running claim survives any number of sweeps.
+        owners.insert(u64::MAX, owner(now + 30_000), now);
+        for token in 100_000..200_000u64 {
+            owners.insert(token, owner(now - 2 * STALE_AFTER_MS), now);
+        }
+        assert_eq!(owners.get(u64::MAX).map(|o| o.deadline_ms), Some(now + 30_000));
+        owners.set_deadline(u64::MAX, now + 60_000);
+        assert_eq!(owners.get(u64::MAX).map(|o| o.deadline_ms), Some(now + 60_000));
+        owners.remove(u64::MAX);
+        assert!(owners.get(u64::MAX).is_none());
+    }
+}
