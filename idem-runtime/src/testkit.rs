@@ -246,8 +246,8 @@ pub async fn ttl_expiry<S: Store>(store: &S) {
     acquired(claim(store, &key, 2, LONG, check).await, check);
 }
 
-/// A body of exactly the store's limit is kept whole; a record without a body (over the
-/// limit, SPEC §8) keeps its status and headers.
+/// A body of exactly the store's limit is kept whole; a record without a body (one over the
+/// limit) keeps its status and headers.
 pub async fn size_limit<S: Store>(store: &S) {
     let check = "size_limit";
     let limit = store.max_body_bytes();
