@@ -34,7 +34,7 @@ async fn the_same_key_under_1000_tokens_runs_1000_times_without_cross_scope_repl
 #[tokio::test]
 async fn no_redis_key_or_value_holds_a_raw_key_or_credential() {
     let Some(server) = RedisServer::start("no_redis_key_or_value_holds_a_raw_key_or_credential") else { return };
-    let (app, _) = app_with_store(RedisStore::connect(server.url()).await.unwrap());
+    let (app, _) = app_with_store(RedisStore::builder(server.url()).new_key_space().connect().await.unwrap());
     for i in 0..20 {
         let key = format!("raw-key-{i:04}");
         let auth = format!("Bearer credential-{i:04}");
@@ -43,7 +43,7 @@ async fn no_redis_key_or_value_holds_a_raw_key_or_credential() {
     }
     let mut conn = redis::Client::open(server.url()).unwrap().get_connection().unwrap();
     let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
-    assert_eq!(keys.len(), 40, "one record per (scope, key)");
+    assert_eq!(keys.len(), 41, "one record per (scope, key), and the key space's marker");
     let mut everything = Vec::new();
     for key in &keys {
         everything.extend_from_slice(key);

@@ -12,6 +12,11 @@ use common::{echo, post_to, RedisServer};
 use idem_runtime::store::{LocalTier, RedisStore};
 use idem_runtime::Idempotency;
 
+/// A store on a server the test just started: its key space is new.
+async fn fresh(url: &str) -> RedisStore {
+    RedisStore::builder(url).new_key_space().connect().await.unwrap()
+}
+
 /// `INFO commandstats` as command → calls.
 fn command_stats(url: &str) -> HashMap<String, u64> {
     let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
@@ -47,7 +52,7 @@ async fn measure(url: &str, app: &Router, key: &str) -> (u64, bool) {
 async fn a_miss_costs_two_round_trips_a_replay_one_and_a_warm_local_replay_none() {
     let Some(server) = RedisServer::start("round trips") else { return };
     let url = server.url();
-    let redis = RedisStore::connect(url.clone()).await.unwrap();
+    let redis = fresh(&url).await;
     let plain = Router::new().route("/echo", post(echo)).layer(Idempotency::new(redis.clone()));
     let tiered = Router::new().route("/echo", post(echo)).layer(Idempotency::new(LocalTier::new(redis.clone())));
     let cold = Router::new().route("/echo", post(echo)).layer(Idempotency::new(LocalTier::new(redis)));
@@ -63,10 +68,10 @@ async fn a_miss_costs_two_round_trips_a_replay_one_and_a_warm_local_replay_none(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_answers_503_and_service_resumes_without_a_restart() {
-    let Some(mut server) = RedisServer::start("outage") else { return };
-    let (app, hits) = common::app_with_store(RedisStore::connect(server.url()).await.unwrap());
-    let open =
-        common::app_with_layer(Idempotency::new(RedisStore::connect(server.url()).await.unwrap()).fail_open(true));
+    // With persistence: the restart is an outage, not a loss (see tests/amnesia.rs for that).
+    let Some(mut server) = RedisServer::start_persistent("outage") else { return };
+    let (app, hits) = common::app_with_store(fresh(&server.url()).await);
+    let open = common::app_with_layer(Idempotency::new(fresh(&server.url()).await).fail_open(true));
     assert_eq!(post_to("/required").key("before").send(&app).await.status, 201);
 
     server.stop();
@@ -99,7 +104,7 @@ async fn an_outage_answers_503_and_service_resumes_without_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_under_load_runs_nothing_twice() {
     let Some(mut server) = RedisServer::start_persistent("outage under load") else { return };
-    let (app, hits) = common::app_with_store(RedisStore::connect(server.url()).await.unwrap());
+    let (app, hits) = common::app_with_store(fresh(&server.url()).await);
     // 40 requests whose handlers (400 ms each) are running when Redis goes away.
     let running: Vec<_> = (0..40)
         .map(|i| {

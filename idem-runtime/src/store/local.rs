@@ -13,8 +13,10 @@ use crate::record::Record;
 /// instance costs no round trip. In-flight state is never cached: every claim that is not a
 /// cached replay or mismatch goes to the inner store, which stays the one authority.
 ///
-/// A completed record never changes until it expires, so a cached copy cannot be stale; each
-/// is dropped at its record's expiry.
+/// A completed record never changes until it expires, so a cached copy cannot be stale. A
+/// cached copy is checked against the inner store's clock ([`Store::now`]) on every read: an
+/// expired one is dropped, never replayed. The cache is bounded in entries and bytes and evicts
+/// the least recently used copies; an evicted copy is asked of the inner store again.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), idem_runtime::store::StoreError> {
@@ -52,7 +54,7 @@ impl<S: Store> LocalTier<S> {
     }
 
     fn remember(&self, key: &RecordKey, record: &Record) {
-        if !record.is_expired_at(SystemTime::now()) {
+        if !record.is_expired_at(self.inner.now()) {
             self.cache.insert(*key, Packed::new(record));
         }
     }
@@ -61,7 +63,7 @@ impl<S: Store> LocalTier<S> {
 impl<S: Store> Store for LocalTier<S> {
     async fn claim(&self, key: &RecordKey, fingerprint: &Fingerprint, lease: Duration) -> Result<Claim, StoreError> {
         if let Some(packed) = self.cache.get(key) {
-            if !packed.is_expired_at(SystemTime::now()) {
+            if !packed.is_expired_at(self.inner.now()) {
                 return Ok(packed.claim(fingerprint));
             }
             self.cache.invalidate(key);
@@ -76,7 +78,7 @@ impl<S: Store> Store for LocalTier<S> {
     async fn complete(&self, key: &RecordKey, token: FencingToken, record: Record) -> Result<(), StoreError> {
         let packed = Packed::new(&record);
         self.inner.complete(key, token, record).await?;
-        if !packed.is_expired_at(SystemTime::now()) {
+        if !packed.is_expired_at(self.inner.now()) {
             self.cache.insert(*key, packed);
         }
         Ok(())
@@ -92,5 +94,9 @@ impl<S: Store> Store for LocalTier<S> {
 
     fn max_body_bytes(&self) -> usize {
         self.inner.max_body_bytes()
+    }
+
+    fn now(&self) -> SystemTime {
+        self.inner.now()
     }
 }

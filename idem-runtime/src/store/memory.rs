@@ -3,26 +3,29 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
-use moka::Expiry;
 
-use super::{Claim, FencingToken, RecordKey, Store, StoreError, DEFAULT_MAX_BODY_BYTES};
+use super::{Claim, Clock, FencingToken, RecordKey, Store, StoreError, SystemClock, DEFAULT_MAX_BODY_BYTES};
 use crate::fingerprint::Fingerprint;
 use crate::record::Record;
 
 const SHARDS: usize = 64;
 
-/// An in-process store: completed records in a bounded [moka] cache with per-record expiry,
-/// in-flight claims beside it.
+/// An in-process store: completed records in a bounded [moka] cache, in-flight claims beside
+/// it.
 ///
 /// - Bounded in entries and in bytes: each record weighs `max(its size, max_bytes /
 ///   max_entries)`, and the cache holds at most `max_bytes` of weight, so neither bound is
 ///   exceeded (beyond the cache's short maintenance lag). Under pressure the least recently used
 ///   completed records are evicted; a retry of an evicted key runs the handler again.
+/// - A record's expiry is checked on every read against the store's [`Clock`]: an expired
+///   record is never replayed, and it is dropped when a read finds it or when eviction reaches
+///   it (expired records are not swept otherwise, so a store that is not full keeps them until
+///   it fills).
 /// - In-flight claims are never evicted: they live outside the cache until completed or
 ///   released, so their number is bounded by the requests running at once.
 /// - Every operation on one key holds that key's shard lock, which makes claims atomic.
@@ -45,12 +48,13 @@ struct Inner {
     in_flight: Box<[Mutex<HashMap<RecordKey, InFlight>>]>,
     next_token: AtomicU64,
     max_body_bytes: usize,
+    clock: Arc<dyn Clock>,
 }
 
 struct InFlight {
     token: u64,
     fingerprint: Fingerprint,
-    lease_until: Instant,
+    lease_until: SystemTime,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -69,11 +73,22 @@ impl Default for MemoryStore {
 }
 
 /// Sizes a [`MemoryStore`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MemoryStoreBuilder {
     max_entries: u64,
     max_bytes: u64,
     max_body_bytes: usize,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for MemoryStoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStoreBuilder")
+            .field("max_entries", &self.max_entries)
+            .field("max_bytes", &self.max_bytes)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MemoryStoreBuilder {
@@ -96,6 +111,13 @@ impl MemoryStoreBuilder {
         self
     }
 
+    /// The clock leases and record expiry are read from [[`SystemClock`]]. A
+    /// [`TokioClock`](super::TokioClock) lets tests drive them with `tokio::time::pause()`.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
     /// Builds the store.
     pub fn build(self) -> MemoryStore {
         let completed = record_cache(self.max_entries, self.max_bytes);
@@ -105,6 +127,7 @@ impl MemoryStoreBuilder {
                 in_flight: (0..SHARDS).map(|_| Mutex::default()).collect(),
                 next_token: AtomicU64::new(1),
                 max_body_bytes: self.max_body_bytes.min(self.max_bytes as usize),
+                clock: self.clock,
             }),
         }
     }
@@ -144,7 +167,11 @@ impl Packed {
     }
 }
 
-/// A cache of completed records bounded in entries and bytes, each expiring with its record.
+/// A cache of completed records bounded in entries and bytes, least recently used first out.
+///
+/// No per-entry expiry: the cache's own timers run on real time, which a store's injected
+/// clock need not follow (a paused Tokio clock would see live records vanish). Readers check a
+/// record's expiry against the store's clock instead, and the bounds keep memory in check.
 pub(super) fn record_cache(max_entries: u64, max_bytes: u64) -> Cache<RecordKey, Packed> {
     // What an entry costs besides its encoding: the cache's own bookkeeping and the key.
     const ENTRY_OVERHEAD: u64 = 160;
@@ -159,17 +186,7 @@ pub(super) fn record_cache(max_entries: u64, max_bytes: u64) -> Cache<RecordKey,
         .weigher(move |_: &RecordKey, packed: &Packed| {
             (packed.0.len() as u64 + ENTRY_OVERHEAD).max(min_weight).min(u32::MAX as u64) as u32
         })
-        .expire_after(RecordTtl)
         .build()
-}
-
-struct RecordTtl;
-
-impl Expiry<RecordKey, Packed> for RecordTtl {
-    fn expire_after_create(&self, _: &RecordKey, packed: &Packed, _: Instant) -> Option<Duration> {
-        let expires_at = crate::record::encoded_expiry(&packed.0)?;
-        Some(expires_at.duration_since(SystemTime::now()).unwrap_or_default())
-    }
 }
 
 impl MemoryStore {
@@ -180,7 +197,12 @@ impl MemoryStore {
 
     /// Sizes a store.
     pub fn builder() -> MemoryStoreBuilder {
-        MemoryStoreBuilder { max_entries: 100_000, max_bytes: 64 << 20, max_body_bytes: DEFAULT_MAX_BODY_BYTES }
+        MemoryStoreBuilder {
+            max_entries: 100_000,
+            max_bytes: 64 << 20,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            clock: Arc::new(SystemClock),
+        }
     }
 
     fn shard(&self, key: &RecordKey) -> MutexGuard<'_, HashMap<RecordKey, InFlight>> {
@@ -191,24 +213,26 @@ impl MemoryStore {
 
     fn claim_now(&self, key: &RecordKey, fingerprint: &Fingerprint, lease: Duration) -> Claim {
         let mut in_flight = self.shard(key);
+        let now = self.inner.clock.now();
         if let Some(packed) = self.inner.completed.get(key) {
-            if !packed.is_expired_at(SystemTime::now()) {
+            if !packed.is_expired_at(now) {
                 return packed.claim(fingerprint);
             }
             self.inner.completed.invalidate(key);
         }
-        let now = Instant::now();
         if let Some(claim) = in_flight.get(key) {
-            if claim.lease_until > now {
-                return if claim.fingerprint == *fingerprint {
-                    Claim::InFlight { lease_left: claim.lease_until - now }
-                } else {
-                    Claim::Mismatch
-                };
+            if let Ok(lease_left) = claim.lease_until.duration_since(now) {
+                if !lease_left.is_zero() {
+                    return if claim.fingerprint == *fingerprint {
+                        Claim::InFlight { lease_left }
+                    } else {
+                        Claim::Mismatch
+                    };
+                }
             }
         }
         let token = self.inner.next_token.fetch_add(1, Ordering::Relaxed);
-        in_flight.insert(*key, InFlight { token, fingerprint: *fingerprint, lease_until: now + lease });
+        in_flight.insert(*key, InFlight { token, fingerprint: *fingerprint, lease_until: deadline(now, lease) });
         Claim::Acquired(FencingToken(token))
     }
 
@@ -229,7 +253,7 @@ impl Store for MemoryStore {
     async fn complete(&self, key: &RecordKey, token: FencingToken, record: Record) -> Result<(), StoreError> {
         let mut in_flight = self.shard(key);
         Self::owned(&mut in_flight, key, token)?;
-        if !record.is_expired_at(SystemTime::now()) {
+        if !record.is_expired_at(self.inner.clock.now()) {
             self.inner.completed.insert(*key, Packed::new(&record));
         }
         in_flight.remove(key);
@@ -245,11 +269,20 @@ impl Store for MemoryStore {
 
     async fn renew(&self, key: &RecordKey, token: FencingToken, lease: Duration) -> Result<(), StoreError> {
         let mut in_flight = self.shard(key);
-        Self::owned(&mut in_flight, key, token)?.lease_until = Instant::now() + lease;
+        Self::owned(&mut in_flight, key, token)?.lease_until = deadline(self.inner.clock.now(), lease);
         Ok(())
     }
 
     fn max_body_bytes(&self) -> usize {
         self.inner.max_body_bytes
     }
+
+    fn now(&self) -> SystemTime {
+        self.inner.clock.now()
+    }
+}
+
+/// `now + lease`, saturating far in the future instead of overflowing the clock.
+fn deadline(now: SystemTime, lease: Duration) -> SystemTime {
+    now.checked_add(lease).unwrap_or_else(|| now + Duration::from_secs(1 << 40))
 }

@@ -14,11 +14,21 @@
 //!
 //! "Owner only" means the token matches the current claim: a stale owner whose lease expired
 //! and was taken over gets [`StoreError::LeaseLost`] and cannot overwrite the newer claim.
+//!
+//! A store that can lose what it holds while the application runs (a Redis restarted without
+//! persistence, or failed over to a replica that missed the last writes) must not grant a key
+//! whose claim it forgot while that claim's owner may still be running: until every such lease
+//! has run out, a claim that would acquire answers [`StoreError::Recovering`], and an owner
+//! whose claim vanished may re-assert it by renewing or completing. The Redis store does so.
+//!
+//! Every time a store reads goes through its [`Clock`] ([`Store::now`]), so tests can drive
+//! leases and ttls without waiting. The `testkit` feature checks a store against a model of
+//! this contract (`testkit::check_protocol`).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 
@@ -27,11 +37,13 @@ use crate::key::IdempotencyKey;
 use crate::record::Record;
 use crate::scope::Scope;
 
+mod clock;
 mod local;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 
+pub use clock::{Clock, SystemClock, TokioClock};
 pub use local::LocalTier;
 pub use memory::{MemoryStore, MemoryStoreBuilder};
 #[cfg(feature = "redis")]
@@ -107,6 +119,17 @@ pub enum StoreError {
     LeaseLost,
     /// The store could not be reached or answered with an error.
     Unavailable(Box<dyn std::error::Error + Send + Sync>),
+    /// The store recently lost what it held (its server restarted empty, or failed over to a
+    /// replica that missed the last writes), so a request may still be running for any key
+    /// whose claim it forgot. No new claim is granted until every lease that could have been
+    /// running has run out, `retry_after` from now. Nothing was written.
+    ///
+    /// Unlike [`StoreError::Unavailable`], running the handler anyway (fail-open) could run it
+    /// twice: answer 503 with `Retry-After`.
+    Recovering {
+        /// How long until claims are granted again.
+        retry_after: Duration,
+    },
 }
 
 impl std::fmt::Display for StoreError {
@@ -114,6 +137,11 @@ impl std::fmt::Display for StoreError {
         match self {
             Self::LeaseLost => f.write_str("the claim's lease was lost to another request"),
             Self::Unavailable(e) => write!(f, "the idempotency store is unavailable: {e}"),
+            Self::Recovering { retry_after } => write!(
+                f,
+                "the idempotency store lost its in-flight claims; new claims wait {} ms until every lease that may still be running has run out",
+                retry_after.as_millis()
+            ),
         }
     }
 }
@@ -121,7 +149,7 @@ impl std::fmt::Display for StoreError {
 impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::LeaseLost => None,
+            Self::LeaseLost | Self::Recovering { .. } => None,
             Self::Unavailable(e) => Some(&**e),
         }
     }
@@ -167,6 +195,12 @@ pub trait Store: Send + Sync + 'static {
     fn max_body_bytes(&self) -> usize {
         DEFAULT_MAX_BODY_BYTES
     }
+
+    /// The time on this store's clock: a record's `expires_at` is this plus its ttl. The
+    /// default is [`SystemClock`]; a store with a configurable [`Clock`] returns that clock's.
+    fn now(&self) -> SystemTime {
+        SystemClock.now()
+    }
 }
 
 /// The default largest stored body: 1 MiB.
@@ -196,6 +230,9 @@ pub(crate) trait DynStore: Send + Sync + 'static {
         lease: Duration,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
     fn max_body_bytes(&self) -> usize;
+    // For the engine, which dates a record's expiry on the store's clock.
+    #[allow(dead_code)]
+    fn now(&self) -> SystemTime;
 }
 
 impl<T: Store> DynStore for T {
@@ -228,5 +265,8 @@ impl<T: Store> DynStore for T {
     }
     fn max_body_bytes(&self) -> usize {
         Store::max_body_bytes(self)
+    }
+    fn now(&self) -> SystemTime {
+        Store::now(self)
     }
 }

@@ -1,87 +1,22 @@
 //! A store in Redis, shared by every server of a fleet.
 
+mod owners;
+mod scripts;
+
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Script, Value};
+use redis::{Script, ScriptInvocation, Value};
 
-use super::{Claim, FencingToken, RecordKey, Store, StoreError, DEFAULT_MAX_BODY_BYTES};
+use self::owners::{Owner, Owners};
+use self::scripts::scripts;
+use super::{Claim, Clock, FencingToken, RecordKey, Store, StoreError, SystemClock, DEFAULT_MAX_BODY_BYTES};
 use crate::fingerprint::Fingerprint;
 use crate::record::Record;
-
-/// Claim-or-report in one step. Times come from the Redis server's clock, so every instance
-/// of a fleet agrees on when a lease or a record expires.
-///
-/// KEYS[1] record; ARGV fingerprint, token, lease ms, idle expiry ms.
-/// Returns `{'A'}` acquired, `{'C', record}` completed, `{'M'}` mismatch, `{'I', ms left}` in flight.
-const CLAIM: &str = r"
-if redis.replicate_commands then redis.replicate_commands() end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local h = redis.call('HMGET', KEYS[1], 's', 'f', 'd', 'r')
-if h[1] and tonumber(h[3]) > now then
-  if h[2] ~= ARGV[1] then return {'M'} end
-  if h[1] == 'c' then return {'C', h[4]} end
-  return {'I', tonumber(h[3]) - now}
-end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 's', 'i', 't', ARGV[2], 'f', ARGV[1], 'd', now + tonumber(ARGV[3]))
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return {'A'}
-";
-
-/// Owner only: the in-flight claim with token ARGV[1] becomes the record ARGV[2], kept ARGV[3] ms.
-const COMPLETE: &str = r"
-if redis.replicate_commands then redis.replicate_commands() end
-local h = redis.call('HMGET', KEYS[1], 's', 't')
-if h[1] ~= 'i' or h[2] ~= ARGV[1] then return 0 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('HSET', KEYS[1], 's', 'c', 'r', ARGV[2], 'd', now + tonumber(ARGV[3]))
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
-";
-
-/// Owner only: drop the in-flight claim with token ARGV[1].
-const RELEASE: &str = r"
-local h = redis.call('HMGET', KEYS[1], 's', 't')
-if h[1] ~= 'i' or h[2] ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
-return 1
-";
-
-/// Owner only: the claim with token ARGV[1] holds for ARGV[2] ms more (idle expiry ARGV[3] ms).
-const RENEW: &str = r"
-if redis.replicate_commands then redis.replicate_commands() end
-local h = redis.call('HMGET', KEYS[1], 's', 't')
-if h[1] ~= 'i' or h[2] ~= ARGV[1] then return 0 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('HSET', KEYS[1], 'd', now + tonumber(ARGV[2]))
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
-";
-
-struct Scripts {
-    claim: Script,
-    complete: Script,
-    release: Script,
-    renew: Script,
-}
-
-fn scripts() -> &'static Scripts {
-    static SCRIPTS: OnceLock<Scripts> = OnceLock::new();
-    SCRIPTS.get_or_init(|| Scripts {
-        claim: Script::new(CLAIM),
-        complete: Script::new(COMPLETE),
-        release: Script::new(RELEASE),
-        renew: Script::new(RENEW),
-    })
-}
 
 /// A [`Store`] in Redis, for several servers sharing one set of keys (feature `redis`).
 ///
@@ -94,7 +29,30 @@ fn scripts() -> &'static Scripts {
 /// Layout: one hash per record at `{prefix}{<hex SHA-256 of scope and key>}`; the braces are a
 /// Redis Cluster hash tag, so a record lives in one slot. Fields: `s` state (`i` in flight,
 /// `c` completed), `t` fencing token, `f` fingerprint (32 bytes), `d` lease or expiry deadline
-/// (ms, server clock), `r` the [`Record`] encoding. No field holds a raw key or credential.
+/// (ms), `r` the [`Record`] encoding. No field holds a raw key or credential. Beside them one
+/// marker per key space, `{prefix}epoch`, without expiry: fields `c` (when this key space's
+/// memory began, ms) and `q` (until when new claims wait, ms; 0 for none).
+///
+/// # When Redis forgets
+///
+/// Redis can lose what it held while the application runs: a restart without persistence, a
+/// failover to a replica that had not received the last writes, a flush. A claim it forgot
+/// may belong to a handler still running; granting its key again would run that handler a
+/// second time. Every script therefore checks the marker in the same step. When the marker is
+/// gone, the script that notices writes a new one with a quarantine of
+/// [`max_lease`](RedisStoreBuilder::max_lease): until it ends, a claim that would acquire a
+/// key gets [`StoreError::Recovering`] (a replay, a conflict or a mismatch still answers as
+/// usual). Meanwhile a running handler's next renewal re-asserts its forgotten claim (the
+/// store remembers, per claim it granted, the fingerprint and the lease deadline it obtained:
+/// a claim that vanished while its lease held was forgotten, not taken over), and its response
+/// is stored as usual; a retry then gets 409 and, once the handler finished, its replay. A
+/// claim is re-asserted only where no other claim or record holds the key.
+///
+/// At connect a missing marker is ambiguous: a new key space, or a server that restarted
+/// empty moments ago. If the server has been up for less than `max_lease`, the quarantine
+/// runs until `max_lease` after its start; otherwise the key space counts as new (and
+/// [`new_key_space`](RedisStoreBuilder::new_key_space) says so outright). What each
+/// Redis setting guarantees is in the README ("Several instances: the Redis store").
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), idem_runtime::store::StoreError> {
@@ -108,22 +66,54 @@ fn scripts() -> &'static Scripts {
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: Arc<str>,
+    marker: Arc<str>,
     max_body_bytes: usize,
+    /// `None`: the scripts read the server's clock.
+    clock: Option<Arc<dyn Clock>>,
+    shared: Arc<Shared>,
+}
+
+/// What clones of one store share.
+struct Shared {
+    /// The longest lease in ms: the builder's, raised to every lease this store is asked for.
+    max_lease_ms: AtomicU64,
+    /// The claims this store granted and that are not finished yet.
+    owners: Owners,
 }
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisStore").field("prefix", &self.prefix).finish_non_exhaustive()
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .field("max_lease", &Duration::from_millis(self.shared.max_lease_ms.load(Ordering::Relaxed)))
+            .field("server_clock", &self.clock.is_none())
+            .finish_non_exhaustive()
     }
 }
 
 /// Configures a [`RedisStore`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisStoreBuilder {
     url: String,
     prefix: String,
     max_body_bytes: usize,
     timeout: Duration,
+    max_lease: Duration,
+    new_key_space: bool,
+    clock: Option<Arc<dyn Clock>>,
+}
+
+impl std::fmt::Debug for RedisStoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStoreBuilder")
+            .field("prefix", &self.prefix)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("timeout", &self.timeout)
+            .field("max_lease", &self.max_lease)
+            .field("new_key_space", &self.new_key_space)
+            .field("server_clock", &self.clock.is_none())
+            .finish_non_exhaustive()
+    }
 }
 
 impl RedisStoreBuilder {
@@ -146,7 +136,39 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Connects (failing if Redis cannot be reached now) and loads the scripts.
+    /// The longest `lease` of your handlers, across the fleet sharing the key space [30 s, the
+    /// default lease]. After Redis forgot its keys, no claim is granted for this long, so that
+    /// every handler whose claim was forgotten either re-asserts it or has run out its lease.
+    /// The store raises it to the longest lease it is asked for, so it only needs setting when
+    /// some instance may run a handler with a longer lease than this instance has seen.
+    pub fn max_lease(mut self, max_lease: Duration) -> Self {
+        self.max_lease = max_lease;
+        self
+    }
+
+    /// Declares the key space new: if its marker is missing at connect, nothing can have been
+    /// lost, so no quarantine starts however recently the server started. For tests and first
+    /// deployments on a server just started; never for an instance that may connect right
+    /// after Redis restarted empty while other instances run handlers. A loss noticed later,
+    /// while the store runs, quarantines as always.
+    pub fn new_key_space(mut self) -> Self {
+        self.new_key_space = true;
+        self
+    }
+
+    /// Reads lease deadlines and record expiry from `clock` instead of the Redis server's
+    /// clock (the default, which every instance of a fleet shares). Meant for tests driving
+    /// time (`TokioClock` under `tokio::time::pause()`): each instance then passes its own
+    /// clock's time to the scripts. Redis still drops expired keys on its own clock, so under
+    /// an injected clock a key is kept at least an hour; the deadlines decide what is live.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// Connects (failing if Redis cannot be reached now), loads the scripts and opens the key
+    /// space: its marker is written if missing, with a quarantine if the server started less
+    /// than `max_lease` ago (see [`RedisStore`]).
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
         let client = redis::Client::open(self.url.as_str()).map_err(unavailable)?;
         let config = ConnectionManagerConfig::new()
@@ -155,11 +177,22 @@ impl RedisStoreBuilder {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200));
         let mut conn = ConnectionManager::new_with_config(client, config).await.map_err(unavailable)?;
-        let s = scripts();
-        for script in [&s.claim, &s.complete, &s.release, &s.renew] {
+        for script in scripts().all() {
             script.load_async(&mut conn).await.map_err(unavailable)?;
         }
-        Ok(RedisStore { conn, prefix: self.prefix.into(), max_body_bytes: self.max_body_bytes })
+        let store = RedisStore {
+            conn,
+            marker: format!("{}epoch", self.prefix).into(),
+            prefix: self.prefix.into(),
+            max_body_bytes: self.max_body_bytes,
+            clock: self.clock,
+            shared: Arc::new(Shared {
+                max_lease_ms: AtomicU64::new(millis(self.max_lease, 0)),
+                owners: Owners::default(),
+            }),
+        };
+        store.open_key_space(self.new_key_space).await?;
+        Ok(store)
     }
 }
 
@@ -180,14 +213,22 @@ fn fresh_token() -> FencingToken {
     FencingToken(SEED.get_or_init(RandomState::new).hash_one(n))
 }
 
-fn millis(d: Duration) -> u64 {
-    d.as_millis().clamp(1, u64::MAX as u128) as u64
+/// The longest duration the scripts handle: a hundred years, so that every deadline stays an
+/// exact integer in Lua's numbers.
+const MAX_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
+
+/// Whole milliseconds, at least `min`, at most [`MAX_MS`].
+fn millis(d: Duration, min: u64) -> u64 {
+    (d.as_millis().min(MAX_MS as u128) as u64).max(min)
 }
 
-/// How long an abandoned in-flight claim stays in Redis at most (renewals extend it).
-fn idle_expiry(lease: Duration) -> u64 {
-    millis(lease).saturating_mul(10).max(60_000)
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
+
+/// How long Redis keeps a key under an injected clock at least: its own expiry runs on real
+/// time, which an injected clock need not follow.
+const INJECTED_CLOCK_KEY_FLOOR_MS: u64 = 3_600_000;
 
 impl RedisStore {
     /// Configures a store at `url` (`redis://host:port/db`, `rediss://…`).
@@ -197,6 +238,9 @@ impl RedisStore {
             prefix: "idem:".to_owned(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             timeout: Duration::from_secs(1),
+            max_lease: Duration::from_secs(30),
+            new_key_space: false,
+            clock: None,
         }
     }
 
@@ -210,71 +254,222 @@ impl RedisStore {
         format!("{}{{{}}}", self.prefix, key.to_hex())
     }
 
-    async fn owner_op(&self, script: &Script, key: &RecordKey, args: &[Vec<u8>]) -> Result<(), StoreError> {
-        let mut invocation = script.key(self.redis_key(key));
-        for arg in args {
-            invocation.arg(arg.as_slice());
-        }
-        let done: i64 = invocation.invoke_async(&mut self.conn.clone()).await.map_err(unavailable)?;
-        if done == 1 {
-            Ok(())
+    /// The Redis key of the key space's marker, `{prefix}epoch`: its disappearance tells the
+    /// store that Redis forgot its keys. It has no expiry; keep it out of reach of eviction
+    /// (see the README on `maxmemory-policy`).
+    pub fn marker_key(&self) -> &str {
+        &self.marker
+    }
+
+    /// The longest lease the quarantine after a loss covers: the builder's `max_lease`, or the
+    /// longest lease this store was asked for if longer.
+    pub fn max_lease(&self) -> Duration {
+        Duration::from_millis(self.shared.max_lease_ms.load(Ordering::Relaxed))
+    }
+
+    /// Raises the longest lease to `lease_ms` and returns it.
+    fn observe_lease(&self, lease_ms: u64) -> u64 {
+        self.shared.max_lease_ms.fetch_max(lease_ms, Ordering::Relaxed).max(lease_ms)
+    }
+
+    /// The scripts' clock argument: the injected clock's time, or empty for the server's.
+    fn clock_arg(&self) -> String {
+        self.clock.as_ref().map_or_else(String::new, |clock| unix_ms(clock.now()).to_string())
+    }
+
+    /// How long Redis keeps a key whose deadline is `ms` away.
+    fn key_expiry(&self, ms: u64) -> u64 {
+        if self.clock.is_some() {
+            ms.max(INJECTED_CLOCK_KEY_FLOOR_MS)
         } else {
-            Err(StoreError::LeaseLost)
+            ms
         }
     }
+
+    /// How long an abandoned in-flight claim stays in Redis at most (renewals extend it).
+    fn claim_expiry(&self, lease_ms: u64) -> u64 {
+        self.key_expiry(lease_ms.saturating_mul(10).max(60_000))
+    }
+
+    /// An operation script's invocation with its keys and common arguments.
+    fn invocation(&self, script: &'static Script, key: &RecordKey, max_lease_ms: u64) -> ScriptInvocation<'static> {
+        let mut invocation = script.prepare_invoke();
+        invocation.key(self.redis_key(key)).key(&*self.marker).arg(self.clock_arg()).arg(max_lease_ms);
+        invocation
+    }
+
+    async fn invoke(&self, invocation: ScriptInvocation<'static>) -> Result<Vec<Value>, StoreError> {
+        invocation.invoke_async(&mut self.conn.clone()).await.map_err(unavailable)
+    }
+
+    /// Reports a script's finding that the marker was gone.
+    fn note_forgotten(&self, flag: &Value, max_lease_ms: u64) {
+        if matches!(flag, Value::Int(1)) {
+            tracing::warn!(
+                target: "idem",
+                prefix = &*self.prefix,
+                quarantine_ms = max_lease_ms,
+                "Redis forgot the idempotency keys (a restart without persistence, a failover or a flush): \
+                 no new claim is granted until every lease that may still be running has run out"
+            );
+        }
+    }
+
+    /// Writes the marker if missing; see the type's docs.
+    async fn open_key_space(&self, new: bool) -> Result<(), StoreError> {
+        let max_lease = self.shared.max_lease_ms.load(Ordering::Relaxed);
+        let wait =
+            if new { Ok(0) } else { self.server_uptime_ms().await.map(|uptime| max_lease.saturating_sub(uptime)) };
+        let wait = match wait {
+            Ok(wait) => wait,
+            Err(error) => {
+                tracing::warn!(target: "idem", %error, "could not read the Redis server's uptime; a missing marker counts as a loss");
+                max_lease
+            }
+        };
+        let mut invocation = scripts().connect.prepare_invoke();
+        invocation.key(&*self.marker).arg(self.clock_arg()).arg(wait);
+        let reply: Vec<i64> = invocation.invoke_async(&mut self.conn.clone()).await.map_err(unavailable)?;
+        match reply.as_slice() {
+            [1, left] if *left > 0 => tracing::warn!(
+                target: "idem",
+                prefix = &*self.prefix,
+                quarantine_ms = left,
+                "no idempotency marker on a Redis server that started less than max_lease ago: it may have lost \
+                 claims of handlers still running, so no new claim is granted until their leases have run out"
+            ),
+            [_, _] => {}
+            _ => return Err(malformed("connect")),
+        }
+        Ok(())
+    }
+
+    async fn server_uptime_ms(&self) -> Result<u64, StoreError> {
+        let info: String =
+            redis::cmd("INFO").arg("server").query_async(&mut self.conn.clone()).await.map_err(unavailable)?;
+        info.lines()
+            .find_map(|line| line.strip_prefix("uptime_in_seconds:"))
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(|s| s.saturating_mul(1000))
+            .ok_or_else(|| malformed("INFO server without uptime_in_seconds"))
+    }
+}
+
+/// The deadline argument of a re-assertion: empty when the store does not know the claim.
+fn deadline_arg(owner: Option<Owner>) -> String {
+    owner.map_or_else(String::new, |owner| owner.deadline_ms.to_string())
 }
 
 impl Store for RedisStore {
     async fn claim(&self, key: &RecordKey, fingerprint: &Fingerprint, lease: Duration) -> Result<Claim, StoreError> {
+        let lease_ms = millis(lease, 1);
+        let max_lease = self.observe_lease(lease_ms);
         let token = fresh_token();
-        let mut reply: Vec<Value> = scripts()
-            .claim
-            .key(self.redis_key(key))
-            .arg(&fingerprint.0[..])
-            .arg(token.0)
-            .arg(millis(lease))
-            .arg(idle_expiry(lease))
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
-        match reply.as_mut_slice() {
-            [Value::BulkString(tag)] if tag == b"A" => Ok(Claim::Acquired(token)),
-            [Value::BulkString(tag)] if tag == b"M" => Ok(Claim::Mismatch),
-            [Value::BulkString(tag), Value::Int(ms)] if tag == b"I" => {
-                Ok(Claim::InFlight { lease_left: Duration::from_millis((*ms).max(0) as u64) })
+        let mut invocation = self.invocation(&scripts().claim, key, max_lease);
+        invocation.arg(&fingerprint.0[..]).arg(token.0).arg(lease_ms).arg(self.claim_expiry(lease_ms));
+        let mut reply = self.invoke(invocation).await?;
+        let [forgot, Value::BulkString(tag), rest @ ..] = reply.as_mut_slice() else { return Err(malformed("claim")) };
+        self.note_forgotten(forgot, max_lease);
+        match (tag.as_slice(), rest) {
+            (b"A", [Value::Int(deadline)]) => {
+                let owner = Owner { fingerprint: fingerprint.0, deadline_ms: (*deadline).max(0) as u64 };
+                self.shared.owners.insert(token.0, owner, unix_ms(self.now()));
+                Ok(Claim::Acquired(token))
             }
-            [Value::BulkString(tag), Value::BulkString(bytes)] if tag == b"C" => {
+            (b"M", []) => Ok(Claim::Mismatch),
+            (b"I", [Value::Int(ms)]) => Ok(Claim::InFlight { lease_left: Duration::from_millis((*ms).max(0) as u64) }),
+            (b"C", [Value::BulkString(bytes)]) => {
                 let bytes = bytes::Bytes::from(std::mem::take(bytes));
                 let record = Record::decode_shared(&bytes).map_err(|e| StoreError::Unavailable(Box::new(e)))?;
                 Ok(Claim::Completed(Arc::new(record)))
+            }
+            (b"R", [Value::Int(ms)]) => {
+                Err(StoreError::Recovering { retry_after: Duration::from_millis((*ms).max(1) as u64) })
             }
             _ => Err(malformed("claim")),
         }
     }
 
     async fn complete(&self, key: &RecordKey, token: FencingToken, record: Record) -> Result<(), StoreError> {
-        let ttl = record.ttl_left(SystemTime::now());
+        let ttl = record.ttl_left(self.now());
         if ttl.is_zero() {
             return self.release(key, token).await;
         }
-        let args = [token.0.to_string().into_bytes(), record.encode(), millis(ttl).to_string().into_bytes()];
-        self.owner_op(&scripts().complete, key, &args).await
+        let max_lease = self.shared.max_lease_ms.load(Ordering::Relaxed);
+        let ttl_ms = millis(ttl, 1);
+        let mut invocation = self.invocation(&scripts().complete, key, max_lease);
+        invocation
+            .arg(token.0)
+            .arg(record.encode())
+            .arg(ttl_ms)
+            .arg(self.key_expiry(ttl_ms))
+            .arg(&record.fingerprint.0[..])
+            .arg(deadline_arg(self.shared.owners.get(token.0)));
+        let reply = self.invoke(invocation).await?;
+        let [forgot, Value::Int(done)] = reply.as_slice() else { return Err(malformed("complete")) };
+        self.note_forgotten(forgot, max_lease);
+        self.shared.owners.remove(token.0);
+        match done {
+            1 => Ok(()),
+            2 => {
+                tracing::info!(target: "idem", prefix = &*self.prefix, "stored a response whose claim Redis had forgotten");
+                Ok(())
+            }
+            _ => Err(StoreError::LeaseLost),
+        }
     }
 
     async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<(), StoreError> {
-        self.owner_op(&scripts().release, key, &[token.0.to_string().into_bytes()]).await
+        self.shared.owners.remove(token.0);
+        let max_lease = self.shared.max_lease_ms.load(Ordering::Relaxed);
+        let mut invocation = self.invocation(&scripts().release, key, max_lease);
+        invocation.arg(token.0);
+        let reply = self.invoke(invocation).await?;
+        let [forgot, Value::Int(done)] = reply.as_slice() else { return Err(malformed("release")) };
+        self.note_forgotten(forgot, max_lease);
+        if *done == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::LeaseLost)
+        }
     }
 
     async fn renew(&self, key: &RecordKey, token: FencingToken, lease: Duration) -> Result<(), StoreError> {
-        let args = [
-            token.0.to_string().into_bytes(),
-            millis(lease).to_string().into_bytes(),
-            idle_expiry(lease).to_string().into_bytes(),
-        ];
-        self.owner_op(&scripts().renew, key, &args).await
+        let lease_ms = millis(lease, 1);
+        let max_lease = self.observe_lease(lease_ms);
+        let owner = self.shared.owners.get(token.0);
+        let mut invocation = self.invocation(&scripts().renew, key, max_lease);
+        invocation
+            .arg(token.0)
+            .arg(lease_ms)
+            .arg(self.claim_expiry(lease_ms))
+            .arg(owner.as_ref().map_or(&[][..], |owner| &owner.fingerprint[..]))
+            .arg(deadline_arg(owner));
+        let reply = self.invoke(invocation).await?;
+        let [forgot, Value::Int(done), Value::Int(deadline)] = reply.as_slice() else {
+            return Err(malformed("renew"));
+        };
+        self.note_forgotten(forgot, max_lease);
+        match done {
+            1 | 2 => {
+                if *done == 2 {
+                    tracing::info!(target: "idem", prefix = &*self.prefix, "re-asserted a claim Redis had forgotten");
+                }
+                self.shared.owners.set_deadline(token.0, (*deadline).max(0) as u64);
+                Ok(())
+            }
+            _ => {
+                self.shared.owners.remove(token.0);
+                Err(StoreError::LeaseLost)
+            }
+        }
     }
 
     fn max_body_bytes(&self) -> usize {
         self.max_body_bytes
+    }
+
+    fn now(&self) -> SystemTime {
+        self.clock.as_ref().map_or_else(|| SystemClock.now(), |clock| clock.now())
     }
 }
