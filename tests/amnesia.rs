@@ -109,7 +109,7 @@ async fn a_retry_on_another_instance_after_redis_restarted_empty_does_not_run_th
 
     // A new key on B is held back while the lost claims' leases may still be running.
     let fresh = send_without_running(&b, "/plain", "order-2", &on_b).await;
-    fresh.assert_problem(503, "urn:idem:problem:store-unavailable");
+    fresh.assert_problem(503, "urn:idem:problem:store-recovering");
     assert!(fresh.header("retry-after").is_some(), "503 carries Retry-After");
     assert_eq!(on_b.plain.load(Ordering::SeqCst), 0);
 
@@ -121,7 +121,7 @@ async fn a_retry_on_another_instance_after_redis_restarted_empty_does_not_run_th
         assert!(retry.header("retry-after").is_some(), "{} carries Retry-After", retry.status);
         match retry.status.as_u16() {
             503 => {
-                retry.assert_problem(503, "urn:idem:problem:store-unavailable");
+                retry.assert_problem(503, "urn:idem:problem:store-recovering");
             }
             409 => break,
             other => panic!("the retry got {other}: {:?}", retry.body),

@@ -584,3 +584,36 @@ async fn a_record_write_retried_after_an_outage_keeps_the_lease() {
     assert_eq!(&retry.body[..], b"1");
     assert_eq!(runs.get(), 1);
 }
+
+// --- A store that lost its claims -------------------------------------------------------------
+
+/// A store that has just found it forgot its in-flight claims.
+struct Forgot;
+
+impl Store for Forgot {
+    async fn claim(&self, _: &RecordKey, _: &Fingerprint, _: Duration) -> Result<Claim, StoreError> {
+        Err(StoreError::Recovering { retry_after: Duration::from_millis(2500) })
+    }
+    async fn complete(&self, _: &RecordKey, _: FencingToken, _: Record) -> Result<(), StoreError> {
+        unreachable!("no claim is granted")
+    }
+    async fn release(&self, _: &RecordKey, _: FencingToken) -> Result<(), StoreError> {
+        unreachable!("no claim is granted")
+    }
+    async fn renew(&self, _: &RecordKey, _: FencingToken, _: Duration) -> Result<(), StoreError> {
+        unreachable!("no claim is granted")
+    }
+}
+
+#[tokio::test]
+async fn a_store_recovering_lost_claims_is_a_503_even_when_failing_open() {
+    let runs = Counter::default();
+    let app = Router::new()
+        .route("/r", post(short_lease))
+        .layer(Idempotency::new(Forgot).fail_open(true))
+        .with_state(runs.clone());
+    let reply = post_to("/r").key("r").send(&app).await;
+    reply.assert_problem(503, "urn:idem:problem:store-recovering");
+    assert_eq!(reply.header("retry-after"), Some("3"));
+    assert_eq!(runs.get(), 0);
+}

@@ -6,7 +6,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, MatchedPath, OriginalUri, Request};
@@ -326,6 +326,19 @@ impl Call {
                     .retry_after(1)
                     .into_response();
                 }
+                // Never run without idempotency here, fail-open or not: the store is reachable but
+                // may have lost claims of handlers still running.
+                Err(StoreError::Recovering { retry_after }) => {
+                    tracing::warn!(target: "idem", route = self.route.as_str(), ?retry_after, "the store lost in-flight claims; answering 503 until every lease that may be running has run out");
+                    self.event(503, "store-recovering");
+                    let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                    return Problem::new(
+                        ProblemKind::StoreRecovering,
+                        "the idempotency store lost track of requests that may still be running; retry after the indicated delay",
+                    )
+                    .retry_after(seconds.max(1))
+                    .into_response();
+                }
                 Err(error) if self.idempotency.fail_open => {
                     tracing::warn!(target: "idem", route = self.route.as_str(), %error, "store unavailable; running the handler without idempotency (fail-open)");
                     let response = handler.await;
@@ -407,7 +420,7 @@ impl Owner {
     /// Stores the response: status, the headers a replay repeats, and what was kept of the body.
     pub(crate) async fn complete(self, status: StatusCode, headers: &http::HeaderMap, body: StoredBody) {
         // An absurd ttl saturates instead of overflowing the clock.
-        let now = SystemTime::now();
+        let now = self.call.idempotency.store.now();
         let expires_at = now.checked_add(self.call.config.ttl).unwrap_or(now + Duration::from_secs(1 << 40));
         let record = Record {
             fingerprint: self.fingerprint,
@@ -441,7 +454,7 @@ impl Owner {
         loop {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(5));
-            if record.is_expired_at(SystemTime::now()) {
+            if record.is_expired_at(self.call.idempotency.store.now()) {
                 tracing::error!(target: "idem", route, "the store stayed unreachable for the record's whole ttl; it was never stored");
                 return;
             }

@@ -28,6 +28,10 @@ pub enum ProblemKind {
     HandlerPanicked,
     /// 503: the idempotency store is unreachable; retry after `Retry-After`.
     StoreUnavailable,
+    /// 503: the idempotency store lost its in-flight claims (a restart without persistence, a
+    /// failover); no new claim is granted until every lease that may still be running has run
+    /// out. Retry after `Retry-After`.
+    StoreRecovering,
     /// A replay of a response whose body was larger than the store's limit: the request was
     /// executed, its status and headers are replayed, the body is not.
     BodyNotStored,
@@ -51,6 +55,7 @@ impl ProblemKind {
             Self::KeyReused => "urn:idem:problem:key-reused",
             Self::HandlerPanicked => "urn:idem:problem:handler-panicked",
             Self::StoreUnavailable => "urn:idem:problem:store-unavailable",
+            Self::StoreRecovering => "urn:idem:problem:store-recovering",
             Self::BodyNotStored => "urn:idem:problem:body-not-stored",
             Self::BodyFailed => "urn:idem:problem:body-failed",
             Self::BodyTooLarge => "urn:idem:problem:body-too-large",
@@ -68,6 +73,7 @@ impl ProblemKind {
             Self::KeyReused => "Idempotency-Key is already used",
             Self::HandlerPanicked => "The handler failed; the request was not completed",
             Self::StoreUnavailable => "The idempotency store is unavailable",
+            Self::StoreRecovering => "The idempotency store is recovering lost claims",
             Self::BodyNotStored => "The response body of this Idempotency-Key was too large to keep",
             Self::BodyFailed => "The response body of this Idempotency-Key failed while it was produced",
             Self::BodyTooLarge => "The request body is too large",
@@ -84,7 +90,7 @@ impl ProblemKind {
             Self::InFlight => StatusCode::CONFLICT,
             Self::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::HandlerPanicked => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::StoreUnavailable | Self::StoreRecovering => StatusCode::SERVICE_UNAVAILABLE,
             Self::BodyNotStored | Self::BodyFailed => StatusCode::OK,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }

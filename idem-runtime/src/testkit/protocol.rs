@@ -17,7 +17,7 @@ mod model;
 
 use self::model::{ms, Check, Granted, Holder, KeyModel, Model, OwnerModel, Quarantine, Slot};
 use super::{fingerprint, fresh_key};
-use crate::record::Record;
+use crate::record::{Record, StoredBody};
 use crate::store::{Claim, Clock, Store, StoreError};
 
 /// A clock moved by hand, in whole milliseconds. Clones share the time.
@@ -471,7 +471,8 @@ fn pick(model: &Model, n: usize) -> Option<usize> {
 fn record_for(owner: usize, fp: u8, now: u64, ttl_ms: u64, body: bool) -> Record {
     let mut record = super::record(fingerprint(fp), Duration::ZERO, None);
     record.expires_at = UNIX_EPOCH + Duration::from_millis(now + ttl_ms);
-    record.body = body.then(|| Bytes::from(format!("{{\"owner\":{owner}}}")));
+    record.body =
+        if body { StoredBody::Kept(Bytes::from(format!("{{\"owner\":{owner}}}"))) } else { StoredBody::TooLarge };
     record
 }
 
