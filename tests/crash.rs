@@ -10,13 +10,13 @@ mod common;
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
-use common::wire;
+use common::{eventually, wire};
 use idem_runtime::store::RedisStore;
 use idem_runtime::{idempotent, Idempotency};
 use redis::AsyncCommands as _;
@@ -100,14 +100,6 @@ fn executions(url: &str, prefix: &str) -> i64 {
     redis::cmd("GET").arg(format!("{prefix}executions")).query::<Option<i64>>(&mut conn).unwrap().unwrap_or(0)
 }
 
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn send(server: &Server, key: &str) -> common::Wire {
     wire(server.addr, "POST", "/slow", &[("Idempotency-Key", key)], "")
 }
@@ -117,8 +109,8 @@ fn unique_prefix(name: &str) -> String {
     format!("idem-test:crash:{name}:{}:{nanos}:", std::process::id())
 }
 
-#[test]
-fn a_killed_server_s_claim_expires_and_the_retry_runs_the_handler_once() {
+#[tokio::test]
+async fn a_killed_server_s_claim_expires_and_the_retry_runs_the_handler_once() {
     let Some(url) = common::redis_url("a_killed_server_s_claim_expires_and_the_retry_runs_the_handler_once") else {
         return;
     };
@@ -129,7 +121,8 @@ fn a_killed_server_s_claim_expires_and_the_retry_runs_the_handler_once() {
     let first = std::thread::spawn(move || {
         std::panic::catch_unwind(|| wire(a_addr, "POST", "/slow", &[("Idempotency-Key", "k")], "")).is_ok()
     });
-    wait_for("the handler starts on a", Duration::from_secs(10), || executions(&url, &prefix) == 1);
+    // The handler has started on a.
+    eventually(Duration::from_secs(10), || executions(&url, &prefix) == 1).await;
     signal(&a, "-KILL");
     drop(a);
     let _ = first.join();
@@ -146,8 +139,8 @@ fn a_killed_server_s_claim_expires_and_the_retry_runs_the_handler_once() {
     assert_eq!(executions(&url, &prefix), 2, "the crashed run and exactly one retry");
 }
 
-#[test]
-fn a_stale_owner_that_comes_back_cannot_overwrite_the_new_result() {
+#[tokio::test]
+async fn a_stale_owner_that_comes_back_cannot_overwrite_the_new_result() {
     let Some(url) = common::redis_url("a_stale_owner_that_comes_back_cannot_overwrite_the_new_result") else {
         return;
     };
@@ -156,7 +149,8 @@ fn a_stale_owner_that_comes_back_cannot_overwrite_the_new_result() {
     let b = spawn_server(&url, &prefix, "b");
     let a_addr = a.addr;
     let stale = std::thread::spawn(move || wire(a_addr, "POST", "/slow", &[("Idempotency-Key", "k")], ""));
-    wait_for("the handler starts on a", Duration::from_secs(10), || executions(&url, &prefix) == 1);
+    // The handler has started on a.
+    eventually(Duration::from_secs(10), || executions(&url, &prefix) == 1).await;
     // Freeze a past its lease: no renewal, no completion.
     signal(&a, "-STOP");
     std::thread::sleep(Duration::from_millis(1200));

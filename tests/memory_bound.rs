@@ -19,7 +19,7 @@ fn rss_mib() -> f64 {
 }
 
 #[tokio::test]
-async fn a_million_keys_stay_under_the_bound_and_in_flight_claims_survive() {
+async fn many_distinct_keys_stay_under_the_bound_and_in_flight_claims_survive() {
     let keys: usize = std::env::var("IDEM_MEMORY_KEYS").ok().and_then(|n| n.parse().ok()).unwrap_or(300_000);
     let store = MemoryStore::new();
     let before = rss_mib();

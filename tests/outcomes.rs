@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{app, post_to};
+use common::{app, eventually, post_to};
 
 #[tokio::test]
 async fn no_key_on_required_is_400_and_the_handler_does_not_run() {
@@ -224,7 +224,7 @@ async fn on_conflict_wait_replays_once_the_first_completes() {
         let app = app.clone();
         tokio::spawn(async move { post_to("/wait").key("k").send(&app).await })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    eventually(std::time::Duration::from_secs(5), || hits.get("wait_started") == 1).await;
     let dup = post_to("/wait").key("k").send(&app).await;
     assert_eq!(dup.status, 201);
     assert!(dup.replayed());

@@ -70,7 +70,7 @@ async fn a_miss_costs_two_round_trips_a_replay_one_and_a_warm_local_replay_none(
 async fn an_outage_answers_503_and_service_resumes_without_a_restart() {
     // With persistence: the restart is an outage, not a loss (see tests/amnesia.rs for that).
     let Some(mut server) = RedisServer::start_persistent("outage") else { return };
-    let (app, hits) = common::app_with_store(fresh(&server.url()).await);
+    let (app, hits) = common::app_with(fresh(&server.url()).await);
     let open = common::app_with_layer(Idempotency::new(fresh(&server.url()).await).fail_open(true));
     assert_eq!(post_to("/required").key("before").send(&app).await.status, 201);
 
@@ -104,7 +104,7 @@ async fn an_outage_answers_503_and_service_resumes_without_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_under_load_runs_nothing_twice() {
     let Some(mut server) = RedisServer::start_persistent("outage under load") else { return };
-    let (app, hits) = common::app_with_store(fresh(&server.url()).await);
+    let (app, hits) = common::app_with(fresh(&server.url()).await);
     // 40 requests whose handlers (400 ms each) are running when Redis goes away.
     let running: Vec<_> = (0..40)
         .map(|i| {

@@ -151,10 +151,6 @@ impl Store for Spy {
     }
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
 #[tokio::test]
 async fn a_store_sees_digests_never_the_raw_key_or_credential() {
     let spy = Spy::default();
@@ -165,10 +161,7 @@ async fn a_store_sees_digests_never_the_raw_key_or_credential() {
     assert!(!send().send(&app).await.replayed());
     assert!(send().send(&app).await.replayed(), "the swapped-in store serves the replay");
     let seen = spy.seen.lock().unwrap().clone();
-    assert!(seen.len() > 100, "the spy saw the traffic");
-    for secret in [&b"raw-key-0123456789"[..], b"cred-9876543210", b"Bearer"] {
-        assert!(!contains(&seen, secret), "{} reached the store", String::from_utf8_lossy(secret));
-    }
+    common::assert_holds_no_secret(&seen, &[b"raw-key-0123456789", b"cred-9876543210", b"Bearer"]);
 }
 
 #[tokio::test]

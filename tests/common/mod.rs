@@ -125,6 +125,7 @@ async fn gated(State(hits): State<Shared>) -> Response {
 
 #[idempotent(required, on_conflict = "wait", lease = "5s")]
 async fn wait(State(hits): State<Shared>, Json(body): Json<serde_json::Value>) -> Response {
+    hits.hit("wait_started");
     tokio::time::sleep(Duration::from_millis(300)).await;
     created(hits.hit("wait"), body)
 }
@@ -217,12 +218,7 @@ impl Store for Down {
 }
 
 /// The test router, with `store` for every annotated route.
-pub fn app_with(store: MemoryStore) -> (Router, Shared) {
-    app_with_layer(Idempotency::new(store))
-}
-
-/// The test router over any store.
-pub fn app_with_store(store: impl Store) -> (Router, Shared) {
+pub fn app_with(store: impl Store) -> (Router, Shared) {
     app_with_layer(Idempotency::new(store))
 }
 
@@ -346,6 +342,15 @@ impl Reply {
         assert!(object["title"].as_str().is_some_and(|t| !t.is_empty()), "title: {body}");
         assert!(object["detail"].as_str().is_some_and(|t| !t.is_empty()), "detail: {body}");
         body
+    }
+}
+
+/// Asserts that none of `secrets` occurs in `seen` (what a store was given, or holds).
+pub fn assert_holds_no_secret(seen: &[u8], secrets: &[&[u8]]) {
+    assert!(seen.len() > 100, "nothing much was seen: {} bytes", seen.len());
+    for secret in secrets {
+        let found = seen.windows(secret.len()).any(|w| w == *secret);
+        assert!(!found, "{} reached the store", String::from_utf8_lossy(secret));
     }
 }
 
