@@ -1,4 +1,4 @@
-//! SPEC §7: concurrency, crashes, disconnects and panics.
+//! Concurrency, crashes, disconnects and panics.
 
 mod common;
 

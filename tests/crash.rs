@@ -1,4 +1,4 @@
-//! Crashes (SPEC §7) with real processes sharing a real Redis: a server killed with `kill -9`
+//! Crashes with real processes sharing a real Redis: a server killed with `kill -9`
 //! mid-handler leaves a claim that expires after its lease, and the retry runs the handler
 //! exactly once more; a server frozen past its lease (SIGSTOP) that comes back cannot
 //! overwrite the result of the server that took over.

@@ -1,4 +1,4 @@
-//! Isolation (SPEC §5, §8): one key used by many callers runs once per caller and never replays
+//! Isolation: one key used by many callers runs once per caller and never replays
 //! one caller's response to another; what reaches Redis holds no raw key or credential.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Property tests for the key parser (SPEC §3): it never panics and accepts exactly the
+//! Property tests for the key parser: it never panics and accepts exactly the
 //! language of §3.
 
 use axum::http::{HeaderMap, HeaderValue};

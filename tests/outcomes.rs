@@ -1,4 +1,4 @@
-//! Every row of SPEC §4, through a real `Router`.
+//! Every outcome of a covered request (the README's outcome table), through a real `Router`.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! SPEC §8 (what is kept, for how long) and the store seam: swapping the store, an unreachable
+//! What is kept, and for how long, and the store seam: swapping the store, an unreachable
 //! store, what reaches a store at rest, and the tracing events.
 
 mod common;

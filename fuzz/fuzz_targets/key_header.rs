@@ -1,4 +1,4 @@
-//! The key header parser (SPEC §3) on arbitrary bytes: never panics, and whatever it accepts
+//! The key header parser on arbitrary bytes: never panics, and whatever it accepts
 //! is 1 to 255 visible ASCII characters.
 #![no_main]
 

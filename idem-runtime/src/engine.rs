@@ -1,4 +1,4 @@
-//! The state machine behind every annotated handler: claim, run, store, replay (SPEC §4, §7).
+//! The state machine behind every annotated handler: claim, run, store, replay.
 
 use std::future::Future;
 use std::marker::PhantomData;

@@ -1,4 +1,4 @@
-//! What makes two requests "the same request" (SPEC §6).
+//! What makes two requests "the same request".
 //!
 //! The fingerprint is a SHA-256 keyed by the raw idempotency key (its first input), over the method, the
 //! matched route template, the request target as the client sent it (full path and query), and

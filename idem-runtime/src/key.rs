@@ -1,4 +1,4 @@
-//! Reading the `Idempotency-Key` header (SPEC §3).
+//! Reading the `Idempotency-Key` header.
 //!
 //! A key arrives under `Idempotency-Key` or `X-Idempotency-Key` (plus one extra name a handler may
 //! add). Its value is a Structured Field string (`"abc"`) or the same characters bare (`abc`).

@@ -16,7 +16,8 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 pub enum ProblemKind {
     /// 400: the handler is `required` and the request carries no key.
     MissingKey,
-    /// 400: the key header is malformed (SPEC §3).
+    /// 400: the key header is malformed (not 1 to 255 visible ASCII characters, a list, or two
+    /// names carrying different keys).
     MalformedKey,
     /// 401: the scope cannot be resolved (e.g. `scope = "pat"` without `Authorization`).
     ScopeUnresolved,

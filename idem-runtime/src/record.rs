@@ -1,4 +1,4 @@
-//! A stored response (SPEC §8) and its byte encoding for remote stores.
+//! A stored response and its byte encoding for remote stores.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -1,4 +1,4 @@
-//! Whose namespace a key lives in (SPEC §5).
+//! Whose namespace a key lives in.
 //!
 //! A [`Scope`] is a SHA-256 digest: credentials and tenant values are never kept in memory past
 //! the request, and never reach a store.
