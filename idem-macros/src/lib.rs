@@ -8,6 +8,7 @@ use quote::ToTokens as _;
 
 mod attr;
 mod expand;
+mod validate;
 
 /// Makes an axum handler idempotent: the first request with an `Idempotency-Key` runs it, every
 /// retry with the same key gets the stored response.
@@ -34,9 +35,11 @@ mod expand;
 /// Handlers must be free `async fn`s with at most 15 parameters. Safe methods (GET, HEAD,
 /// OPTIONS, TRACE) pass straight through.
 ///
+/// # Arguments
+///
 /// Every argument is optional.
 ///
-/// # `required` / `optional`
+/// ## `required` / `optional`
 ///
 /// Whether a request without a key is rejected with a 400 problem (`required`) or runs
 /// normally (`optional`, the default).
@@ -47,7 +50,7 @@ mod expand;
 /// async fn pay() -> &'static str { "paid" }
 /// ```
 ///
-/// # `ttl = "24h"`
+/// ## `ttl = "24h"`
 ///
 /// How long a completed response is replayed; humantime syntax (`"90s"`, `"15m"`, `"7d"`),
 /// parsed at compile time. Default 24 h.
@@ -64,7 +67,7 @@ mod expand;
 /// async fn transfer() -> &'static str { "sent" }
 /// ```
 ///
-/// # `scope = "auto" | "pat" | "global" | header("X-Tenant") | with(path)`
+/// ## `scope = "auto" | "pat" | "global" | header("X-Tenant") | with(path)`
 ///
 /// Whose namespace a key lives in. `pat`: one per `Authorization` credential (401 without it).
 /// `global`: one for everyone. `header("X")`: one per value of header X (401 without it).
@@ -87,7 +90,7 @@ mod expand;
 /// async fn create_too() -> &'static str { "created" }
 /// ```
 ///
-/// # `fingerprint(a, b)` / `skip(c)`
+/// ## `fingerprint(a, b)` / `skip(c)`
 ///
 /// Which parameters make up the request fingerprint, named by their bindings (`Json(order)`
 /// binds `order`). By default all of them; `State` and `Extension` contribute nothing. A
@@ -111,7 +114,7 @@ mod expand;
 /// async fn update(Json(body): Json<serde_json::Value>) -> String { body.to_string() }
 /// ```
 ///
-/// # `lease = "30s"`
+/// ## `lease = "30s"`
 ///
 /// How long an in-flight claim holds before another request may take over (a crashed
 /// process's claim expires after it). A running handler renews its lease. Default 30 s, or half
@@ -123,7 +126,7 @@ mod expand;
 /// async fn slow_report() -> &'static str { "done" }
 /// ```
 ///
-/// # `on_conflict = "reject" | "wait"`
+/// ## `on_conflict = "reject" | "wait"`
 ///
 /// A duplicate arriving while the first request runs: 409 with `Retry-After` (`reject`,
 /// default), or wait up to the lease for the first to finish and replay its response.
@@ -134,7 +137,7 @@ mod expand;
 /// async fn create() -> &'static str { "created" }
 /// ```
 ///
-/// # `header = "Request-Id"`
+/// ## `header = "Request-Id"`
 ///
 /// One more header name accepted for the key, besides `Idempotency-Key` and
 /// `X-Idempotency-Key`.
@@ -145,7 +148,7 @@ mod expand;
 /// async fn create() -> &'static str { "created" }
 /// ```
 ///
-/// # `keep_status(...)` / `release_status(...)`
+/// ## `keep_status(...)` / `release_status(...)`
 ///
 /// Which responses are stored, adjusted for this handler. By default a response is stored
 /// and replayed unless its status is 408, 409, 425, 429 or 5xx; those release the key, so a
@@ -169,7 +172,7 @@ mod expand;
 /// async fn book_seat() -> &'static str { "booked" }
 /// ```
 ///
-/// # `replay_headers(...)`
+/// ## `replay_headers(...)`
 ///
 /// The only response headers a replay repeats, an allow-list. By default a replay repeats every
 /// header but the hop-by-hop ones, `Date` and `Set-Cookie`. With the list, it repeats just the
@@ -189,7 +192,7 @@ mod expand;
 /// async fn sign_up() -> &'static str { "welcome" }
 /// ```
 ///
-/// # `crate = "path"`
+/// ## `crate = "path"`
 ///
 /// Where `idem_runtime` is, when the dependency is renamed.
 ///
@@ -200,7 +203,7 @@ mod expand;
 /// async fn create() -> &'static str { "created" }
 /// ```
 ///
-/// # `state = Type`
+/// ## `state = Type`
 ///
 /// The router's state type, used only for the compile-time check that every parameter is an
 /// extractor. It is taken from a `State<T>` parameter when there is one, else `()`; name it
@@ -216,7 +219,9 @@ mod expand;
 /// ```
 #[proc_macro_attribute]
 pub fn idempotent(args: TokenStream, item: TokenStream) -> TokenStream {
-    let (args, checked) = attr::Args::parse(args.into());
+    let mut errors = attr::Errors::default();
+    let args = attr::Args::parse(args.into(), &mut errors);
+    validate::arguments(&args, &mut errors);
     let func = match syn::parse::<syn::ItemFn>(item.clone()) {
         Ok(func) => func,
         Err(_) => {
@@ -227,9 +232,9 @@ pub fn idempotent(args: TokenStream, item: TokenStream) -> TokenStream {
             return out.into();
         }
     };
-    let expanded = checked.and_then(|()| expand::expand(&args, &func));
-    match expanded {
-        Ok(tokens) => tokens.into(),
+    let handler = validate::handler(&args, &func, &mut errors);
+    match errors.into_result() {
+        Ok(()) => expand::expand(&args, &handler).into(),
         Err(error) => {
             // Keep the function as written so the rest of the crate (and the IDE) still sees it.
             let mut out = func.into_token_stream();
