@@ -224,13 +224,7 @@ pub fn idempotent(args: TokenStream, item: TokenStream) -> TokenStream {
     validate::arguments(&args, &mut errors);
     let func = match syn::parse::<syn::ItemFn>(item.clone()) {
         Ok(func) => func,
-        Err(_) => {
-            let error =
-                syn::Error::new(proc_macro2::Span::call_site(), "`#[idempotent]` goes on an `async fn` handler");
-            let mut out: proc_macro2::TokenStream = item.into();
-            out.extend(error.to_compile_error());
-            return out.into();
-        }
+        Err(_) => return not_a_parsed_function(item.into(), errors).into(),
     };
     let handler = validate::handler(&args, &func, &mut errors);
     match errors.into_result() {
@@ -242,4 +236,35 @@ pub fn idempotent(args: TokenStream, item: TokenStream) -> TokenStream {
             out.into()
         }
     }
+}
+
+/// The item as written, plus the argument errors. A function whose body (or signature) does not
+/// parse is left to rustc, which reports the syntax error where it is; anything else is not a
+/// handler, and the error says so.
+fn not_a_parsed_function(item: proc_macro2::TokenStream, mut errors: attr::Errors) -> proc_macro2::TokenStream {
+    if !is_function(item.clone()) {
+        errors.push(proc_macro2::Span::call_site(), "`#[idempotent]` goes on an `async fn` handler");
+    }
+    let mut out = item;
+    if let Err(error) = errors.into_result() {
+        out.extend(error.to_compile_error());
+    }
+    out
+}
+
+/// Whether the item is a function: `fn` after nothing but attributes, visibility and qualifiers.
+fn is_function(item: proc_macro2::TokenStream) -> bool {
+    use proc_macro2::{Delimiter, TokenTree};
+    for token in item {
+        match token {
+            TokenTree::Ident(ident) if ident == "fn" => return true,
+            TokenTree::Ident(ident) if ["pub", "const", "async", "unsafe", "extern"].iter().any(|q| ident == q) => {}
+            // `#[…]`, `pub(crate)`, `extern "C"`
+            TokenTree::Punct(punct) if punct.as_char() == '#' => {}
+            TokenTree::Group(group) if matches!(group.delimiter(), Delimiter::Bracket | Delimiter::Parenthesis) => {}
+            TokenTree::Literal(_) => {}
+            _ => return false,
+        }
+    }
+    false
 }
