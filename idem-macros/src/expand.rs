@@ -1,5 +1,5 @@
-//! Writing the annotated handler: the original function becomes an inner function, and the
-//! routable outer function reads the key, fingerprints the selected parameters
+//! Writing the annotated handler: the function as written becomes an inner function, and the
+//! routable outer function of the same name reads the key, fingerprints the selected parameters
 //! and hands the call to the runtime.
 //!
 //! The expansion reaches the runtime only through `<crate>::__private_<version>`, the module
@@ -8,8 +8,9 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned, ToTokens as _};
+use syn::punctuated::Punctuated;
 use syn::spanned::Spanned as _;
-use syn::{Attribute, GenericParam, Ident, Path, Type};
+use syn::{AttrStyle, Attribute, GenericParam, Ident, Meta, Path, Token, Type};
 
 use crate::attr::{Args, Scope, StatusRange};
 use crate::validate::{Handler, Param};
@@ -35,7 +36,9 @@ pub(crate) fn expand(args: &Args, handler: &Handler<'_>) -> TokenStream {
         _ => TokenStream::new(),
     };
 
-    let cfgs: Vec<&Attribute> = func.attrs.iter().filter(|a| a.path().is_ident("cfg")).collect();
+    let (outer_attrs, mut inner) = split_attributes(func);
+    let cfgs: Vec<&Attribute> = outer_attrs.iter().filter(|a| a.path().is_ident("cfg")).collect();
+    inner.attrs.insert(0, syn::parse_quote!(#[allow(clippy::too_many_arguments)]));
 
     let arg_names: Vec<Ident> =
         (0..params.len()).map(|i| format_ident!("__idem_arg{}", i, span = Span::mixed_site())).collect();
@@ -62,14 +65,10 @@ pub(crate) fn expand(args: &Args, handler: &Handler<'_>) -> TokenStream {
         })
         .collect();
     let turbofish = if turbofish_args.is_empty() { quote!() } else { quote!(::<#(#turbofish_args),*>) };
-    let attrs = &func.attrs;
-    let inner_inputs = &sig.inputs;
-    let output = &sig.output;
-    let block = &func.block;
     let unsafety = &sig.unsafety;
     let ctx = Ident::new("__idem_ctx", Span::mixed_site());
-    let inner = Ident::new("__idem_handler", Span::mixed_site());
     let digests = Ident::new("__idem_params", Span::mixed_site());
+    let future = Ident::new("__idem_future", Span::mixed_site());
 
     quote! {
         #(#cfgs)*
@@ -83,19 +82,19 @@ pub(crate) fn expand(args: &Args, handler: &Handler<'_>) -> TokenStream {
             #scope_fn
         }
 
-        #(#attrs)*
+        #(#outer_attrs)*
         #vis async #unsafety fn #name #impl_generics (
             #ctx: #private::IdempotencyContext<#spec>,
             #(#outer_params),*
         ) -> #private::Response #where_clause {
-            #[allow(clippy::too_many_arguments)]
-            async #unsafety fn #inner #impl_generics (#inner_inputs) #output #where_clause #block
+            #inner
 
             #checks
             let #digests = [#(#selected.digest()),*];
             #(let #selected = #selected.into_inner();)*
+            let #future = #name #turbofish (#(#arg_names),*);
             #ctx.run(&#digests, async move {
-                #private::IntoResponse::into_response(#inner #turbofish (#(#arg_names),*).await)
+                #private::IntoResponse::into_response(#future.await)
             })
             .await
         }
@@ -108,6 +107,80 @@ fn private_path(args: &Args) -> TokenStream {
     let krate: Path = args.krate.get().cloned().unwrap_or_else(|| syn::parse_quote!(::idem_runtime));
     let module = Ident::new(&idem_rules::private_module(env!("CARGO_PKG_VERSION")), Span::call_site());
     quote!(#krate::#module)
+}
+
+/// Attributes that stay on the routable function: its documentation, its `cfg`, lint levels
+/// (which the inner function, nested in it, inherits), and what its callers see.
+const ROUTABLE_ATTRIBUTES: [&str; 9] =
+    ["doc", "cfg", "allow", "warn", "deny", "forbid", "expect", "deprecated", "must_use"];
+
+/// The routable function's attributes, and the inner function: the function as written, with
+/// every other attribute (those that name its parameters, such as `#[tracing::instrument]`,
+/// among them). A `cfg_attr` is split between the two by the same rule.
+fn split_attributes(func: &syn::ItemFn) -> (Vec<Attribute>, syn::ItemFn) {
+    let mut outer = Vec::new();
+    let mut inner = func.clone();
+    inner.vis = syn::Visibility::Inherited;
+    inner.attrs.clear();
+    for attr in &func.attrs {
+        match place(&attr.meta) {
+            // `#![…]` inside the body stays there.
+            _ if matches!(attr.style, AttrStyle::Inner(_)) => inner.attrs.push(attr.clone()),
+            Place::Routable => outer.push(attr.clone()),
+            Place::Written => inner.attrs.push(attr.clone()),
+            Place::Split(routable, written) => {
+                outer.push(syn::parse_quote_spanned!(attr.span()=> #[#routable]));
+                inner.attrs.push(syn::parse_quote_spanned!(attr.span()=> #[#written]));
+            }
+        }
+    }
+    (outer, inner)
+}
+
+/// Where an attribute goes.
+enum Place {
+    Routable,
+    Written,
+    /// A `cfg_attr` with attributes for both functions: one `cfg_attr` for each.
+    Split(Box<Meta>, Box<Meta>),
+}
+
+fn place(meta: &Meta) -> Place {
+    let path = meta.path();
+    if ROUTABLE_ATTRIBUTES.iter().any(|name| path.is_ident(name)) {
+        return Place::Routable;
+    }
+    if !path.is_ident("cfg_attr") {
+        return Place::Written;
+    }
+    let Ok(list) = meta.require_list() else { return Place::Written };
+    let Ok(items) = list.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated) else {
+        return Place::Written;
+    };
+    let mut items = items.into_iter();
+    let Some(predicate) = items.next() else { return Place::Written };
+    let (mut routable, mut written) = (Vec::new(), Vec::new());
+    for item in items {
+        match place(&item) {
+            Place::Routable => routable.push(item),
+            Place::Written => written.push(item),
+            Place::Split(r, w) => {
+                routable.push(*r);
+                written.push(*w);
+            }
+        }
+    }
+    match (routable.is_empty(), written.is_empty()) {
+        (false, true) => Place::Routable,
+        (true, _) => Place::Written,
+        (false, false) => {
+            let span = list.path.span();
+            Place::Split(
+                Box::new(syn::parse_quote_spanned!(span=> cfg_attr(#predicate, #(#routable),*))),
+                Box::new(syn::parse_quote_spanned!(span=> cfg_attr(#predicate, #(#written),*))),
+            )
+        }
+    }
 }
 
 fn duration(d: std::time::Duration, private: &TokenStream) -> TokenStream {

@@ -31,9 +31,34 @@ mod validate;
 ///
 /// The function stays a handler, routed as before. It gains a hidden first parameter (the key
 /// and scope are read before any other extractor runs) and returns `axum::response::Response`;
-/// the body is kept, with its parameters, patterns, generics and return type, as written.
-/// Handlers must be free `async fn`s with at most 15 parameters. Safe methods (GET, HEAD,
-/// OPTIONS, TRACE) pass straight through.
+/// the function as written, with its parameters, patterns, generics and return type, becomes an
+/// inner function of the same name that the routable one calls. Handlers must be free
+/// `async fn`s with at most 15 parameters. Safe methods (GET, HEAD, OPTIONS, TRACE) pass
+/// straight through.
+///
+/// # Other attributes
+///
+/// An attribute written *below* `#[idempotent]` goes on the function as written, whose
+/// parameters it sees: `#[tracing::instrument(skip(db))]` skips the `db` you bound, and its span
+/// keeps the handler's name. Only these stay on the routable function: doc comments, `cfg`,
+/// lint levels (`allow`, `warn`, `deny`, `forbid`, `expect`; the inner function inherits them),
+/// `deprecated` and `must_use`. A `cfg_attr` is split by the same rule. An attribute macro
+/// written *above* `#[idempotent]` runs first, on the function exactly as written.
+///
+/// ```
+/// # use idem_runtime::idempotent;
+/// use axum::extract::State;
+///
+/// #[derive(Clone)]
+/// struct Db;
+///
+/// /// Stays on the routable function.
+/// #[idempotent]
+/// #[tracing::instrument(skip(db))]
+/// async fn create(State(db): State<Db>, body: String) -> String {
+///     body
+/// }
+/// ```
 ///
 /// # Arguments
 ///
