@@ -68,7 +68,14 @@ pub(crate) fn expand(args: &Args, handler: &Handler<'_>) -> TokenStream {
     let unsafety = &sig.unsafety;
     let ctx = Ident::new("__idem_ctx", Span::mixed_site());
     let digests = Ident::new("__idem_params", Span::mixed_site());
-    let future = Ident::new("__idem_future", Span::mixed_site());
+    // Located at the handler's name, so that the `Send` check's errors point there.
+    let future = Ident::new("__idem_future", Span::mixed_site().located_at(name.span()));
+    let is_send = Ident::new("handler_future_is_send", name.span());
+    let assert_send = Ident::new("assert_send", name.span());
+    let send_check = quote_spanned! {name.span()=>
+        #private::#is_send(&#future);
+        #private::#assert_send(&#future);
+    };
 
     quote! {
         #(#cfgs)*
@@ -93,6 +100,7 @@ pub(crate) fn expand(args: &Args, handler: &Handler<'_>) -> TokenStream {
             let #digests = [#(#selected.digest()),*];
             #(let #selected = #selected.into_inner();)*
             let #future = #name #turbofish (#(#arg_names),*);
+            #send_check
             #ctx.run(&#digests, async move {
                 #private::IntoResponse::into_response(#future.await)
             })

@@ -33,8 +33,21 @@ mod validate;
 /// and scope are read before any other extractor runs) and returns `axum::response::Response`;
 /// the function as written, with its parameters, patterns, generics and return type, becomes an
 /// inner function of the same name that the routable one calls. Handlers must be free
-/// `async fn`s with at most 15 parameters. Safe methods (GET, HEAD, OPTIONS, TRACE) pass
-/// straight through.
+/// `async fn`s with at most 15 parameters, and their future must be `Send` (no
+/// `std::sync::MutexGuard` held across an `.await`: the error says so at the handler's name).
+/// Safe methods (GET, HEAD, OPTIONS, TRACE) pass straight through.
+///
+/// ```compile_fail,E0277
+/// # use idem_runtime::idempotent;
+/// static ORDERS: std::sync::Mutex<u32> = std::sync::Mutex::new(0);
+///
+/// #[idempotent] // error at `create`: its future must be `Send`
+/// async fn create() -> String {
+///     let orders = ORDERS.lock().unwrap();
+///     std::future::ready(()).await; // `orders` is held across this `.await`
+///     orders.to_string()
+/// }
+/// ```
 ///
 /// # Other attributes
 ///
