@@ -45,10 +45,7 @@ pub(crate) struct Errors(Option<syn::Error>);
 
 impl Errors {
     pub(crate) fn push(&mut self, span: Span, message: impl std::fmt::Display) {
-        self.push_error(syn::Error::new(span, message));
-    }
-
-    pub(crate) fn push_error(&mut self, error: syn::Error) {
+        let error = syn::Error::new(span, message);
         match &mut self.0 {
             Some(all) => all.combine(error),
             None => self.0 = Some(error),

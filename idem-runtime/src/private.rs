@@ -42,15 +42,16 @@ pub fn assert_send<F: Send>(_: &F) {}
 )]
 pub trait SendHandlerFuture<M> {}
 
-/// The impl that applies.
+/// Selects the impl of [`SendHandlerFuture`] that applies to every `Send` future.
 pub enum IsSend {}
 
-/// The impl that never applies: nothing implements [`Unimplementable`].
-pub enum Never {}
+/// Selects the impl of [`SendHandlerFuture`] that never applies: nothing implements
+/// [`Unimplementable`].
+pub enum NeverApplies {}
 
 /// Implemented by nothing.
 pub trait Unimplementable {}
 
 impl<F: std::future::Future + Send> SendHandlerFuture<IsSend> for F {}
 
-impl<F: std::future::Future + Send + Unimplementable> SendHandlerFuture<Never> for F {}
+impl<F: std::future::Future + Send + Unimplementable> SendHandlerFuture<NeverApplies> for F {}
