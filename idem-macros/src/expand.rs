@@ -1,95 +1,28 @@
-//! Writing the annotated handler: the original function becomes an inner function, and the
-//! routable outer function reads the key, fingerprints the selected parameters and hands the
-//! call to the runtime.
+//! Writing the annotated handler: the function as written becomes an inner function, and the
+//! routable outer function of the same name reads the key, fingerprints the selected parameters
+//! and hands the call to the runtime.
+//!
+//! The expansion reaches the runtime only through `<crate>::__private_<version>`, the module
+//! named after this crate's own version, and builds the handler's configuration with one `const
+//! fn` call per argument given: an expansion never spells a default or a field of the runtime.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned, ToTokens as _};
+use syn::punctuated::Punctuated;
 use syn::spanned::Spanned as _;
-use syn::{FnArg, GenericParam, Ident, ItemFn, Pat, Path, Type};
+use syn::{AttrStyle, Attribute, GenericParam, Ident, Meta, Path, Token, Type};
 
-use crate::attr::{Args, Errors, Scope, Select};
+use crate::attr::{Args, Scope, StatusRange};
+use crate::validate::{Handler, Param};
 
-/// The most parameters a handler may have: axum takes 16, idem adds one.
-const MAX_PARAMS: usize = 15;
-
-struct Param<'a> {
-    ty: &'a Type,
-    bindings: Vec<Ident>,
-    selected: bool,
-}
-
-/// Every identifier a pattern binds (`Json(order)` binds `order`).
-fn bindings(pat: &Pat, out: &mut Vec<Ident>) {
-    match pat {
-        Pat::Ident(p) => {
-            out.push(p.ident.clone());
-            if let Some((_, sub)) = &p.subpat {
-                bindings(sub, out);
-            }
-        }
-        Pat::Reference(p) => bindings(&p.pat, out),
-        Pat::Struct(p) => p.fields.iter().for_each(|f| bindings(&f.pat, out)),
-        Pat::Tuple(p) => p.elems.iter().for_each(|p| bindings(p, out)),
-        Pat::TupleStruct(p) => p.elems.iter().for_each(|p| bindings(p, out)),
-        Pat::Slice(p) => p.elems.iter().for_each(|p| bindings(p, out)),
-        Pat::Paren(p) => bindings(&p.pat, out),
-        Pat::Type(p) => bindings(&p.pat, out),
-        _ => {}
-    }
-}
-
-/// Checks the function and arguments together, then writes the expansion.
-pub(crate) fn expand(args: &Args, func: &ItemFn) -> syn::Result<TokenStream> {
-    let mut errors = Errors::default();
+pub(crate) fn expand(args: &Args, handler: &Handler<'_>) -> TokenStream {
+    let func = handler.func;
+    let params = &handler.params;
+    let private = private_path(args);
     let sig = &func.sig;
-    if sig.asyncness.is_none() {
-        errors.push(sig.fn_token.span(), "`#[idempotent]` handlers must be `async fn`; write `async fn`");
-    }
-    let mut params = Vec::new();
-    for input in &sig.inputs {
-        match input {
-            FnArg::Receiver(r) => {
-                errors.push(r.span(), "`#[idempotent]` handlers cannot take `self`; make the handler a free function")
-            }
-            FnArg::Typed(p) => {
-                let mut names = Vec::new();
-                bindings(&p.pat, &mut names);
-                params.push(Param { ty: &p.ty, bindings: names, selected: true });
-            }
-        }
-    }
-    if params.len() > MAX_PARAMS {
-        errors.push(sig.inputs.span(), format!("`#[idempotent]` handlers take at most {MAX_PARAMS} parameters"));
-    }
-    if let Some(select) = args.select.get() {
-        let (names, only) = match select {
-            Select::Only(names) => (names, true),
-            Select::Skip(names) => (names, false),
-        };
-        let all: Vec<String> = params.iter().flat_map(|p| p.bindings.iter().map(Ident::to_string)).collect();
-        for name in names {
-            if !params.iter().any(|p| p.bindings.contains(name)) {
-                let known = if all.is_empty() {
-                    "it binds no names".to_owned()
-                } else {
-                    format!("its parameters bind `{}`", all.join("`, `"))
-                };
-                errors.push(name.span(), format!("`{name}` is not a parameter of this handler; {known}"));
-            }
-        }
-        for p in &mut params {
-            let named = p.bindings.iter().any(|b| names.contains(b));
-            p.selected = named == only;
-        }
-    }
-    errors.into_result()?;
-
-    let krate: Path = args.krate.get().cloned().unwrap_or_else(|| syn::parse_quote!(::idem_runtime));
-    let private = quote!(#krate::__private);
     let name = &sig.ident;
     let spec = format_ident!("__idem_{}", name);
     let vis = &func.vis;
-    let cfgs: Vec<_> = func.attrs.iter().filter(|a| a.path().is_ident("cfg")).collect();
     let config = config(args, &private);
     let scope_fn = match args.scope.get() {
         Some(Scope::With(path)) => {
@@ -103,18 +36,22 @@ pub(crate) fn expand(args: &Args, func: &ItemFn) -> syn::Result<TokenStream> {
         _ => TokenStream::new(),
     };
 
+    let (outer_attrs, mut inner) = split_attributes(func);
+    let cfgs: Vec<&Attribute> = outer_attrs.iter().filter(|a| a.path().is_ident("cfg")).collect();
+    inner.attrs.insert(0, syn::parse_quote!(#[allow(clippy::too_many_arguments)]));
+
     let arg_names: Vec<Ident> =
         (0..params.len()).map(|i| format_ident!("__idem_arg{}", i, span = Span::mixed_site())).collect();
     let outer_params = params.iter().zip(&arg_names).map(|(p, arg)| {
         let ty = p.ty;
         if p.selected {
-            quote!(#arg: #private::Fp<#ty>)
+            quote!(#arg: #private::Fingerprinted<#ty>)
         } else {
             quote!(#arg: #ty)
         }
     });
     let selected: Vec<&Ident> = params.iter().zip(&arg_names).filter(|(p, _)| p.selected).map(|(_, a)| a).collect();
-    let checks = checks(args, func, &params, &private);
+    let checks = checks(args, handler, &private);
 
     let (impl_generics, _, where_clause) = sig.generics.split_for_impl();
     let turbofish_args: Vec<TokenStream> = sig
@@ -128,43 +65,130 @@ pub(crate) fn expand(args: &Args, func: &ItemFn) -> syn::Result<TokenStream> {
         })
         .collect();
     let turbofish = if turbofish_args.is_empty() { quote!() } else { quote!(::<#(#turbofish_args),*>) };
-    let attrs = &func.attrs;
-    let inner_inputs = &sig.inputs;
-    let output = &sig.output;
-    let block = &func.block;
     let unsafety = &sig.unsafety;
     let ctx = Ident::new("__idem_ctx", Span::mixed_site());
-    let inner = Ident::new("__idem_handler", Span::mixed_site());
+    let digests = Ident::new("__idem_params", Span::mixed_site());
+    // Located at the handler's name, so that the `Send` check's errors point there.
+    let future = Ident::new("__idem_future", Span::mixed_site().located_at(name.span()));
+    let is_send = Ident::new("handler_future_is_send", name.span());
+    let assert_send = Ident::new("assert_send", name.span());
+    let send_check = quote_spanned! {name.span()=>
+        #private::#is_send(&#future);
+        #private::#assert_send(&#future);
+    };
 
-    Ok(quote! {
+    quote! {
         #(#cfgs)*
         #[doc(hidden)]
         #[allow(non_camel_case_types)]
         #vis struct #spec {}
 
         #(#cfgs)*
-        impl #private::Spec for #spec {
+        impl #private::HandlerSpec for #spec {
             const CONFIG: #private::HandlerConfig = #config;
             #scope_fn
         }
 
-        #(#attrs)*
+        #(#outer_attrs)*
         #vis async #unsafety fn #name #impl_generics (
-            #ctx: #private::Idem<#spec>,
+            #ctx: #private::IdempotencyContext<#spec>,
             #(#outer_params),*
         ) -> #private::Response #where_clause {
-            #[allow(clippy::too_many_arguments)]
-            async #unsafety fn #inner #impl_generics (#inner_inputs) #output #where_clause #block
+            #inner
 
             #checks
-            let __idem_params = [#(#selected.digest()),*];
+            let #digests = [#(#selected.digest()),*];
             #(let #selected = #selected.into_inner();)*
-            #ctx.run(&__idem_params, async move {
-                #private::IntoResponse::into_response(#inner #turbofish (#(#arg_names),*).await)
+            let #future = #name #turbofish (#(#arg_names),*);
+            #send_check
+            #ctx.run(&#digests, async move {
+                #private::IntoResponse::into_response(#future.await)
             })
             .await
         }
-    })
+    }
+}
+
+/// `::idem_runtime::__private_0_1_0`: the runtime's module for this macro's version, under the
+/// crate's name or the `crate = "…"` path.
+fn private_path(args: &Args) -> TokenStream {
+    let krate: Path = args.krate.get().cloned().unwrap_or_else(|| syn::parse_quote!(::idem_runtime));
+    let module = Ident::new(&idem_rules::private_module(env!("CARGO_PKG_VERSION")), Span::call_site());
+    quote!(#krate::#module)
+}
+
+/// Attributes that stay on the routable function: its documentation, its `cfg`, lint levels
+/// (which the inner function, nested in it, inherits), and what its callers see.
+const ROUTABLE_ATTRIBUTES: [&str; 9] =
+    ["doc", "cfg", "allow", "warn", "deny", "forbid", "expect", "deprecated", "must_use"];
+
+/// The routable function's attributes, and the inner function: the function as written, with
+/// every other attribute (those that name its parameters, such as `#[tracing::instrument]`,
+/// among them). A `cfg_attr` is split between the two by the same rule.
+fn split_attributes(func: &syn::ItemFn) -> (Vec<Attribute>, syn::ItemFn) {
+    let mut outer = Vec::new();
+    let mut inner = func.clone();
+    inner.vis = syn::Visibility::Inherited;
+    inner.attrs.clear();
+    for attr in &func.attrs {
+        match place(&attr.meta) {
+            // `#![…]` inside the body stays there.
+            _ if matches!(attr.style, AttrStyle::Inner(_)) => inner.attrs.push(attr.clone()),
+            Place::Routable => outer.push(attr.clone()),
+            Place::Written => inner.attrs.push(attr.clone()),
+            Place::Split(routable, written) => {
+                outer.push(syn::parse_quote_spanned!(attr.span()=> #[#routable]));
+                inner.attrs.push(syn::parse_quote_spanned!(attr.span()=> #[#written]));
+            }
+        }
+    }
+    (outer, inner)
+}
+
+/// Where an attribute goes.
+enum Place {
+    Routable,
+    Written,
+    /// A `cfg_attr` with attributes for both functions: one `cfg_attr` for each.
+    Split(Box<Meta>, Box<Meta>),
+}
+
+fn place(meta: &Meta) -> Place {
+    let path = meta.path();
+    if ROUTABLE_ATTRIBUTES.iter().any(|name| path.is_ident(name)) {
+        return Place::Routable;
+    }
+    if !path.is_ident("cfg_attr") {
+        return Place::Written;
+    }
+    let Ok(list) = meta.require_list() else { return Place::Written };
+    let Ok(items) = list.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated) else {
+        return Place::Written;
+    };
+    let mut items = items.into_iter();
+    let Some(predicate) = items.next() else { return Place::Written };
+    let (mut routable, mut written) = (Vec::new(), Vec::new());
+    for item in items {
+        match place(&item) {
+            Place::Routable => routable.push(item),
+            Place::Written => written.push(item),
+            Place::Split(r, w) => {
+                routable.push(*r);
+                written.push(*w);
+            }
+        }
+    }
+    match (routable.is_empty(), written.is_empty()) {
+        (false, true) => Place::Routable,
+        (true, _) => Place::Written,
+        (false, false) => {
+            let span = list.path.span();
+            Place::Split(
+                Box::new(syn::parse_quote_spanned!(span=> cfg_attr(#predicate, #(#routable),*))),
+                Box::new(syn::parse_quote_spanned!(span=> cfg_attr(#predicate, #(#written),*))),
+            )
+        }
+    }
 }
 
 fn duration(d: std::time::Duration, private: &TokenStream) -> TokenStream {
@@ -172,48 +196,56 @@ fn duration(d: std::time::Duration, private: &TokenStream) -> TokenStream {
     quote!(#private::Duration::new(#secs, #nanos))
 }
 
+/// `HandlerConfig::new()` and one builder call per argument given.
 fn config(args: &Args, private: &TokenStream) -> TokenStream {
-    let required = args.required.get().copied().unwrap_or(false);
-    let ttl = duration(args.ttl(), private);
-    let lease = duration(args.lease(), private);
-    let wait = args.wait.get().copied().unwrap_or(false);
-    let header = match args.header.get() {
-        Some(h) => quote!(::core::option::Option::Some(#h)),
-        None => quote!(::core::option::Option::None),
-    };
+    let mut calls = TokenStream::new();
+    if let Some(required) = args.required.get() {
+        calls.extend(quote!(.required(#required)));
+    }
+    if let Some(&ttl) = args.ttl.get() {
+        let ttl = duration(ttl, private);
+        calls.extend(quote!(.ttl(#ttl)));
+    }
+    if let Some(&lease) = args.lease.get() {
+        let lease = duration(lease, private);
+        calls.extend(quote!(.lease(#lease)));
+    }
+    if let Some(wait) = args.wait.get() {
+        calls.extend(quote!(.wait(#wait)));
+    }
+    if let Some(header) = args.header.get() {
+        calls.extend(quote!(.header(#header)));
+    }
     let scope = match args.scope.get() {
-        None | Some(Scope::Auto) => quote!(#private::ScopeKind::Auto),
-        Some(Scope::Global) => quote!(#private::ScopeKind::Global),
-        Some(Scope::Pat) => quote!(#private::ScopeKind::Pat),
-        Some(Scope::Header(h)) => quote!(#private::ScopeKind::Header(#h)),
-        Some(Scope::With(_)) => quote!(#private::ScopeKind::With),
+        None => None,
+        Some(Scope::Auto) => Some(quote!(#private::ScopeKind::Auto)),
+        Some(Scope::Global) => Some(quote!(#private::ScopeKind::Global)),
+        Some(Scope::Pat) => Some(quote!(#private::ScopeKind::Pat)),
+        Some(Scope::Header(h)) => Some(quote!(#private::ScopeKind::Header(#h))),
+        Some(Scope::With(_)) => Some(quote!(#private::ScopeKind::With)),
     };
-    let ranges = |ranges: Option<&Vec<crate::attr::StatusRange>>| {
-        let pairs = ranges.into_iter().flatten().map(|r| {
+    if let Some(scope) = scope {
+        calls.extend(quote!(.scope(#scope)));
+    }
+    let ranges = |ranges: &[StatusRange]| {
+        let pairs = ranges.iter().map(|r| {
             let (first, last) = (r.first, r.last);
             quote!((#first, #last))
         });
         quote!(&[#(#pairs),*])
     };
-    let keep = ranges(args.keep.get());
-    let release = ranges(args.release.get());
-    let replay_headers = match args.replay_headers.get() {
-        Some(names) => quote!(::core::option::Option::Some(&[#(#names),*])),
-        None => quote!(::core::option::Option::None),
-    };
-    quote! {
-        #private::HandlerConfig {
-            required: #required,
-            ttl: #ttl,
-            lease: #lease,
-            wait: #wait,
-            header: #header,
-            scope: #scope,
-            keep_status: #keep,
-            release_status: #release,
-            replay_headers: #replay_headers,
-        }
+    if let Some(keep) = args.keep.get() {
+        let keep = ranges(keep);
+        calls.extend(quote!(.keep_status(#keep)));
     }
+    if let Some(release) = args.release.get() {
+        let release = ranges(release);
+        calls.extend(quote!(.release_status(#release)));
+    }
+    if let Some(names) = args.replay_headers.get() {
+        calls.extend(quote!(.replay_headers(&[#(#names),*])));
+    }
+    quote!(#private::HandlerConfig::new() #calls)
 }
 
 /// The type inside a parameter written `State<T>`.
@@ -235,13 +267,13 @@ fn state_type(ty: &Type) -> Option<&Type> {
 /// Compile-time checks spanned on the user's parameter types: every selected parameter can be
 /// fingerprinted, and every parameter is an extractor for the router's state (taken from
 /// `state = T`, else from a `State<T>` parameter, else `()`; skipped for generic handlers).
-fn checks(args: &Args, func: &ItemFn, params: &[Param<'_>], private: &TokenStream) -> TokenStream {
+fn checks(args: &Args, handler: &Handler<'_>, private: &TokenStream) -> TokenStream {
     let mut out = TokenStream::new();
-    let generic = func.sig.generics.params.iter().any(|g| !matches!(g, GenericParam::Lifetime(_)));
+    let generic = handler.func.sig.generics.params.iter().any(|g| !matches!(g, GenericParam::Lifetime(_)));
     if !generic {
-        out.extend(extractor_checks(args, params, private));
+        out.extend(extractor_checks(args, &handler.params, private));
     }
-    for p in params.iter().filter(|p| p.selected) {
+    for p in handler.params.iter().filter(|p| p.selected) {
         let ty = p.ty;
         out.extend(quote_spanned!(ty.span()=> #private::assert_fingerprint_source::<#ty>();));
     }

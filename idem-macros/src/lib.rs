@@ -8,6 +8,7 @@ use quote::ToTokens as _;
 
 mod attr;
 mod expand;
+mod validate;
 
 /// Makes an axum handler idempotent: the first request with an `Idempotency-Key` runs it, every
 /// retry with the same key gets the stored response.
@@ -30,13 +31,53 @@ mod expand;
 ///
 /// The function stays a handler, routed as before. It gains a hidden first parameter (the key
 /// and scope are read before any other extractor runs) and returns `axum::response::Response`;
-/// the body is kept, with its parameters, patterns, generics and return type, as written.
-/// Handlers must be free `async fn`s with at most 15 parameters. Safe methods (GET, HEAD,
-/// OPTIONS, TRACE) pass straight through.
+/// the function as written, with its parameters, patterns, generics and return type, becomes an
+/// inner function of the same name that the routable one calls. Handlers must be free
+/// `async fn`s with at most 15 parameters, and their future must be `Send` (no
+/// `std::sync::MutexGuard` held across an `.await`: the error says so at the handler's name).
+/// Safe methods (GET, HEAD, OPTIONS, TRACE) pass straight through.
+///
+/// ```compile_fail,E0277
+/// # use idem_runtime::idempotent;
+/// static ORDERS: std::sync::Mutex<u32> = std::sync::Mutex::new(0);
+///
+/// #[idempotent] // error at `create`: its future must be `Send`
+/// async fn create() -> String {
+///     let orders = ORDERS.lock().unwrap();
+///     std::future::ready(()).await; // `orders` is held across this `.await`
+///     orders.to_string()
+/// }
+/// ```
+///
+/// # Other attributes
+///
+/// An attribute written *below* `#[idempotent]` goes on the function as written, whose
+/// parameters it sees: `#[tracing::instrument(skip(db))]` skips the `db` you bound, and its span
+/// keeps the handler's name. Only these stay on the routable function: doc comments, `cfg`,
+/// lint levels (`allow`, `warn`, `deny`, `forbid`, `expect`; the inner function inherits them),
+/// `deprecated` and `must_use`. A `cfg_attr` is split by the same rule. An attribute macro
+/// written *above* `#[idempotent]` runs first, on the function exactly as written.
+///
+/// ```
+/// # use idem_runtime::idempotent;
+/// use axum::extract::State;
+///
+/// #[derive(Clone)]
+/// struct Db;
+///
+/// /// Stays on the routable function.
+/// #[idempotent]
+/// #[tracing::instrument(skip(db))]
+/// async fn create(State(db): State<Db>, body: String) -> String {
+///     body
+/// }
+/// ```
+///
+/// # Arguments
 ///
 /// Every argument is optional.
 ///
-/// # `required` / `optional`
+/// ## `required` / `optional`
 ///
 /// Whether a request without a key is rejected with a 400 problem (`required`) or runs
 /// normally (`optional`, the default).
@@ -47,7 +88,7 @@ mod expand;
 /// async fn pay() -> &'static str { "paid" }
 /// ```
 ///
-/// # `ttl = "24h"`
+/// ## `ttl = "24h"`
 ///
 /// How long a completed response is replayed; humantime syntax (`"90s"`, `"15m"`, `"7d"`),
 /// parsed at compile time. Default 24 h.
@@ -64,7 +105,7 @@ mod expand;
 /// async fn transfer() -> &'static str { "sent" }
 /// ```
 ///
-/// # `scope = "auto" | "pat" | "global" | header("X-Tenant") | with(path)`
+/// ## `scope = "auto" | "pat" | "global" | header("X-Tenant") | with(path)`
 ///
 /// Whose namespace a key lives in. `pat`: one per `Authorization` credential (401 without it).
 /// `global`: one for everyone. `header("X")`: one per value of header X (401 without it).
@@ -87,7 +128,7 @@ mod expand;
 /// async fn create_too() -> &'static str { "created" }
 /// ```
 ///
-/// # `fingerprint(a, b)` / `skip(c)`
+/// ## `fingerprint(a, b)` / `skip(c)`
 ///
 /// Which parameters make up the request fingerprint, named by their bindings (`Json(order)`
 /// binds `order`). By default all of them; `State` and `Extension` contribute nothing. A
@@ -111,7 +152,7 @@ mod expand;
 /// async fn update(Json(body): Json<serde_json::Value>) -> String { body.to_string() }
 /// ```
 ///
-/// # `lease = "30s"`
+/// ## `lease = "30s"`
 ///
 /// How long an in-flight claim holds before another request may take over (a crashed
 /// process's claim expires after it). A running handler renews its lease. Default 30 s, or half
@@ -123,7 +164,7 @@ mod expand;
 /// async fn slow_report() -> &'static str { "done" }
 /// ```
 ///
-/// # `on_conflict = "reject" | "wait"`
+/// ## `on_conflict = "reject" | "wait"`
 ///
 /// A duplicate arriving while the first request runs: 409 with `Retry-After` (`reject`,
 /// default), or wait up to the lease for the first to finish and replay its response.
@@ -134,7 +175,7 @@ mod expand;
 /// async fn create() -> &'static str { "created" }
 /// ```
 ///
-/// # `header = "Request-Id"`
+/// ## `header = "Request-Id"`
 ///
 /// One more header name accepted for the key, besides `Idempotency-Key` and
 /// `X-Idempotency-Key`.
@@ -145,7 +186,7 @@ mod expand;
 /// async fn create() -> &'static str { "created" }
 /// ```
 ///
-/// # `keep_status(...)` / `release_status(...)`
+/// ## `keep_status(...)` / `release_status(...)`
 ///
 /// Which responses are stored, adjusted for this handler. By default a response is stored
 /// and replayed unless its status is 408, 409, 425, 429 or 5xx; those release the key, so a
@@ -169,7 +210,7 @@ mod expand;
 /// async fn book_seat() -> &'static str { "booked" }
 /// ```
 ///
-/// # `replay_headers(...)`
+/// ## `replay_headers(...)`
 ///
 /// The only response headers a replay repeats, an allow-list. By default a replay repeats every
 /// header but the hop-by-hop ones, `Date` and `Set-Cookie`. With the list, it repeats just the
@@ -189,7 +230,7 @@ mod expand;
 /// async fn sign_up() -> &'static str { "welcome" }
 /// ```
 ///
-/// # `crate = "path"`
+/// ## `crate = "path"`
 ///
 /// Where `idem_runtime` is, when the dependency is renamed.
 ///
@@ -200,7 +241,7 @@ mod expand;
 /// async fn create() -> &'static str { "created" }
 /// ```
 ///
-/// # `state = Type`
+/// ## `state = Type`
 ///
 /// The router's state type, used only for the compile-time check that every parameter is an
 /// extractor. It is taken from a `State<T>` parameter when there is one, else `()`; name it
@@ -216,20 +257,16 @@ mod expand;
 /// ```
 #[proc_macro_attribute]
 pub fn idempotent(args: TokenStream, item: TokenStream) -> TokenStream {
-    let (args, checked) = attr::Args::parse(args.into());
+    let mut errors = attr::Errors::default();
+    let args = attr::Args::parse(args.into(), &mut errors);
+    validate::arguments(&args, &mut errors);
     let func = match syn::parse::<syn::ItemFn>(item.clone()) {
         Ok(func) => func,
-        Err(_) => {
-            let error =
-                syn::Error::new(proc_macro2::Span::call_site(), "`#[idempotent]` goes on an `async fn` handler");
-            let mut out: proc_macro2::TokenStream = item.into();
-            out.extend(error.to_compile_error());
-            return out.into();
-        }
+        Err(_) => return not_a_parsed_function(item.into(), errors).into(),
     };
-    let expanded = checked.and_then(|()| expand::expand(&args, &func));
-    match expanded {
-        Ok(tokens) => tokens.into(),
+    let handler = validate::handler(&args, &func, &mut errors);
+    match errors.into_result() {
+        Ok(()) => expand::expand(&args, &handler).into(),
         Err(error) => {
             // Keep the function as written so the rest of the crate (and the IDE) still sees it.
             let mut out = func.into_token_stream();
@@ -237,4 +274,35 @@ pub fn idempotent(args: TokenStream, item: TokenStream) -> TokenStream {
             out.into()
         }
     }
+}
+
+/// The item as written, plus the argument errors. A function whose body (or signature) does not
+/// parse is left to rustc, which reports the syntax error where it is; anything else is not a
+/// handler, and the error says so.
+fn not_a_parsed_function(item: proc_macro2::TokenStream, mut errors: attr::Errors) -> proc_macro2::TokenStream {
+    if !is_function(item.clone()) {
+        errors.push(proc_macro2::Span::call_site(), "`#[idempotent]` goes on an `async fn` handler");
+    }
+    let mut out = item;
+    if let Err(error) = errors.into_result() {
+        out.extend(error.to_compile_error());
+    }
+    out
+}
+
+/// Whether the item is a function: `fn` after nothing but attributes, visibility and qualifiers.
+fn is_function(item: proc_macro2::TokenStream) -> bool {
+    use proc_macro2::{Delimiter, TokenTree};
+    for token in item {
+        match token {
+            TokenTree::Ident(ident) if ident == "fn" => return true,
+            TokenTree::Ident(ident) if ["pub", "const", "async", "unsafe", "extern"].iter().any(|q| ident == q) => {}
+            // `#[…]`, `pub(crate)`, `extern "C"`
+            TokenTree::Punct(punct) if punct.as_char() == '#' => {}
+            TokenTree::Group(group) if matches!(group.delimiter(), Delimiter::Bracket | Delimiter::Parenthesis) => {}
+            TokenTree::Literal(_) => {}
+            _ => return false,
+        }
+    }
+    false
 }

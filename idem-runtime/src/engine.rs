@@ -19,12 +19,12 @@ use http_body_util::BodyExt as _;
 use tracing::Instrument as _;
 
 use crate::capture;
+use crate::config::{HandlerConfig, HandlerSpec};
 use crate::fingerprint::{Fingerprint, FingerprintBuilder, FingerprintSource, FingerprintWriter, RequestInput};
 use crate::key::IdempotencyKey;
 use crate::lease::{self, HeldLease};
 use crate::problem::{Problem, ProblemKind};
-use crate::record::{is_storable, replayable_headers_only, Record, StoredBody};
-use crate::scope::{self, Scope, ScopeKind};
+use crate::record::{replayable_headers_only, Record, StoredBody};
 use crate::store::{Claim, DynStore, FencingToken, MemoryStore, RecordKey, Store, StoreError};
 
 /// The store (and store-wide policy) every annotated handler under a [`Router`] uses.
@@ -108,48 +108,6 @@ where
     }
 }
 
-/// A handler's arguments, as the attribute compiled them.
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy)]
-pub struct HandlerConfig {
-    pub required: bool,
-    pub ttl: Duration,
-    pub lease: Duration,
-    pub wait: bool,
-    pub header: Option<&'static str>,
-    pub scope: ScopeKind,
-    /// Inclusive status ranges stored although the default releases them.
-    pub keep_status: &'static [(u16, u16)],
-    /// Inclusive status ranges released although the default stores them.
-    pub release_status: &'static [(u16, u16)],
-    /// When given, the only headers a replay repeats (lower-case), besides the representation
-    /// headers that describe the stored body.
-    pub replay_headers: Option<&'static [&'static str]>,
-}
-
-impl HandlerConfig {
-    /// Whether a response with `status` is stored (SPEC §8, as this handler adjusts it).
-    fn stores(&self, status: http::StatusCode) -> bool {
-        let listed =
-            |ranges: &[(u16, u16)]| ranges.iter().any(|&(first, last)| (first..=last).contains(&status.as_u16()));
-        if listed(self.release_status) {
-            false
-        } else {
-            listed(self.keep_status) || is_storable(status)
-        }
-    }
-}
-
-/// Implemented by the attribute for one marker type per handler.
-#[doc(hidden)]
-pub trait Spec: 'static {
-    const CONFIG: HandlerConfig;
-
-    fn scope(parts: &Parts) -> Result<Scope, Response> {
-        scope::resolve(Self::CONFIG.scope, parts)
-    }
-}
-
 /// Present in a request's extensions when its fingerprint is needed.
 #[derive(Clone, Copy)]
 struct Fingerprinting;
@@ -185,7 +143,7 @@ impl Route {
 /// The hidden first extractor of an annotated handler: reads the key and scope before any
 /// other extractor runs.
 #[doc(hidden)]
-pub struct Idem<C> {
+pub struct IdempotencyContext<C> {
     active: Option<Active>,
     _spec: PhantomData<fn() -> C>,
 }
@@ -206,7 +164,7 @@ pub(crate) struct Call {
     started: Instant,
 }
 
-impl<S: Send + Sync, C: Spec> FromRequestParts<S> for Idem<C> {
+impl<S: Send + Sync, C: HandlerSpec> FromRequestParts<S> for IdempotencyContext<C> {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
@@ -272,7 +230,7 @@ fn outcome_event(method: &Method, route: &str, status: u16, outcome: &'static st
     );
 }
 
-impl<C: Spec> Idem<C> {
+impl<C: HandlerSpec> IdempotencyContext<C> {
     /// Runs `handler` under the idempotency contract, given the digests of the selected
     /// parameters (in parameter order).
     pub async fn run<F>(self, params: &[Option<[u8; 32]>], handler: F) -> Response
@@ -506,12 +464,12 @@ impl Drop for RunToCompletion {
 /// A handler parameter that is part of the fingerprint: the extracted value plus the digest of
 /// its input.
 #[doc(hidden)]
-pub struct Fp<E> {
+pub struct Fingerprinted<E> {
     value: E,
     digest: Option<[u8; 32]>,
 }
 
-impl<E> Fp<E> {
+impl<E> Fingerprinted<E> {
     pub fn digest(&self) -> Option<[u8; 32]> {
         self.digest
     }
@@ -527,7 +485,7 @@ fn digest_of<E: FingerprintSource>(input: &RequestInput<'_>) -> [u8; 32] {
     writer.finish()
 }
 
-impl<S, E> FromRequestParts<S> for Fp<E>
+impl<S, E> FromRequestParts<S> for Fingerprinted<E>
 where
     S: Send + Sync,
     E: FromRequestParts<S> + FingerprintSource,
@@ -541,7 +499,7 @@ where
     }
 }
 
-impl<S, E> FromRequest<S> for Fp<E>
+impl<S, E> FromRequest<S> for Fingerprinted<E>
 where
     S: Send + Sync,
     E: FromRequest<S> + FingerprintSource,

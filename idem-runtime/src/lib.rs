@@ -39,6 +39,7 @@ pub mod testkit;
 
 mod canonical;
 mod capture;
+mod config;
 mod engine;
 mod lease;
 
@@ -63,25 +64,6 @@ pub use engine::{Idempotency, WithIdempotency};
 #[cfg(feature = "macros")]
 pub use idem_macros::idempotent;
 
-/// What the attribute's expansion uses. Not public API.
-#[doc(hidden)]
-pub mod __private {
-    pub use crate::engine::{Fp, HandlerConfig, Idem, Spec};
-    pub use crate::scope::{resolve_with, Scope, ScopeKind};
-    pub use ::axum::extract::{FromRequest, FromRequestParts};
-    pub use ::axum::response::{IntoResponse, Response};
-    pub use ::core::time::Duration;
-    pub use ::http::request::Parts;
-
-    /// Fails to compile, at the parameter's type, when it cannot be fingerprinted.
-    #[inline(always)]
-    pub fn assert_fingerprint_source<T: crate::fingerprint::FingerprintSource>() {}
-
-    /// Fails to compile, at the parameter's type, when it is no extractor of the request head.
-    #[inline(always)]
-    pub fn assert_parts_extractor<T: FromRequestParts<S>, S>() {}
-
-    /// Fails to compile, at the parameter's type, when it is no extractor.
-    #[inline(always)]
-    pub fn assert_extractor<T: FromRequest<S, M>, S, M>() {}
-}
+// The expansion's way in: `__private_<version>`, named by `build.rs`.
+mod private;
+include!(concat!(env!("OUT_DIR"), "/private_module.rs"));

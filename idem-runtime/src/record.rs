@@ -52,21 +52,10 @@ impl StoredBody {
     }
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection and are never replayed.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-/// Whether a response with this status is kept (SPEC §8): below 500, except 408, 409, 425, 429.
+/// Whether a response with this status is kept: below 500, except 408, 409, 425 and 429 (a
+/// handler's `keep_status(...)` / `release_status(...)` adjust this for its own responses).
 pub fn is_storable(status: StatusCode) -> bool {
-    !(status.is_server_error() || matches!(status.as_u16(), 408 | 409 | 425 | 429))
+    idem_rules::stored_by_default(status.as_u16())
 }
 
 /// The subset of `headers` that a replay repeats by default.
@@ -87,7 +76,7 @@ pub(crate) fn replayable_headers_only(headers: &HeaderMap, allow: Option<&[&str]
         })
     };
     let replayed = |name: &HeaderName| {
-        if HOP_BY_HOP.contains(name) || *name == header::CONTENT_LENGTH || named_by_connection(name) {
+        if idem_rules::never_replayed(name.as_str()).is_some() || named_by_connection(name) {
             return false;
         }
         match allow {

@@ -1,0 +1,177 @@
+//! A handler's configuration, as the attribute's expansion builds it.
+//!
+//! The expansion names nothing but `HandlerConfig::new()` and one `const fn` call per argument the
+//! handler gives, so a field added here (with its default in [`HandlerConfig::new`]) leaves every
+//! earlier expansion valid. Defaults and the rules they follow live in `idem_rules`.
+
+use std::time::Duration;
+
+use axum::response::Response;
+use http::request::Parts;
+
+use crate::scope::{self, Scope, ScopeKind};
+
+/// A handler's arguments, as the attribute compiled them.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct HandlerConfig {
+    pub(crate) required: bool,
+    pub(crate) ttl: Duration,
+    /// Always the lease in force: the one given, else the default for the ttl.
+    pub(crate) lease: Duration,
+    lease_given: bool,
+    pub(crate) wait: bool,
+    /// One more accepted key header, lower case.
+    pub(crate) header: Option<&'static str>,
+    pub(crate) scope: ScopeKind,
+    /// Inclusive status ranges stored although the default releases them.
+    pub(crate) keep_status: &'static [(u16, u16)],
+    /// Inclusive status ranges released although the default stores them.
+    pub(crate) release_status: &'static [(u16, u16)],
+    /// When given, the only headers a replay repeats (lower case), besides the representation
+    /// headers that describe the stored body.
+    pub(crate) replay_headers: Option<&'static [&'static str]>,
+}
+
+impl Default for HandlerConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[doc(hidden)]
+impl HandlerConfig {
+    /// The configuration of `#[idempotent]` without arguments.
+    pub const fn new() -> Self {
+        Self {
+            required: false,
+            ttl: idem_rules::DEFAULT_TTL,
+            lease: idem_rules::default_lease(idem_rules::DEFAULT_TTL),
+            lease_given: false,
+            wait: false,
+            header: None,
+            scope: ScopeKind::Auto,
+            keep_status: &[],
+            release_status: &[],
+            replay_headers: None,
+        }
+    }
+
+    /// `required` (true) or `optional` (false).
+    pub const fn required(self, required: bool) -> Self {
+        Self { required, ..self }
+    }
+
+    /// `ttl = "…"`; the lease follows it unless one is given.
+    pub const fn ttl(self, ttl: Duration) -> Self {
+        let lease = if self.lease_given { self.lease } else { idem_rules::default_lease(ttl) };
+        Self { ttl, lease, ..self }
+    }
+
+    /// `lease = "…"`.
+    pub const fn lease(self, lease: Duration) -> Self {
+        Self { lease, lease_given: true, ..self }
+    }
+
+    /// `on_conflict = "wait"` (true) or `"reject"` (false).
+    pub const fn wait(self, wait: bool) -> Self {
+        Self { wait, ..self }
+    }
+
+    /// `header = "…"`, lower case.
+    pub const fn header(self, header: &'static str) -> Self {
+        assert!(idem_rules::is_lowercase_header_name(header), "the extra key header must be a lower-case header name");
+        Self { header: Some(header), ..self }
+    }
+
+    /// `scope = …`.
+    pub const fn scope(self, scope: ScopeKind) -> Self {
+        if let ScopeKind::Header(name) = scope {
+            assert!(idem_rules::is_lowercase_header_name(name), "the scope header must be a lower-case header name");
+        }
+        Self { scope, ..self }
+    }
+
+    /// `keep_status(…)`, as inclusive ranges.
+    pub const fn keep_status(self, keep_status: &'static [(u16, u16)]) -> Self {
+        Self { keep_status, ..self }
+    }
+
+    /// `release_status(…)`, as inclusive ranges.
+    pub const fn release_status(self, release_status: &'static [(u16, u16)]) -> Self {
+        Self { release_status, ..self }
+    }
+
+    /// `replay_headers(…)`, lower case.
+    pub const fn replay_headers(self, replay_headers: &'static [&'static str]) -> Self {
+        Self { replay_headers: Some(replay_headers), ..self }
+    }
+
+    /// Whether a response with `status` is stored: the default rule, as this handler adjusts it.
+    pub(crate) fn stores(&self, status: http::StatusCode) -> bool {
+        let listed =
+            |ranges: &[(u16, u16)]| ranges.iter().any(|&(first, last)| (first..=last).contains(&status.as_u16()));
+        if listed(self.release_status) {
+            false
+        } else {
+            listed(self.keep_status) || idem_rules::stored_by_default(status.as_u16())
+        }
+    }
+}
+
+/// Implemented by the attribute for one marker type per handler: the handler's configuration,
+/// and how its scope is found.
+#[doc(hidden)]
+pub trait HandlerSpec: 'static {
+    /// The handler's configuration.
+    const CONFIG: HandlerConfig;
+
+    /// The handler's scope; the expansion overrides it for `scope = with(f)`.
+    fn scope(parts: &Parts) -> Result<Scope, Response> {
+        scope::resolve(Self::CONFIG.scope, parts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::{HeaderName, StatusCode};
+
+    use super::*;
+
+    #[test]
+    fn defaults_come_from_the_rules() {
+        let config = HandlerConfig::new();
+        assert_eq!((config.ttl, config.lease), (idem_rules::DEFAULT_TTL, idem_rules::DEFAULT_LEASE));
+        assert!(!config.required && !config.wait && config.header.is_none() && config.replay_headers.is_none());
+    }
+
+    #[test]
+    fn the_lease_follows_the_ttl_unless_given_in_any_order() {
+        let short = Duration::from_secs(10);
+        assert_eq!(HandlerConfig::new().ttl(short).lease, Duration::from_secs(5));
+        let given = Duration::from_secs(2);
+        assert_eq!(HandlerConfig::new().lease(given).ttl(short).lease, given);
+        assert_eq!(HandlerConfig::new().ttl(short).lease(given).lease, given);
+    }
+
+    #[test]
+    fn handler_lists_adjust_the_default_status_rule() {
+        let config = HandlerConfig::new().keep_status(&[(409, 409)]).release_status(&[(404, 404), (410, 418)]);
+        for (status, stored) in [(201, true), (409, true), (404, false), (415, false), (429, false), (503, false)] {
+            assert_eq!(config.stores(StatusCode::from_u16(status).unwrap()), stored, "{status}");
+        }
+    }
+
+    /// The header names the configuration accepts are exactly those `HeaderName::from_static`
+    /// (which reads them on every request) accepts.
+    #[test]
+    fn lowercase_header_names_are_what_http_takes_as_they_are() {
+        for byte in 0..=u8::MAX {
+            let Ok(name) = std::str::from_utf8(std::slice::from_ref(&byte)) else { continue };
+            let http_takes_it = HeaderName::from_bytes(name.as_bytes()).is_ok_and(|h| h.as_str() == name);
+            assert_eq!(idem_rules::is_lowercase_header_name(name), http_takes_it, "{name:?}");
+        }
+    }
+}
