@@ -37,18 +37,24 @@ pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+// A request's way through idem, in order: the layer sets the store, the extractors read the key
+// and fingerprint, the engine claims and runs, capture streams and stores the response, the
+// lease keeper renews claims meanwhile, and every request ends in one outcome.
 mod canonical;
 mod capture;
 mod config;
 mod engine;
+mod extract;
+mod layer;
 mod lease;
+mod outcome;
 
 /// The README's code blocks, compiled as doctests.
 #[cfg(all(doctest, feature = "client"))]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
 
-pub use engine::{Idempotency, WithIdempotency};
+pub use layer::{Idempotency, WithIdempotency};
 
 /// Makes an axum handler idempotent. See the crate README for the full semantics.
 ///

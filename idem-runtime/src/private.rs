@@ -2,7 +2,7 @@
 //! names (`__private_0_1_0`). Not public API.
 
 pub use crate::config::{HandlerConfig, HandlerSpec};
-pub use crate::engine::{Fingerprinted, IdempotencyContext};
+pub use crate::extract::{Fingerprinted, IdempotencyContext};
 pub use crate::scope::{resolve_with, Scope, ScopeKind};
 pub use ::axum::extract::{FromRequest, FromRequestParts};
 pub use ::axum::response::{IntoResponse, Response};

@@ -137,6 +137,92 @@ impl Problem {
         self.kind
     }
 
+    /// The response status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The occurrence's explanation.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
+    // Every problem idem answers with, named; the only place their details are written.
+
+    pub(crate) fn missing_key() -> Self {
+        Self::new(
+            ProblemKind::MissingKey,
+            "this endpoint requires an Idempotency-Key header: 1 to 255 visible ASCII characters, e.g. a UUID",
+        )
+    }
+
+    pub(crate) fn malformed_key(error: &crate::key::KeyError) -> Self {
+        Self::new(ProblemKind::MalformedKey, error.to_string())
+    }
+
+    pub(crate) fn scope_unresolved(detail: impl Into<String>) -> Self {
+        Self::new(ProblemKind::ScopeUnresolved, detail)
+    }
+
+    pub(crate) fn in_flight() -> Self {
+        Self::new(
+            ProblemKind::InFlight,
+            "a request with this Idempotency-Key is still running; retry after the indicated delay to get its response",
+        )
+        .retry_after(1)
+    }
+
+    pub(crate) fn key_reused() -> Self {
+        Self::new(
+            ProblemKind::KeyReused,
+            "this Idempotency-Key was used for a different request (method, target, parameters or body); use a new key for a new request",
+        )
+    }
+
+    pub(crate) fn handler_panicked() -> Self {
+        Self::new(
+            ProblemKind::HandlerPanicked,
+            "the handler panicked; nothing was stored and a retry with the same key runs it again",
+        )
+    }
+
+    pub(crate) fn store_unavailable() -> Self {
+        Self::new(ProblemKind::StoreUnavailable, "the idempotency store is unreachable; retry later").retry_after(1)
+    }
+
+    pub(crate) fn store_recovering(retry_after: std::time::Duration) -> Self {
+        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        Self::new(
+            ProblemKind::StoreRecovering,
+            "the idempotency store lost track of requests that may still be running; retry after the indicated delay",
+        )
+        .retry_after(seconds.max(1))
+    }
+
+    pub(crate) fn body_not_stored(status: StatusCode) -> Self {
+        Self::new(
+            ProblemKind::BodyNotStored,
+            "the request was executed; its status and headers are replayed, but its body was larger than the store keeps",
+        )
+        .with_status(status)
+    }
+
+    pub(crate) fn body_failed(status: StatusCode) -> Self {
+        Self::new(
+            ProblemKind::BodyFailed,
+            "the request was executed; its status and headers are replayed, but its body failed while it was produced",
+        )
+        .with_status(status)
+    }
+
+    pub(crate) fn body_too_large() -> Self {
+        Self::new(ProblemKind::BodyTooLarge, "the request body is larger than this endpoint accepts")
+    }
+
+    pub(crate) fn body_unreadable(error: &axum::Error) -> Self {
+        Self::new(ProblemKind::BodyUnreadable, format!("the request body could not be read: {error}"))
+    }
+
     /// The body as JSON text.
     pub fn to_json(&self) -> String {
         serde_json::to_string(&Body {

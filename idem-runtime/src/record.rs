@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::fingerprint::Fingerprint;
-use crate::problem::{Problem, ProblemKind};
+use crate::problem::Problem;
 
 /// The header marking a replayed response.
 pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -127,18 +127,8 @@ impl Record {
                 *response.headers_mut() = self.headers;
                 response
             }
-            StoredBody::TooLarge => body_not_kept(
-                ProblemKind::BodyNotStored,
-                "the request was executed; its status and headers are replayed, but its body was larger than the store keeps",
-                self.status,
-                self.headers,
-            ),
-            StoredBody::Failed => body_not_kept(
-                ProblemKind::BodyFailed,
-                "the request was executed; its status and headers are replayed, but its body failed while it was produced",
-                self.status,
-                self.headers,
-            ),
+            StoredBody::TooLarge => body_not_kept(Problem::body_not_stored(self.status), self.headers),
+            StoredBody::Failed => body_not_kept(Problem::body_failed(self.status), self.headers),
         };
         response.headers_mut().insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
         response
@@ -221,8 +211,8 @@ impl Record {
 const MAGIC: &[u8; 4] = b"IDM1";
 
 /// A replay whose body was not kept: the stored status and headers, with a problem body.
-fn body_not_kept(kind: ProblemKind, detail: &str, status: StatusCode, mut headers: HeaderMap) -> Response {
-    let mut response = Problem::new(kind, detail).with_status(status).into_response();
+fn body_not_kept(problem: Problem, mut headers: HeaderMap) -> Response {
+    let mut response = problem.into_response();
     let content_type = response.headers_mut().remove(header::CONTENT_TYPE);
     headers.remove(header::CONTENT_ENCODING);
     if let Some(content_type) = content_type {

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use http::{header, request::Parts, HeaderName};
 use sha2::{Digest, Sha256};
 
-use crate::problem::{Problem, ProblemKind};
+use crate::problem::Problem;
 
 /// The namespace a key belongs to, as a digest.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -94,8 +94,7 @@ pub(crate) fn resolve(kind: ScopeKind, parts: &Parts) -> Result<Scope, Response>
         ScopeKind::Global => Ok(Scope::global()),
         ScopeKind::Auto => Ok(auth().map_or_else(Scope::global, Scope::credential)),
         ScopeKind::Pat => auth().map(Scope::credential).ok_or_else(|| {
-            Problem::new(
-                ProblemKind::ScopeUnresolved,
+            Problem::scope_unresolved(
                 "this endpoint keeps idempotency keys per credential; send an Authorization header",
             )
             .into_response()
@@ -104,10 +103,9 @@ pub(crate) fn resolve(kind: ScopeKind, parts: &Parts) -> Result<Scope, Response>
             let name = HeaderName::from_static(name);
             match parts.headers.get(&name).filter(|v| !v.is_empty()) {
                 Some(v) => Ok(Scope::header(&name, v.as_bytes())),
-                None => Err(Problem::new(
-                    ProblemKind::ScopeUnresolved,
-                    format!("this endpoint keeps idempotency keys per {name}; send that header"),
-                )
+                None => Err(Problem::scope_unresolved(format!(
+                    "this endpoint keeps idempotency keys per {name}; send that header"
+                ))
                 .into_response()),
             }
         }

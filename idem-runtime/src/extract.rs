@@ -1,0 +1,196 @@
+//! The extractors an annotated handler gains: the hidden first one reads the key, resolves the
+//! scope and starts the fingerprint before any other extractor runs; each selected parameter is
+//! wrapped so that the input it read (its part of the head, or the buffered body) is digested.
+
+use std::marker::PhantomData;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, OriginalUri, Request};
+use axum::response::{IntoResponse, Response};
+use axum::RequestExt as _;
+use bytes::{Bytes, BytesMut};
+use http::{request::Parts, HeaderName, Method};
+use http_body_util::BodyExt as _;
+
+use crate::config::HandlerSpec;
+use crate::engine::Call;
+use crate::fingerprint::{FingerprintBuilder, FingerprintSource, FingerprintWriter, RequestInput};
+use crate::key::IdempotencyKey;
+use crate::layer::Idempotency;
+use crate::outcome::{self, Outcome};
+use crate::problem::Problem;
+use crate::store::RecordKey;
+
+/// Present in a request's extensions when its fingerprint is needed.
+#[derive(Clone, Copy)]
+pub(crate) struct Fingerprinting;
+
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
+}
+
+/// The matched route template, or the path for a handler called outside a `Router`.
+#[derive(Clone)]
+pub(crate) enum Route {
+    /// Shares the router's string: no copy per request.
+    Matched(MatchedPath),
+    Path(String),
+}
+
+impl Route {
+    fn of(parts: &Parts) -> Self {
+        match parts.extensions.get::<MatchedPath>() {
+            Some(path) => Self::Matched(path.clone()),
+            None => Self::Path(parts.uri.path().to_owned()),
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            Self::Matched(path) => path.as_str(),
+            Self::Path(path) => path,
+        }
+    }
+}
+
+/// The hidden first extractor of an annotated handler: reads the key and scope before any
+/// other extractor runs.
+#[doc(hidden)]
+pub struct IdempotencyContext<C> {
+    /// `None` when the request is not covered: a safe method, or no key on an `optional` handler.
+    pub(crate) covered: Option<Covered>,
+    _spec: PhantomData<fn() -> C>,
+}
+
+/// A covered request before its claim: the request and the start of its fingerprint.
+pub(crate) struct Covered {
+    pub(crate) call: Call,
+    pub(crate) fingerprint: FingerprintBuilder,
+}
+
+impl<S: Send + Sync, C: HandlerSpec> FromRequestParts<S> for IdempotencyContext<C> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
+        let inactive = Self { covered: None, _spec: PhantomData };
+        if is_safe(&parts.method) {
+            return Ok(inactive);
+        }
+        let config = C::CONFIG;
+        let started = Instant::now();
+        let reject = |parts: &Parts, response: Response| {
+            let rejected = Outcome::Rejected(response.status());
+            outcome::report(&parts.method, Route::of(parts).as_str(), rejected, started);
+            Err(response)
+        };
+        let extra = config.header.map(HeaderName::from_static);
+        let key = match IdempotencyKey::from_headers(&parts.headers, extra.as_ref()) {
+            Ok(Some(key)) => key,
+            Ok(None) if config.required => return reject(parts, Problem::missing_key().into_response()),
+            Ok(None) => return Ok(inactive),
+            Err(error) => return reject(parts, Problem::malformed_key(&error).into_response()),
+        };
+        let scope = match C::scope(parts) {
+            Ok(scope) => scope,
+            Err(response) => return reject(parts, response),
+        };
+        let idempotency = parts.extensions.get::<Idempotency>().cloned().unwrap_or_else(Idempotency::process_default);
+        parts.extensions.insert(Fingerprinting);
+        let route = Route::of(parts);
+        // The target as the client sent it: the outermost router keeps it before nesting or a
+        // layer changes the URI the handler sees.
+        let target = parts.extensions.get::<OriginalUri>().map_or(&parts.uri, |original| &original.0);
+        let fingerprint = FingerprintBuilder::new(&key, &parts.method, route.as_str(), target);
+        let call = Call::new(idempotency, RecordKey::new(&scope, &key), parts.method.clone(), route, config, started);
+        Ok(Self { covered: Some(Covered { call, fingerprint }), _spec: PhantomData })
+    }
+}
+
+/// A handler parameter that is part of the fingerprint: the extracted value plus the digest of
+/// its input.
+#[doc(hidden)]
+pub struct Fingerprinted<E> {
+    value: E,
+    digest: Option<[u8; 32]>,
+}
+
+impl<E> Fingerprinted<E> {
+    pub fn digest(&self) -> Option<[u8; 32]> {
+        self.digest
+    }
+
+    pub fn into_inner(self) -> E {
+        self.value
+    }
+}
+
+fn digest_of<E: FingerprintSource>(input: &RequestInput<'_>) -> [u8; 32] {
+    let mut writer = FingerprintWriter::new();
+    E::write(input, &mut writer);
+    writer.finish()
+}
+
+impl<S, E> FromRequestParts<S> for Fingerprinted<E>
+where
+    S: Send + Sync,
+    E: FromRequestParts<S> + FingerprintSource,
+{
+    type Rejection = E::Rejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let value = E::from_request_parts(parts, state).await?;
+        let digest = parts.extensions.get::<Fingerprinting>().map(|_| digest_of::<E>(&RequestInput::parts(parts)));
+        Ok(Self { value, digest })
+    }
+}
+
+impl<S, E> FromRequest<S> for Fingerprinted<E>
+where
+    S: Send + Sync,
+    E: FromRequest<S> + FingerprintSource,
+{
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        if req.extensions().get::<Fingerprinting>().is_none() {
+            let value = E::from_request(req, state).await.map_err(IntoResponse::into_response)?;
+            return Ok(Self { value, digest: None });
+        }
+        let (parts, body) = req.with_limited_body().into_parts();
+        let bytes = read_whole(body).await.map_err(body_problem)?;
+        let digest = Some(digest_of::<E>(&RequestInput::with_body(&parts, &bytes)));
+        let req = Request::from_parts(parts, Body::from(bytes));
+        let value = E::from_request(req, state).await.map_err(IntoResponse::into_response)?;
+        Ok(Self { value, digest })
+    }
+}
+
+/// The whole body: a body in one frame as it is (no copy, no buffer list), several joined.
+async fn read_whole(mut body: Body) -> Result<Bytes, axum::Error> {
+    let mut first = Bytes::new();
+    let mut joined = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else { continue };
+        if first.is_empty() && joined.is_empty() {
+            first = data;
+        } else {
+            if joined.is_empty() {
+                joined.extend_from_slice(&first);
+            }
+            joined.extend_from_slice(&data);
+        }
+    }
+    Ok(if joined.is_empty() { first } else { joined.freeze() })
+}
+
+fn body_problem(error: axum::Error) -> Response {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return Problem::body_too_large().into_response();
+        }
+        source = e.source();
+    }
+    Problem::body_unreadable(&error).into_response()
+}

@@ -1,0 +1,89 @@
+//! The layer users name: [`Idempotency`] sets the store (and store-wide policy) for every
+//! annotated route behind it; [`WithIdempotency`] is the service it wraps routes in, which
+//! hands that configuration to the annotated handlers through the request's extensions.
+
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+
+use crate::store::{DynStore, MemoryStore, Store};
+
+/// The store (and store-wide policy) every annotated handler under a [`Router`] uses.
+///
+/// Without one, annotated handlers share a process-wide [`MemoryStore`] with default bounds.
+/// Add it as a layer to swap the store for every annotated route added before it:
+///
+/// ```
+/// use axum::{routing::post, Router};
+/// use idem_runtime::{idempotent, store::MemoryStore, Idempotency};
+///
+/// #[idempotent]
+/// async fn create() -> &'static str { "created" }
+///
+/// let store = MemoryStore::builder().max_entries(50_000).build();
+/// let app: Router = Router::new().route("/things", post(create)).layer(Idempotency::new(store));
+/// ```
+///
+/// [`Router`]: axum::Router
+#[derive(Clone)]
+pub struct Idempotency {
+    pub(crate) store: Arc<dyn DynStore>,
+    pub(crate) fail_open: bool,
+}
+
+impl std::fmt::Debug for Idempotency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Idempotency").field("fail_open", &self.fail_open).finish_non_exhaustive()
+    }
+}
+
+impl Idempotency {
+    /// Uses `store` for every annotated handler behind this layer.
+    pub fn new(store: impl Store) -> Self {
+        Self { store: Arc::new(store), fail_open: false }
+    }
+
+    /// When the store is unreachable, run handlers without idempotency (and log a warning)
+    /// instead of answering 503. Off by default: failing closed never runs a side effect twice.
+    pub fn fail_open(mut self, fail_open: bool) -> Self {
+        self.fail_open = fail_open;
+        self
+    }
+
+    pub(crate) fn process_default() -> Self {
+        static DEFAULT: OnceLock<Idempotency> = OnceLock::new();
+        DEFAULT.get_or_init(|| Idempotency::new(MemoryStore::new())).clone()
+    }
+}
+
+impl<S> tower_layer::Layer<S> for Idempotency {
+    type Service = WithIdempotency<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        WithIdempotency { inner, idempotency: self.clone() }
+    }
+}
+
+/// The service [`Idempotency`] wraps routes in: it hands the store to annotated handlers.
+#[derive(Clone, Debug)]
+pub struct WithIdempotency<S> {
+    inner: S,
+    idempotency: Idempotency,
+}
+
+impl<S, B> tower_service::Service<http::Request<B>> for WithIdempotency<S>
+where
+    S: tower_service::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        req.extensions_mut().insert(self.idempotency.clone());
+        self.inner.call(req)
+    }
+}
