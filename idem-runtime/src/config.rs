@@ -6,10 +6,11 @@
 
 use std::time::Duration;
 
-use axum::response::Response;
-use http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use http::{header, request::Parts, HeaderName};
 
-use crate::scope::{self, Scope, ScopeKind};
+use crate::problem::Problem;
+use crate::scope::Scope;
 
 /// A handler's arguments, as the attribute compiled them.
 #[doc(hidden)]
@@ -128,7 +129,7 @@ pub trait HandlerSpec: 'static {
 
     /// The handler's scope; the expansion overrides it for `scope = with(f)`.
     fn scope(parts: &Parts) -> Result<Scope, Response> {
-        scope::resolve(Self::CONFIG.scope, parts)
+        resolve_scope(Self::CONFIG.scope, parts)
     }
 }
 
@@ -174,4 +175,54 @@ mod tests {
             assert_eq!(idem_rules::is_lowercase_header_name(name), http_takes_it, "{name:?}");
         }
     }
+}
+
+/// How a handler's scope is found, as written in `scope = …`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeKind {
+    /// `pat` when `Authorization` is present, else `global`.
+    Auto,
+    /// One namespace.
+    Global,
+    /// The `Authorization` credential; 401 without it.
+    Pat,
+    /// The value of this (lower-case) header; 401 without it.
+    Header(&'static str),
+    /// A function of the request parts (`with(path)`), called by the generated code.
+    With,
+}
+
+/// Resolves a handler's scope (all but `with(f)`, which the generated code resolves).
+pub(crate) fn resolve_scope(kind: ScopeKind, parts: &Parts) -> Result<Scope, Response> {
+    let auth = || parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()).filter(|v| !v.is_empty());
+    match kind {
+        ScopeKind::Global => Ok(Scope::global()),
+        ScopeKind::Auto => Ok(auth().map_or_else(Scope::global, Scope::credential)),
+        ScopeKind::Pat => auth().map(Scope::credential).ok_or_else(|| {
+            Problem::scope_unresolved(
+                "this endpoint keeps idempotency keys per credential; send an Authorization header",
+            )
+            .into_response()
+        }),
+        ScopeKind::Header(name) => {
+            let name = HeaderName::from_static(name);
+            match parts.headers.get(&name).filter(|v| !v.is_empty()) {
+                Some(v) => Ok(Scope::header(&name, v.as_bytes())),
+                None => Err(Problem::scope_unresolved(format!(
+                    "this endpoint keeps idempotency keys per {name}; send that header"
+                ))
+                .into_response()),
+            }
+        }
+        ScopeKind::With => unreachable!("`with(...)` scopes are resolved by the generated code"),
+    }
+}
+
+/// Calls a user's `with(f)` scope function.
+pub fn resolve_with<T, R>(parts: &Parts, f: fn(&Parts) -> Result<T, R>) -> Result<Scope, Response>
+where
+    T: AsRef<[u8]>,
+    R: IntoResponse,
+{
+    f(parts).map(Scope::custom).map_err(IntoResponse::into_response)
 }

@@ -88,12 +88,12 @@ pub struct RequestInput<'a> {
 
 impl<'a> RequestInput<'a> {
     /// Input for an extractor that reads the request head only.
-    pub fn parts(parts: &'a Parts) -> Self {
+    pub(crate) fn parts(parts: &'a Parts) -> Self {
         Self { parts, body: None }
     }
 
     /// Input for an extractor that reads the body.
-    pub fn with_body(parts: &'a Parts, body: &'a [u8]) -> Self {
+    pub(crate) fn with_body(parts: &'a Parts, body: &'a [u8]) -> Self {
         Self { parts, body: Some(body) }
     }
 

@@ -1,9 +1,10 @@
 //! What the attribute's expansion uses, reached through the versioned module that `build.rs`
 //! names (`__private_0_1_0`). Not public API.
 
+pub use crate::config::{resolve_with, ScopeKind};
 pub use crate::config::{HandlerConfig, HandlerSpec};
 pub use crate::extract::{Fingerprinted, IdempotencyContext};
-pub use crate::scope::{resolve_with, Scope, ScopeKind};
+pub use crate::scope::Scope;
 pub use ::axum::extract::{FromRequest, FromRequestParts};
 pub use ::axum::response::{IntoResponse, Response};
 pub use ::core::time::Duration;

@@ -3,11 +3,8 @@
 //! A [`Scope`] is a SHA-256 digest: credentials and tenant values are never kept in memory past
 //! the request, and never reach a store.
 
-use axum::response::{IntoResponse, Response};
-use http::{header, request::Parts, HeaderName};
+use http::HeaderName;
 use sha2::{Digest, Sha256};
-
-use crate::problem::Problem;
 
 /// The namespace a key belongs to, as a digest.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -70,55 +67,4 @@ impl std::fmt::Debug for Scope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Scope({:02x}{:02x}{:02x}{:02x}…)", self.0[0], self.0[1], self.0[2], self.0[3])
     }
-}
-
-/// How a handler's scope is found, as written in `scope = …`.
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScopeKind {
-    /// `pat` when `Authorization` is present, else `global`.
-    Auto,
-    /// One namespace.
-    Global,
-    /// The `Authorization` credential; 401 without it.
-    Pat,
-    /// The value of this (lower-case) header; 401 without it.
-    Header(&'static str),
-    /// A function of the request parts (`with(path)`), called by the generated code.
-    With,
-}
-
-pub(crate) fn resolve(kind: ScopeKind, parts: &Parts) -> Result<Scope, Response> {
-    let auth = || parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()).filter(|v| !v.is_empty());
-    match kind {
-        ScopeKind::Global => Ok(Scope::global()),
-        ScopeKind::Auto => Ok(auth().map_or_else(Scope::global, Scope::credential)),
-        ScopeKind::Pat => auth().map(Scope::credential).ok_or_else(|| {
-            Problem::scope_unresolved(
-                "this endpoint keeps idempotency keys per credential; send an Authorization header",
-            )
-            .into_response()
-        }),
-        ScopeKind::Header(name) => {
-            let name = HeaderName::from_static(name);
-            match parts.headers.get(&name).filter(|v| !v.is_empty()) {
-                Some(v) => Ok(Scope::header(&name, v.as_bytes())),
-                None => Err(Problem::scope_unresolved(format!(
-                    "this endpoint keeps idempotency keys per {name}; send that header"
-                ))
-                .into_response()),
-            }
-        }
-        ScopeKind::With => unreachable!("`with(...)` scopes are resolved by the generated code"),
-    }
-}
-
-/// Calls a user's `with(f)` scope function.
-#[doc(hidden)]
-pub fn resolve_with<T, R>(parts: &Parts, f: fn(&Parts) -> Result<T, R>) -> Result<Scope, Response>
-where
-    T: AsRef<[u8]>,
-    R: IntoResponse,
-{
-    f(parts).map(Scope::custom).map_err(IntoResponse::into_response)
 }
