@@ -63,6 +63,12 @@ pub struct IdempotencyContext<C> {
     _spec: PhantomData<fn() -> C>,
 }
 
+impl<C> std::fmt::Debug for IdempotencyContext<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdempotencyContext").field("covered", &self.covered.is_some()).finish()
+    }
+}
+
 /// A covered request before its claim: the request and the start of its fingerprint.
 pub(crate) struct Covered {
     pub(crate) call: Call,
@@ -110,6 +116,7 @@ impl<S: Send + Sync, C: HandlerSpec> FromRequestParts<S> for IdempotencyContext<
 /// A handler parameter that is part of the fingerprint: the extracted value plus the digest of
 /// its input.
 #[doc(hidden)]
+#[derive(Debug)]
 pub struct Fingerprinted<E> {
     value: E,
     digest: Option<[u8; 32]>,

@@ -115,6 +115,12 @@ pub struct FingerprintWriter {
     hasher: Sha256,
 }
 
+impl std::fmt::Debug for FingerprintWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FingerprintWriter").finish_non_exhaustive()
+    }
+}
+
 impl Default for FingerprintWriter {
     fn default() -> Self {
         Self::new()

@@ -44,10 +44,12 @@ pub fn assert_send<F: Send>(_: &F) {}
 pub trait SendHandlerFuture<M> {}
 
 /// Selects the impl of [`SendHandlerFuture`] that applies to every `Send` future.
+#[derive(Debug)]
 pub enum IsSend {}
 
 /// Selects the impl of [`SendHandlerFuture`] that never applies: nothing implements
 /// [`Unimplementable`].
+#[derive(Debug)]
 pub enum NeverApplies {}
 
 /// Implemented by nothing.
