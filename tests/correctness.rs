@@ -15,7 +15,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
-use common::{eventually, post_to, Reply};
+use common::{eventually, post_to, Reply, Spy};
 use http_body_util::BodyExt as _;
 use idem_runtime::fingerprint::Fingerprint;
 use idem_runtime::idempotent;
@@ -196,33 +196,9 @@ async fn a_refreshed_credential_keeps_its_scope_when_scoped_by_principal() {
 
 // --- What reaches the store ------------------------------------------------------------------
 
-/// A `MemoryStore` that remembers every fingerprint it was given.
-#[derive(Clone, Default)]
-struct Recording {
-    inner: MemoryStore,
-    seen: Arc<Mutex<Vec<Fingerprint>>>,
-}
-
-impl Store for Recording {
-    async fn claim(&self, key: &RecordKey, fp: &Fingerprint, lease: Duration) -> Result<Claim, StoreError> {
-        self.seen.lock().unwrap().push(*fp);
-        self.inner.claim(key, fp, lease).await
-    }
-    async fn complete(&self, key: &RecordKey, token: FencingToken, record: Record) -> Result<(), StoreError> {
-        self.seen.lock().unwrap().push(record.fingerprint);
-        self.inner.complete(key, token, record).await
-    }
-    async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<(), StoreError> {
-        self.inner.release(key, token).await
-    }
-    async fn renew(&self, key: &RecordKey, token: FencingToken, lease: Duration) -> Result<(), StoreError> {
-        self.inner.renew(key, token, lease).await
-    }
-}
-
 #[tokio::test]
 async fn a_stored_fingerprint_is_keyed_by_the_idempotency_key() {
-    let store = Recording::default();
+    let store = Spy::default();
     let runs = Counter::default();
     let app = Router::new().route("/otp", post(create)).layer(Idempotency::new(store.clone())).with_state(runs.clone());
     // The same low-entropy request under two keys: without the key, nobody holding a copy of the
@@ -231,7 +207,7 @@ async fn a_stored_fingerprint_is_keyed_by_the_idempotency_key() {
         let reply = post_to("/otp").key(key).json(r#"{"otp":"123456"}"#).send(&app).await;
         assert_eq!(reply.status, StatusCode::CREATED);
     }
-    let seen = store.seen.lock().unwrap().clone();
+    let seen = store.fingerprints.lock().unwrap().clone();
     assert_eq!(seen.len(), 4, "two claims, two completions");
     assert_eq!(seen[0], seen[1], "one key, one fingerprint");
     assert_eq!(seen[2], seen[3], "one key, one fingerprint");
@@ -531,31 +507,6 @@ async fn a_handler_blocking_its_worker_keeps_its_lease() {
 
 // --- The background write after a store outage keeps the lease -------------------------------
 
-/// A `MemoryStore` whose record writes fail while `down` is set; claims and renewals work.
-#[derive(Clone, Default)]
-struct WritesFail {
-    inner: MemoryStore,
-    down: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Store for WritesFail {
-    async fn claim(&self, key: &RecordKey, fp: &Fingerprint, lease: Duration) -> Result<Claim, StoreError> {
-        self.inner.claim(key, fp, lease).await
-    }
-    async fn complete(&self, key: &RecordKey, token: FencingToken, record: Record) -> Result<(), StoreError> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable("writes are failing".into()));
-        }
-        self.inner.complete(key, token, record).await
-    }
-    async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<(), StoreError> {
-        self.inner.release(key, token).await
-    }
-    async fn renew(&self, key: &RecordKey, token: FencingToken, lease: Duration) -> Result<(), StoreError> {
-        self.inner.renew(key, token, lease).await
-    }
-}
-
 #[idempotent(required, lease = "300ms")]
 async fn short_lease(State(runs): State<Counter>) -> Response {
     (StatusCode::CREATED, runs.hit().to_string()).into_response()
@@ -563,8 +514,8 @@ async fn short_lease(State(runs): State<Counter>) -> Response {
 
 #[tokio::test]
 async fn a_record_write_retried_after_an_outage_keeps_the_lease() {
-    let store = WritesFail::default();
-    store.down.store(true, Ordering::SeqCst);
+    let store = Spy::default();
+    store.writes_fail.store(true, Ordering::SeqCst);
     let runs = Counter::default();
     let app =
         Router::new().route("/w", post(short_lease)).layer(Idempotency::new(store.clone())).with_state(runs.clone());
@@ -574,7 +525,7 @@ async fn a_record_write_retried_after_an_outage_keeps_the_lease() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let duplicate = post_to("/w").key("w").send(&app).await;
     duplicate.assert_problem(409, "urn:idem:problem:in-flight");
-    store.down.store(false, Ordering::SeqCst);
+    store.writes_fail.store(false, Ordering::SeqCst);
     let mut retry = post_to("/w").key("w").send(&app).await;
     while retry.status == StatusCode::CONFLICT {
         tokio::time::sleep(Duration::from_millis(20)).await;

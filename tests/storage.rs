@@ -3,16 +3,11 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
 use axum::extract::DefaultBodyLimit;
 use axum::routing::post;
 use axum::Router;
-use common::{app, app_with, echo, post_to, Down};
-use idem_runtime::fingerprint::Fingerprint;
-use idem_runtime::record::Record;
-use idem_runtime::store::{Claim, FencingToken, MemoryStore, RecordKey, Store, StoreError};
+use common::{app, app_with, echo, post_to, Down, Spy};
+use idem_runtime::store::MemoryStore;
 use idem_runtime::Idempotency;
 
 #[tokio::test]
@@ -122,35 +117,6 @@ async fn a_request_body_over_the_limit_is_413_before_anything_runs() {
     assert_eq!(post_to("/echo").key("k2").json("{}").send(&app).await.status, 200);
 }
 
-/// A store that records everything handed to it, in front of a real `MemoryStore`.
-#[derive(Clone, Default)]
-struct Spy {
-    inner: MemoryStore,
-    seen: Arc<Mutex<Vec<u8>>>,
-}
-
-impl Store for Spy {
-    async fn claim(&self, key: &RecordKey, fingerprint: &Fingerprint, lease: Duration) -> Result<Claim, StoreError> {
-        {
-            let mut seen = self.seen.lock().unwrap();
-            seen.extend_from_slice(&key.0);
-            seen.extend_from_slice(key.to_hex().as_bytes());
-            seen.extend_from_slice(&fingerprint.0);
-        }
-        self.inner.claim(key, fingerprint, lease).await
-    }
-    async fn complete(&self, key: &RecordKey, token: FencingToken, record: Record) -> Result<(), StoreError> {
-        self.seen.lock().unwrap().extend_from_slice(&record.encode());
-        self.inner.complete(key, token, record).await
-    }
-    async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<(), StoreError> {
-        self.inner.release(key, token).await
-    }
-    async fn renew(&self, key: &RecordKey, token: FencingToken, lease: Duration) -> Result<(), StoreError> {
-        self.inner.renew(key, token, lease).await
-    }
-}
-
 #[tokio::test]
 async fn a_store_sees_digests_never_the_raw_key_or_credential() {
     let spy = Spy::default();
@@ -160,7 +126,7 @@ async fn a_store_sees_digests_never_the_raw_key_or_credential() {
     };
     assert!(!send().send(&app).await.replayed());
     assert!(send().send(&app).await.replayed(), "the swapped-in store serves the replay");
-    let seen = spy.seen.lock().unwrap().clone();
+    let seen = spy.bytes.lock().unwrap().clone();
     common::assert_holds_no_secret(&seen, &[b"raw-key-0123456789", b"cred-9876543210", b"Bearer"]);
 }
 

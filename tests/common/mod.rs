@@ -199,6 +199,44 @@ pub async fn echo(Json(v): Json<serde_json::Value>) -> Json<serde_json::Value> {
     Json(v)
 }
 
+/// A `MemoryStore` that records what it is handed (every byte of the keys, fingerprints and
+/// records, and the fingerprints one by one) and whose record writes fail while `writes_fail`
+/// is set.
+#[derive(Clone, Default)]
+pub struct Spy {
+    pub inner: MemoryStore,
+    pub bytes: Arc<Mutex<Vec<u8>>>,
+    pub fingerprints: Arc<Mutex<Vec<Fingerprint>>>,
+    pub writes_fail: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Store for Spy {
+    async fn claim(&self, key: &RecordKey, fingerprint: &Fingerprint, lease: Duration) -> Result<Claim, StoreError> {
+        {
+            let mut bytes = self.bytes.lock().unwrap();
+            bytes.extend_from_slice(&key.0);
+            bytes.extend_from_slice(key.to_hex().as_bytes());
+            bytes.extend_from_slice(&fingerprint.0);
+        }
+        self.fingerprints.lock().unwrap().push(*fingerprint);
+        self.inner.claim(key, fingerprint, lease).await
+    }
+    async fn complete(&self, key: &RecordKey, token: FencingToken, record: Record) -> Result<(), StoreError> {
+        if self.writes_fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("writes are failing".into()));
+        }
+        self.bytes.lock().unwrap().extend_from_slice(&record.encode());
+        self.fingerprints.lock().unwrap().push(record.fingerprint);
+        self.inner.complete(key, token, record).await
+    }
+    async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<(), StoreError> {
+        self.inner.release(key, token).await
+    }
+    async fn renew(&self, key: &RecordKey, token: FencingToken, lease: Duration) -> Result<(), StoreError> {
+        self.inner.renew(key, token, lease).await
+    }
+}
+
 /// A store that is never reachable.
 pub struct Down;
 
