@@ -10,11 +10,9 @@ use std::sync::OnceLock;
 
 use redis::Script;
 
-/// What every operation does first: read the clock, and check the marker. A missing marker
-/// means the store lost its keys (a restart without persistence, a failover to a replica that
-/// missed it, a flush): claims it held may still be running, so no claim is granted until
-/// every lease that could have been running has run out. The marker has no expiry.
-const PRELUDE: &str = r"
+/// What every script does first: `now`, in milliseconds, from the server's clock, or from
+/// ARGV[1] when the store has a clock injected.
+const CLOCK: &str = r"
 if redis.replicate_commands then redis.replicate_commands() end
 local now
 if ARGV[1] == '' then
@@ -23,6 +21,13 @@ if ARGV[1] == '' then
 else
   now = tonumber(ARGV[1])
 end
+";
+
+/// What every operation does next: check the marker. A missing marker
+/// means the store lost its keys (a restart without persistence, a failover to a replica that
+/// missed it, a flush): claims it held may still be running, so no claim is granted until
+/// every lease that could have been running has run out. The marker has no expiry.
+const PRELUDE: &str = r"
 local forgot = 0
 local quarantine = tonumber(redis.call('HGET', KEYS[2], 'q'))
 if not quarantine then
@@ -105,14 +110,6 @@ return {forgot, 0}
 /// At connect: KEYS[1] the marker, ARGV[1] the clock as above, ARGV[2] how long to quarantine
 /// from now if the marker is missing (0: not at all). Replies `{created, ms of quarantine left}`.
 const CONNECT: &str = r"
-if redis.replicate_commands then redis.replicate_commands() end
-local now
-if ARGV[1] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-else
-  now = tonumber(ARGV[1])
-end
 local q = tonumber(redis.call('HGET', KEYS[1], 'q'))
 if q then return {0, math.max(q - now, 0)} end
 local wait = tonumber(ARGV[2])
@@ -133,13 +130,13 @@ pub(super) struct Scripts {
 pub(super) fn scripts() -> &'static Scripts {
     static SCRIPTS: OnceLock<Scripts> = OnceLock::new();
     SCRIPTS.get_or_init(|| {
-        let operation = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
+        let operation = |body: &str| Script::new(&format!("{CLOCK}{PRELUDE}{body}"));
         Scripts {
             claim: operation(CLAIM),
             renew: operation(RENEW),
             complete: operation(COMPLETE),
             release: operation(RELEASE),
-            connect: Script::new(CONNECT),
+            connect: Script::new(&format!("{CLOCK}{CONNECT}")),
         }
     })
 }
