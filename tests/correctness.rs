@@ -20,7 +20,7 @@ use http_body_util::BodyExt as _;
 use idem_runtime::fingerprint::Fingerprint;
 use idem_runtime::idempotent;
 use idem_runtime::record::Record;
-use idem_runtime::store::{Claim, FencingToken, MemoryStore, RecordKey, Store, StoreError};
+use idem_runtime::store::{Claim, ClaimToken, MemoryStore, RecordKey, Store, StoreError};
 use idem_runtime::Idempotency;
 use tower::ServiceExt as _;
 
@@ -545,13 +545,13 @@ impl Store for Forgot {
     async fn claim(&self, _: &RecordKey, _: &Fingerprint, _: Duration) -> Result<Claim, StoreError> {
         Err(StoreError::Recovering { retry_after: Duration::from_millis(2500) })
     }
-    async fn complete(&self, _: &RecordKey, _: FencingToken, _: Record) -> Result<(), StoreError> {
+    async fn complete(&self, _: &RecordKey, _: ClaimToken, _: Record) -> Result<(), StoreError> {
         unreachable!("no claim is granted")
     }
-    async fn release(&self, _: &RecordKey, _: FencingToken) -> Result<(), StoreError> {
+    async fn release(&self, _: &RecordKey, _: ClaimToken) -> Result<(), StoreError> {
         unreachable!("no claim is granted")
     }
-    async fn renew(&self, _: &RecordKey, _: FencingToken, _: Duration) -> Result<(), StoreError> {
+    async fn renew(&self, _: &RecordKey, _: ClaimToken, _: Duration) -> Result<(), StoreError> {
         unreachable!("no claim is granted")
     }
 }

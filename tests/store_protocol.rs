@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use idem_runtime::fingerprint::Fingerprint;
 use idem_runtime::record::Record;
-use idem_runtime::store::{Claim, FencingToken, LocalTier, MemoryStore, RecordKey, RedisStore, Store, StoreError};
+use idem_runtime::store::{Claim, ClaimToken, LocalTier, MemoryStore, RecordKey, RedisStore, Store, StoreError};
 use idem_runtime::testkit::{check_protocol, fresh_key, ManualClock, Subject, MODEL_MAX_LEASE};
 
 /// Cases per store in a default run: about a second (embedded) or six (Redis) in a debug build.
@@ -128,16 +128,16 @@ impl Store for Noting {
         self.store.claim(key, fingerprint, lease).await
     }
 
-    async fn complete(&self, key: &RecordKey, token: FencingToken, record: Record) -> Result<(), StoreError> {
+    async fn complete(&self, key: &RecordKey, token: ClaimToken, record: Record) -> Result<(), StoreError> {
         self.note(key);
         self.store.complete(key, token, record).await
     }
 
-    async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<(), StoreError> {
+    async fn release(&self, key: &RecordKey, token: ClaimToken) -> Result<(), StoreError> {
         self.store.release(key, token).await
     }
 
-    async fn renew(&self, key: &RecordKey, token: FencingToken, lease: Duration) -> Result<(), StoreError> {
+    async fn renew(&self, key: &RecordKey, token: ClaimToken, lease: Duration) -> Result<(), StoreError> {
         self.note(key);
         self.store.renew(key, token, lease).await
     }

@@ -91,7 +91,7 @@ impl Fixture {
             for i in 0..100_000u64 {
                 let mut digest = [0u8; 32];
                 digest[..8].copy_from_slice(&i.to_le_bytes());
-                let (key, fingerprint) = (RecordKey(digest), Fingerprint([1; 32]));
+                let (key, fingerprint) = (RecordKey::from_digest(digest), Fingerprint::from_bytes([1; 32]));
                 let Ok(Claim::Acquired(token)) = store.claim(&key, &fingerprint, Duration::from_secs(30)).await else {
                     panic!("a fresh key is acquired")
                 };

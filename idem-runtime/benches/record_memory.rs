@@ -35,8 +35,8 @@ fn main() {
         for i in 0..RECORDS {
             let mut digest = [0u8; 32];
             digest[..8].copy_from_slice(&i.to_be_bytes());
-            let key = RecordKey(digest);
-            let fingerprint = Fingerprint([7; 32]);
+            let key = RecordKey::from_digest(digest);
+            let fingerprint = Fingerprint::from_bytes([7; 32]);
             let Claim::Acquired(token) = store.claim(&key, &fingerprint, Duration::from_secs(30)).await.unwrap() else {
                 panic!("fresh key")
             };
@@ -86,7 +86,7 @@ fn moka_floor() -> f64 {
     for i in 0..RECORDS {
         let mut digest = [0u8; 32];
         digest[..8].copy_from_slice(&(i + RECORDS).to_be_bytes());
-        cache.insert(RecordKey(digest), ());
+        cache.insert(RecordKey::from_digest(digest), ());
     }
     cache.run_pending_tasks();
     let per_entry = (rss_bytes() - before) as f64 / RECORDS as f64;

@@ -22,7 +22,7 @@ use crate::layer::Idempotency;
 use crate::lease::{self, HeldLease};
 use crate::outcome::{self, Answer, Outcome};
 use crate::record::{replayable_headers_only, Record, StoredBody};
-use crate::store::{Claim, FencingToken, RecordKey, StoreError};
+use crate::store::{Claim, ClaimToken, RecordKey, StoreError};
 
 /// What every step of a covered request needs to know about it.
 pub(crate) struct Call {
@@ -122,7 +122,7 @@ impl Call {
 /// response or releases the key. Its lease is renewed for as long as it exists.
 pub(crate) struct Owner {
     pub(crate) call: Call,
-    token: FencingToken,
+    token: ClaimToken,
     fingerprint: Fingerprint,
     _lease: HeldLease,
 }

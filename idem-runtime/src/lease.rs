@@ -18,7 +18,7 @@ use tokio::runtime;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::store::{DynStore, FencingToken, RecordKey, StoreError};
+use crate::store::{ClaimToken, DynStore, RecordKey, StoreError};
 
 /// A lease kept alive until this is dropped.
 #[must_use = "the lease is renewed only while this is held"]
@@ -94,7 +94,7 @@ struct Keeper {
 struct Held {
     store: Arc<dyn DynStore>,
     key: RecordKey,
-    token: FencingToken,
+    token: ClaimToken,
     lease: Duration,
     due: Instant,
     /// The store said the claim is no longer this owner's: renewing again is pointless.
@@ -109,7 +109,7 @@ fn interval(lease: Duration) -> Duration {
 
 /// Keeps the claim `(key, token)` in `store` alive, renewing it for `lease` at a time, until the
 /// returned value is dropped.
-pub(crate) fn hold(store: &Arc<dyn DynStore>, key: RecordKey, token: FencingToken, lease: Duration) -> HeldLease {
+pub(crate) fn hold(store: &Arc<dyn DynStore>, key: RecordKey, token: ClaimToken, lease: Duration) -> HeldLease {
     let Ok(runtime) = runtime::Handle::try_current() else {
         tracing::error!(
             target: "idem",
@@ -216,7 +216,7 @@ async fn renew(
     id: u64,
     store: Arc<dyn DynStore>,
     key: RecordKey,
-    token: FencingToken,
+    token: ClaimToken,
     lease: Duration,
 ) {
     match store.renew(&key, token, lease).await {

@@ -138,7 +138,7 @@ impl Record {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.size_hint());
         out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&self.fingerprint.0);
+        out.extend_from_slice(self.fingerprint.as_bytes());
         out.extend_from_slice(&self.status.as_u16().to_be_bytes());
         let ms = self.expires_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis().min(MAX_EXPIRY_MS.into());
         let ms = ms as u64;
@@ -173,7 +173,7 @@ impl Record {
         if r.take(4)? != MAGIC {
             return Err(DecodeError("not an idem record (bad magic)"));
         }
-        let fingerprint = Fingerprint(r.take(32)?.try_into().expect("32 bytes"));
+        let fingerprint = Fingerprint::from_bytes(r.take(32)?.try_into().expect("32 bytes"));
         let status = StatusCode::from_u16(r.u16()?).map_err(|_| DecodeError("invalid status"))?;
         let expires_at = expiry_of(r.u64()?).ok_or(DecodeError("expiry out of range"))?;
         let count = r.u16()?;
@@ -280,7 +280,7 @@ mod tests {
         headers.append("x-multi", HeaderValue::from_static("a"));
         headers.append("x-multi", HeaderValue::from_static("b"));
         Record {
-            fingerprint: Fingerprint([7; 32]),
+            fingerprint: Fingerprint::from_bytes([7; 32]),
             status: StatusCode::CREATED,
             headers,
             body,

@@ -45,7 +45,7 @@ use sha2::{Digest, Sha256};
 
 use crate::fingerprint::Fingerprint;
 use crate::record::{Record, StoredBody};
-use crate::store::{Claim, FencingToken, RecordKey, Store, StoreError};
+use crate::store::{Claim, ClaimToken, RecordKey, Store, StoreError};
 
 mod protocol;
 
@@ -64,12 +64,12 @@ pub fn fresh_key() -> RecordKey {
     h.update(b"idem-testkit");
     h.update(seed.to_be_bytes());
     h.update(n.to_be_bytes());
-    RecordKey(h.finalize().into())
+    RecordKey::from_digest(h.finalize().into())
 }
 
 /// A fingerprint numbered `n`.
 pub fn fingerprint(n: u8) -> Fingerprint {
-    Fingerprint([n; 32])
+    Fingerprint::from_bytes([n; 32])
 }
 
 /// A 201 record with `Location` and `body` (`None`: too large to keep), expiring after `ttl`.
@@ -89,7 +89,7 @@ pub fn record(fingerprint: Fingerprint, ttl: Duration, body: Option<Bytes>) -> R
     }
 }
 
-fn acquired(claim: Claim, check: &str) -> FencingToken {
+fn acquired(claim: Claim, check: &str) -> ClaimToken {
     match claim {
         Claim::Acquired(token) => token,
         other => panic!("{check}: expected Acquired, got {other:?}"),

@@ -15,7 +15,7 @@ use http_body_util::BodyExt as _;
 use idem_runtime::fingerprint::Fingerprint;
 use idem_runtime::idempotent;
 use idem_runtime::record::Record;
-use idem_runtime::store::{Claim, FencingToken, MemoryStore, RecordKey, Store, StoreError};
+use idem_runtime::store::{Claim, ClaimToken, MemoryStore, RecordKey, Store, StoreError};
 use idem_runtime::Idempotency;
 use tower::ServiceExt as _;
 
@@ -214,14 +214,14 @@ impl Store for Spy {
     async fn claim(&self, key: &RecordKey, fingerprint: &Fingerprint, lease: Duration) -> Result<Claim, StoreError> {
         {
             let mut bytes = self.bytes.lock().unwrap();
-            bytes.extend_from_slice(&key.0);
+            bytes.extend_from_slice(key.as_bytes());
             bytes.extend_from_slice(key.to_hex().as_bytes());
-            bytes.extend_from_slice(&fingerprint.0);
+            bytes.extend_from_slice(fingerprint.as_bytes());
         }
         self.fingerprints.lock().unwrap().push(*fingerprint);
         self.inner.claim(key, fingerprint, lease).await
     }
-    async fn complete(&self, key: &RecordKey, token: FencingToken, record: Record) -> Result<(), StoreError> {
+    async fn complete(&self, key: &RecordKey, token: ClaimToken, record: Record) -> Result<(), StoreError> {
         if self.writes_fail.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(StoreError::Unavailable("writes are failing".into()));
         }
@@ -229,10 +229,10 @@ impl Store for Spy {
         self.fingerprints.lock().unwrap().push(record.fingerprint);
         self.inner.complete(key, token, record).await
     }
-    async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<(), StoreError> {
+    async fn release(&self, key: &RecordKey, token: ClaimToken) -> Result<(), StoreError> {
         self.inner.release(key, token).await
     }
-    async fn renew(&self, key: &RecordKey, token: FencingToken, lease: Duration) -> Result<(), StoreError> {
+    async fn renew(&self, key: &RecordKey, token: ClaimToken, lease: Duration) -> Result<(), StoreError> {
         self.inner.renew(key, token, lease).await
     }
 }
@@ -244,13 +244,13 @@ impl Store for Down {
     async fn claim(&self, _: &RecordKey, _: &Fingerprint, _: Duration) -> Result<Claim, StoreError> {
         Err(StoreError::Unavailable("connection refused".into()))
     }
-    async fn complete(&self, _: &RecordKey, _: FencingToken, _: Record) -> Result<(), StoreError> {
+    async fn complete(&self, _: &RecordKey, _: ClaimToken, _: Record) -> Result<(), StoreError> {
         Err(StoreError::Unavailable("connection refused".into()))
     }
-    async fn release(&self, _: &RecordKey, _: FencingToken) -> Result<(), StoreError> {
+    async fn release(&self, _: &RecordKey, _: ClaimToken) -> Result<(), StoreError> {
         Err(StoreError::Unavailable("connection refused".into()))
     }
-    async fn renew(&self, _: &RecordKey, _: FencingToken, _: Duration) -> Result<(), StoreError> {
+    async fn renew(&self, _: &RecordKey, _: ClaimToken, _: Duration) -> Result<(), StoreError> {
         Err(StoreError::Unavailable("connection refused".into()))
     }
 }

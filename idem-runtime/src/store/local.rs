@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 use moka::sync::Cache;
 
 use super::memory::{record_cache, Packed};
-use super::{Claim, FencingToken, RecordKey, Store, StoreError};
+use super::{Claim, ClaimToken, RecordKey, Store, StoreError};
 use crate::fingerprint::Fingerprint;
 use crate::record::Record;
 
@@ -75,7 +75,7 @@ impl<S: Store> Store for LocalTier<S> {
         Ok(claim)
     }
 
-    async fn complete(&self, key: &RecordKey, token: FencingToken, record: Record) -> Result<(), StoreError> {
+    async fn complete(&self, key: &RecordKey, token: ClaimToken, record: Record) -> Result<(), StoreError> {
         let packed = Packed::new(&record);
         self.inner.complete(key, token, record).await?;
         if !packed.is_expired_at(self.inner.now()) {
@@ -84,11 +84,11 @@ impl<S: Store> Store for LocalTier<S> {
         Ok(())
     }
 
-    async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<(), StoreError> {
+    async fn release(&self, key: &RecordKey, token: ClaimToken) -> Result<(), StoreError> {
         self.inner.release(key, token).await
     }
 
-    async fn renew(&self, key: &RecordKey, token: FencingToken, lease: Duration) -> Result<(), StoreError> {
+    async fn renew(&self, key: &RecordKey, token: ClaimToken, lease: Duration) -> Result<(), StoreError> {
         self.inner.renew(key, token, lease).await
     }
 

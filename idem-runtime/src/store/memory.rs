@@ -9,7 +9,7 @@ use bytes::Bytes;
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 
-use super::{Claim, Clock, FencingToken, RecordKey, Store, StoreError, SystemClock, DEFAULT_MAX_BODY_BYTES};
+use super::{Claim, ClaimToken, Clock, RecordKey, Store, StoreError, SystemClock, DEFAULT_MAX_BODY_BYTES};
 use crate::fingerprint::Fingerprint;
 use crate::record::Record;
 
@@ -149,7 +149,7 @@ impl Packed {
     }
 
     pub(super) fn matches(&self, fingerprint: &Fingerprint) -> bool {
-        crate::record::encoded_fingerprint(&self.0) == Some(&fingerprint.0)
+        crate::record::encoded_fingerprint(&self.0) == Some(fingerprint.as_bytes())
     }
 
     pub(super) fn unpack(&self) -> Arc<Record> {
@@ -233,13 +233,13 @@ impl MemoryStore {
         }
         let token = self.inner.next_token.fetch_add(1, Ordering::Relaxed);
         in_flight.insert(*key, InFlight { token, fingerprint: *fingerprint, lease_until: deadline(now, lease) });
-        Claim::Acquired(FencingToken(token))
+        Claim::Acquired(ClaimToken(token))
     }
 
     fn owned<'a>(
         map: &'a mut HashMap<RecordKey, InFlight>,
         key: &RecordKey,
-        token: FencingToken,
+        token: ClaimToken,
     ) -> Result<&'a mut InFlight, StoreError> {
         map.get_mut(key).filter(|claim| claim.token == token.0).ok_or(StoreError::LeaseLost)
     }
@@ -250,7 +250,7 @@ impl Store for MemoryStore {
         Ok(self.claim_now(key, fingerprint, lease))
     }
 
-    async fn complete(&self, key: &RecordKey, token: FencingToken, record: Record) -> Result<(), StoreError> {
+    async fn complete(&self, key: &RecordKey, token: ClaimToken, record: Record) -> Result<(), StoreError> {
         let mut in_flight = self.shard(key);
         Self::owned(&mut in_flight, key, token)?;
         if !record.is_expired_at(self.inner.clock.now()) {
@@ -260,14 +260,14 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<(), StoreError> {
+    async fn release(&self, key: &RecordKey, token: ClaimToken) -> Result<(), StoreError> {
         let mut in_flight = self.shard(key);
         Self::owned(&mut in_flight, key, token)?;
         in_flight.remove(key);
         Ok(())
     }
 
-    async fn renew(&self, key: &RecordKey, token: FencingToken, lease: Duration) -> Result<(), StoreError> {
+    async fn renew(&self, key: &RecordKey, token: ClaimToken, lease: Duration) -> Result<(), StoreError> {
         let mut in_flight = self.shard(key);
         Self::owned(&mut in_flight, key, token)?.lease_until = deadline(self.inner.clock.now(), lease);
         Ok(())

@@ -1,7 +1,7 @@
 //! Where records live: the [`Store`] trait and the embedded [`MemoryStore`].
 //!
 //! A store keeps, per [`RecordKey`], either an in-flight claim (a lease held by one request,
-//! identified by a [`FencingToken`]) or a completed [`Record`]. Every operation is one atomic
+//! identified by a [`ClaimToken`]) or a completed [`Record`]. Every operation is one atomic
 //! step, so a remote store can implement each as one round trip (a Lua script in Redis, a
 //! conditional write elsewhere):
 //!
@@ -52,10 +52,10 @@ pub use redis::{RedisStore, RedisStoreBuilder};
 /// The address of a record: SHA-256 of (scope, key). Neither the raw key nor the credential is
 /// recoverable from it.
 ///
-/// Build one with [`RecordKey::new`]; a hand-made key must be as uniformly distributed as a
-/// digest, since maps hash only its first 8 bytes.
+/// Build one with [`RecordKey::new`], or from a digest a store kept with
+/// [`RecordKey::from_digest`].
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct RecordKey(pub [u8; 32]);
+pub struct RecordKey([u8; 32]);
 
 /// Hashes the first 8 bytes only: they are already uniformly distributed (a SHA-256 prefix), so
 /// a keyed hasher over 8 bytes spreads keys as well as over 32, at a third of the cost. Equality
@@ -68,6 +68,17 @@ impl std::hash::Hash for RecordKey {
 }
 
 impl RecordKey {
+    /// A key from its 32 bytes, as [`RecordKey::as_bytes`] gave them. A key made up by hand must
+    /// be as uniformly distributed as a digest: maps hash only its first 8 bytes.
+    pub const fn from_digest(digest: [u8; 32]) -> Self {
+        Self(digest)
+    }
+
+    /// The digest, for a store's key names or columns.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// The address of `key` within `scope`.
     pub fn new(scope: &Scope, key: &IdempotencyKey) -> Self {
         let mut h = Sha256::new();
@@ -90,15 +101,28 @@ impl std::fmt::Debug for RecordKey {
 }
 
 /// Identifies one claim. A store hands out a fresh token per claim and accepts
-/// `complete`/`release`/`renew` only with the token of the current claim.
+/// `complete`/`release`/`renew` only with the token of the current claim. Tokens are unique, not
+/// ordered: a store compares them for equality only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct FencingToken(pub u64);
+pub struct ClaimToken(u64);
+
+impl ClaimToken {
+    /// A token from the number a store keeps.
+    pub const fn new(n: u64) -> Self {
+        Self(n)
+    }
+
+    /// The number, for a store to keep.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
 
 /// What [`Store::claim`] found.
 #[derive(Debug, Clone)]
 pub enum Claim {
     /// The caller now owns the key and runs the handler.
-    Acquired(FencingToken),
+    Acquired(ClaimToken),
     /// The key completed with the same fingerprint: replay this record.
     Completed(Arc<Record>),
     /// The key is in use (in flight or completed) with a different fingerprint.
@@ -176,18 +200,18 @@ pub trait Store: Send + Sync + 'static {
     fn complete(
         &self,
         key: &RecordKey,
-        token: FencingToken,
+        token: ClaimToken,
         record: Record,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Drops the claim held with `token`.
-    fn release(&self, key: &RecordKey, token: FencingToken) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn release(&self, key: &RecordKey, token: ClaimToken) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Extends the lease of the claim held with `token` to `lease` from now.
     fn renew(
         &self,
         key: &RecordKey,
-        token: FencingToken,
+        token: ClaimToken,
         lease: Duration,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
@@ -219,14 +243,14 @@ pub(crate) trait DynStore: Send + Sync + 'static {
     fn complete<'a>(
         &'a self,
         key: &'a RecordKey,
-        token: FencingToken,
+        token: ClaimToken,
         record: Record,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
-    fn release<'a>(&'a self, key: &'a RecordKey, token: FencingToken) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn release<'a>(&'a self, key: &'a RecordKey, token: ClaimToken) -> BoxFuture<'a, Result<(), StoreError>>;
     fn renew<'a>(
         &'a self,
         key: &'a RecordKey,
-        token: FencingToken,
+        token: ClaimToken,
         lease: Duration,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
     fn max_body_bytes(&self) -> usize;
@@ -247,18 +271,18 @@ impl<T: Store> DynStore for T {
     fn complete<'a>(
         &'a self,
         key: &'a RecordKey,
-        token: FencingToken,
+        token: ClaimToken,
         record: Record,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(Store::complete(self, key, token, record))
     }
-    fn release<'a>(&'a self, key: &'a RecordKey, token: FencingToken) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn release<'a>(&'a self, key: &'a RecordKey, token: ClaimToken) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(Store::release(self, key, token))
     }
     fn renew<'a>(
         &'a self,
         key: &'a RecordKey,
-        token: FencingToken,
+        token: ClaimToken,
         lease: Duration,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(Store::renew(self, key, token, lease))

@@ -16,7 +16,7 @@ use redis::{Script, ScriptInvocation, Value};
 pub use self::builder::RedisStoreBuilder;
 use self::owners::{Owner, Owners};
 use self::scripts::scripts;
-use super::{Claim, Clock, FencingToken, RecordKey, Store, StoreError, SystemClock};
+use super::{Claim, ClaimToken, Clock, RecordKey, Store, StoreError, SystemClock};
 use crate::fingerprint::Fingerprint;
 use crate::record::Record;
 
@@ -30,7 +30,7 @@ use crate::record::Record;
 ///
 /// Layout: one hash per record at `{prefix}{<hex SHA-256 of scope and key>}`; the braces are a
 /// Redis Cluster hash tag, so a record lives in one slot. Fields: `s` state (`i` in flight,
-/// `c` completed), `t` fencing token, `f` fingerprint (32 bytes), `d` lease or expiry deadline
+/// `c` completed), `t` claim token, `f` fingerprint (32 bytes), `d` lease or expiry deadline
 /// (ms), `r` the [`Record`] encoding. No field holds a raw key or credential. Beside them one
 /// marker per key space, `{prefix}epoch`, without expiry: fields `c` (when this key space's
 /// memory began, ms) and `q` (until when new claims wait, ms; 0 for none).
@@ -101,13 +101,13 @@ fn malformed(what: &'static str) -> StoreError {
     StoreError::Unavailable(format!("unexpected reply from Redis: {what}").into())
 }
 
-/// A fresh fencing token: unique across processes (a random per-process seed) and within one
+/// A fresh claim token: unique across processes (a random per-process seed) and within one
 /// (a counter).
-fn fresh_token() -> FencingToken {
+fn fresh_token() -> ClaimToken {
     static SEED: OnceLock<RandomState> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    FencingToken(SEED.get_or_init(RandomState::new).hash_one(n))
+    ClaimToken(SEED.get_or_init(RandomState::new).hash_one(n))
 }
 
 /// The longest duration the scripts handle: a hundred years, so that every deadline stays an
@@ -255,13 +255,13 @@ impl Store for RedisStore {
         let max_lease = self.observe_lease(lease_ms);
         let token = fresh_token();
         let mut invocation = self.invocation(&scripts().claim, key, max_lease);
-        invocation.arg(&fingerprint.0[..]).arg(token.0).arg(lease_ms).arg(self.claim_expiry(lease_ms));
+        invocation.arg(&fingerprint.as_bytes()[..]).arg(token.0).arg(lease_ms).arg(self.claim_expiry(lease_ms));
         let mut reply = self.invoke(invocation).await?;
         let [forgot, Value::BulkString(tag), rest @ ..] = reply.as_mut_slice() else { return Err(malformed("claim")) };
         self.note_forgotten(forgot, max_lease);
         match (tag.as_slice(), rest) {
             (b"A", [Value::Int(deadline)]) => {
-                let owner = Owner { fingerprint: fingerprint.0, deadline_ms: (*deadline).max(0) as u64 };
+                let owner = Owner { fingerprint: *fingerprint.as_bytes(), deadline_ms: (*deadline).max(0) as u64 };
                 self.shared.owners.insert(token.0, owner, unix_ms(self.now()));
                 Ok(Claim::Acquired(token))
             }
@@ -279,7 +279,7 @@ impl Store for RedisStore {
         }
     }
 
-    async fn complete(&self, key: &RecordKey, token: FencingToken, record: Record) -> Result<(), StoreError> {
+    async fn complete(&self, key: &RecordKey, token: ClaimToken, record: Record) -> Result<(), StoreError> {
         let ttl = record.ttl_left(self.now());
         if ttl.is_zero() {
             return self.release(key, token).await;
@@ -292,7 +292,7 @@ impl Store for RedisStore {
             .arg(record.encode())
             .arg(ttl_ms)
             .arg(self.key_expiry(ttl_ms))
-            .arg(&record.fingerprint.0[..])
+            .arg(&record.fingerprint.as_bytes()[..])
             .arg(deadline_arg(self.shared.owners.get(token.0)));
         let reply = self.invoke(invocation).await?;
         let [forgot, Value::Int(done)] = reply.as_slice() else { return Err(malformed("complete")) };
@@ -308,7 +308,7 @@ impl Store for RedisStore {
         }
     }
 
-    async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<(), StoreError> {
+    async fn release(&self, key: &RecordKey, token: ClaimToken) -> Result<(), StoreError> {
         self.shared.owners.remove(token.0);
         let max_lease = self.shared.max_lease_ms.load(Ordering::Relaxed);
         let mut invocation = self.invocation(&scripts().release, key, max_lease);
@@ -323,7 +323,7 @@ impl Store for RedisStore {
         }
     }
 
-    async fn renew(&self, key: &RecordKey, token: FencingToken, lease: Duration) -> Result<(), StoreError> {
+    async fn renew(&self, key: &RecordKey, token: ClaimToken, lease: Duration) -> Result<(), StoreError> {
         let lease_ms = millis(lease, 1);
         let max_lease = self.observe_lease(lease_ms);
         let owner = self.shared.owners.get(token.0);

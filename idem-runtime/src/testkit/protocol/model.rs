@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::KEYS;
 use crate::record::Record;
-use crate::store::{Claim, FencingToken, RecordKey, StoreError};
+use crate::store::{Claim, ClaimToken, RecordKey, StoreError};
 use crate::testkit::fingerprint;
 
 /// The model's view of one key: what the store holds.
@@ -34,7 +34,7 @@ pub(super) struct KeyModel {
 pub(super) struct OwnerModel {
     pub(super) key: usize,
     pub(super) fingerprint: u8,
-    pub(super) token: FencingToken,
+    pub(super) token: ClaimToken,
     /// The lease deadline its last effective claim or renewal set.
     pub(super) deadline: u64,
     /// Still acting: not finished, not crashed.
@@ -75,7 +75,7 @@ pub(super) struct Model {
     /// answered may or may not have reached the store).
     pub(super) max_lease: (u64, u64),
     pub(super) quarantine: Quarantine,
-    pub(super) tokens: HashSet<FencingToken>,
+    pub(super) tokens: HashSet<ClaimToken>,
 }
 
 pub(super) type Check = Result<(), String>;
@@ -345,6 +345,6 @@ impl Model {
 }
 
 pub(super) enum Granted {
-    Yes(FencingToken, u64),
+    Yes(ClaimToken, u64),
     No,
 }
