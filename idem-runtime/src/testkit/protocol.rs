@@ -89,7 +89,7 @@ impl<S: Store> Subject<S> {
     /// - the first operation that reaches the store after it forgot starts a quarantine as
     ///   long as the longest of [`MODEL_MAX_LEASE`] and every lease the store was asked for
     ///   (in `claim` and `renew`) until then; until it ends, a claim that would acquire answers
-    ///   [`StoreError::Recovering`] with exactly the time left, while replays, conflicts and
+    ///   [`StoreError::Recovering`](crate::store::StoreError::Recovering) with exactly the time left, while replays, conflicts and
     ///   mismatches answer as usual;
     /// - an owner whose claim it forgot, renewing or completing while its lease (as last
     ///   renewed) still holds and nothing else holds the key, re-asserts its claim: the renewal
