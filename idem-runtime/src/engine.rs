@@ -43,7 +43,10 @@ impl<C: HandlerSpec> IdempotencyContext<C> {
     {
         match self.covered {
             None => handler.await,
-            Some(Covered { call, fingerprint }) => call.run(fingerprint.finish(params), handler).await,
+            Some(covered) => {
+                let Covered { call, fingerprint } = *covered;
+                call.run(fingerprint.finish(params), handler).await
+            }
         }
     }
 }

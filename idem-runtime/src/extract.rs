@@ -59,7 +59,9 @@ impl Route {
 #[doc(hidden)]
 pub struct IdempotencyContext<C> {
     /// `None` when the request is not covered: a safe method, or no key on an `optional` handler.
-    pub(crate) covered: Option<Covered>,
+    /// Boxed: the handler's futures move this value several times before it runs, and a pointer
+    /// moves for less than the request's state.
+    pub(crate) covered: Option<Box<Covered>>,
     _spec: PhantomData<fn() -> C>,
 }
 
@@ -109,7 +111,7 @@ impl<S: Send + Sync, C: HandlerSpec> FromRequestParts<S> for IdempotencyContext<
         let target = parts.extensions.get::<OriginalUri>().map_or(&parts.uri, |original| &original.0);
         let fingerprint = FingerprintBuilder::new(&key, &parts.method, route.as_str(), target);
         let call = Call::new(idempotency, RecordKey::new(&scope, &key), parts.method.clone(), route, config, started);
-        Ok(Self { covered: Some(Covered { call, fingerprint }), _spec: PhantomData })
+        Ok(Self { covered: Some(Box::new(Covered { call, fingerprint })), _spec: PhantomData })
     }
 }
 
