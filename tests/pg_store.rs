@@ -20,8 +20,8 @@ use idem_runtime::testkit::{
 use pg_common::{CountingProxy, TestSchema};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
-/// Cases per store in a default run.
-const CASES: u32 = 300;
+/// Cases per store in a default run: about six seconds each in a debug build.
+const CASES: u32 = 1000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pg_store_passes_the_contract() {

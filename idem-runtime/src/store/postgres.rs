@@ -183,22 +183,22 @@ impl PgStoreBuilder {
         self
     }
 
-    /// The most rows one sweep statement deletes [1000 rows]; a sweep runs statements until one
-    /// deletes fewer.
+    /// The most rows one sweep statement deletes [1000 rows; at most 100 000]; a sweep runs
+    /// statements until one deletes fewer.
     pub fn sweep_batch(mut self, rows: u32) -> Self {
-        self.sweep_batch = rows.max(1);
+        self.sweep_batch = rows.clamp(1, 100_000);
         self
     }
 
     /// Builds the store; no I/O. The table must exist before the first operation (see
     /// [`PgStore::migrate`]). The background sweep starts with the store's first claim.
     pub fn build(self) -> PgStore {
-        let statements = Arc::new(Statements::new(&self.names));
+        let statements = Arc::new(Statements::new(&self.names, self.sweep_batch));
         let sweeper = Sweeper {
             pool: self.pool.clone(),
             statements: statements.clone(),
             clock: self.clock.clone(),
-            batch: i64::from(self.sweep_batch),
+            batch: u64::from(self.sweep_batch),
         };
         PgStore {
             inner: Arc::new(Inner {

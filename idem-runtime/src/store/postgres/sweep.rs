@@ -9,13 +9,13 @@ use tokio::sync::oneshot;
 use super::sql::Statements;
 use crate::store::{Clock, StoreError};
 
-/// What one sweep needs: the pool, the statement, the clock and the batch size.
+/// What one sweep needs: the pool, the statement, the clock and the statement's batch size.
 #[derive(Clone)]
 pub(super) struct Sweeper {
     pub(super) pool: PgPool,
     pub(super) statements: Arc<Statements>,
     pub(super) clock: Option<Arc<dyn Clock>>,
-    pub(super) batch: i64,
+    pub(super) batch: u64,
 }
 
 impl Sweeper {
@@ -26,13 +26,12 @@ impl Sweeper {
         loop {
             let deleted = sqlx::query(&self.statements.sweep)
                 .bind(super::clock_arg(&self.clock))
-                .bind(self.batch)
                 .execute(&self.pool)
                 .await
                 .map_err(super::unavailable)?
                 .rows_affected();
             total += deleted;
-            if deleted < self.batch as u64 {
+            if deleted < self.batch {
                 return Ok(total);
             }
         }
