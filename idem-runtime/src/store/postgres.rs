@@ -261,9 +261,11 @@ impl PgStore {
     }
 
     /// Connects to `url` (`postgres://user:password@host:port/database`) with a pool of its
-    /// own (at most 10 connections; waiting at most a second for one), builds a store with the
-    /// defaults and creates its table if missing ([`PgStore::migrate`]). For other settings,
-    /// build the pool yourself and use [`PgStore::builder`].
+    /// own, builds a store with the defaults and creates its table if missing
+    /// ([`PgStore::migrate`]). The pool keeps at most 10 connections, waits at most a second for
+    /// one, and hands one out without pinging it first (sqlx's `test_before_acquire`, which
+    /// would cost every operation a second round trip; a dead connection fails one operation
+    /// instead). For other settings, build the pool yourself and use [`PgStore::builder`].
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(10)

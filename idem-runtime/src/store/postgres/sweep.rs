@@ -1,6 +1,6 @@
 //! The background sweep: rows past their `purge_at` deleted in bounded batches, on an interval.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -43,6 +43,7 @@ impl Sweeper {
 pub(super) struct Background {
     /// `None` when the sweep is off.
     every: Option<Duration>,
+    started: Once,
     /// Taken when the task starts; dropping the sender (with the store) stops it.
     start: Mutex<Option<(Sweeper, oneshot::Receiver<()>)>>,
     _stop: oneshot::Sender<()>,
@@ -51,16 +52,19 @@ pub(super) struct Background {
 impl Background {
     pub(super) fn new(sweeper: Sweeper, every: Option<Duration>) -> Self {
         let (stop, stopped) = oneshot::channel();
-        Self { every, start: Mutex::new(Some((sweeper, stopped))), _stop: stop }
+        Self { every, started: Once::new(), start: Mutex::new(Some((sweeper, stopped))), _stop: stop }
     }
 
-    /// Starts the task if it has not started yet.
+    /// Starts the task on the current Tokio runtime if it has not started yet (an atomic load
+    /// once it has).
     pub(super) fn ensure_started(&self) {
         let Some(every) = self.every else { return };
-        let mut start = self.start.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((sweeper, stopped)) = start.take() {
-            tokio::spawn(sweep_every(sweeper, every, stopped));
-        }
+        self.started.call_once(|| {
+            let start = self.start.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+            if let (Some((sweeper, stopped)), Ok(runtime)) = (start, tokio::runtime::Handle::try_current()) {
+                runtime.spawn(sweep_every(sweeper, every, stopped));
+            }
+        });
     }
 }
 
