@@ -40,12 +40,16 @@ use crate::scope::Scope;
 mod clock;
 mod local;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "redis")]
 mod redis;
 
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use local::LocalTier;
 pub use memory::{MemoryStore, MemoryStoreBuilder};
+#[cfg(feature = "postgres")]
+pub use postgres::{PgStore, PgStoreBuilder};
 #[cfg(feature = "redis")]
 pub use redis::{RedisStore, RedisStoreBuilder};
 
