@@ -7,14 +7,14 @@ mod pg_common;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use common::{app_with_store, post_to};
+use common::{app_with, post_to};
 use pg_common::TestSchema;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_key_sent_fifty_times_to_two_routers_runs_once() {
     let Some(schema) = TestSchema::create("one_key_sent_fifty_times_to_two_routers_runs_once").await else { return };
-    let (a, hits_a) = app_with_store(schema.store().await);
-    let (b, hits_b) = app_with_store(schema.store().await);
+    let (a, hits_a) = app_with(schema.store().await);
+    let (b, hits_b) = app_with(schema.store().await);
     let barrier = Arc::new(tokio::sync::Barrier::new(50));
     let tasks: Vec<_> = (0..50)
         .map(|i| {
@@ -50,8 +50,8 @@ async fn one_key_sent_fifty_times_to_two_routers_runs_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_keys_with_duplicates_across_two_routers_run_once_each() {
     let Some(schema) = TestSchema::create("many_keys_with_duplicates_across_two_routers").await else { return };
-    let (a, hits_a) = app_with_store(schema.store().await);
-    let (b, hits_b) = app_with_store(schema.store().await);
+    let (a, hits_a) = app_with(schema.store().await);
+    let (b, hits_b) = app_with(schema.store().await);
     const KEYS: usize = 100;
     const COPIES: usize = 4;
     let tasks: Vec<_> = (0..KEYS * COPIES)

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{app_with_store, post_to};
-use idem_runtime::store::{Claim, FencingToken, LocalTier, PgStore, RecordKey, Store};
+use common::{app_with, post_to};
+use idem_runtime::store::{Claim, ClaimToken, LocalTier, PgStore, RecordKey, Store};
 use idem_runtime::testkit::{
     check_protocol, check_store, fingerprint, fresh_key, record, ManualClock, ProtocolReport, Subject,
 };
@@ -82,7 +82,7 @@ async fn rows(store: &PgStore) -> i64 {
     sqlx::query_scalar(&format!("SELECT count(*) FROM {}", store.table())).fetch_one(store.pool()).await.unwrap()
 }
 
-async fn acquire(store: &impl Store, key: &RecordKey, lease: Duration) -> FencingToken {
+async fn acquire(store: &impl Store, key: &RecordKey, lease: Duration) -> ClaimToken {
     match store.claim(key, &fingerprint(1), lease).await.unwrap() {
         Claim::Acquired(token) => token,
         other => panic!("expected Acquired, got {other:?}"),
@@ -213,7 +213,7 @@ async fn the_migration_is_idempotent_and_safe_to_run_from_many_instances_at_once
 async fn the_table_holds_digests_never_a_raw_key_or_credential() {
     let Some(schema) = TestSchema::create("the_table_holds_digests").await else { return };
     let store = schema.store().await;
-    let (app, _) = app_with_store(store.clone());
+    let (app, _) = app_with(store.clone());
     for i in 0..20 {
         let key = format!("raw-key-{i:04}");
         let auth = format!("Bearer credential-{i:04}");
@@ -255,8 +255,8 @@ async fn a_miss_costs_two_round_trips_a_replay_one_and_a_warm_local_replay_none(
         .await
         .unwrap();
     let store = schema.builder(pool).sweep_every(None).build();
-    let plain = app_with_store(store.clone()).0;
-    let tiered = app_with_store(LocalTier::new(store)).0;
+    let plain = app_with(store.clone()).0;
+    let tiered = app_with(LocalTier::new(store)).0;
     // Statements and prepares; sqlx's ping when it takes a connection back runs in the
     // background and is not counted.
     let measure = |app: axum::Router, key: &'static str| {

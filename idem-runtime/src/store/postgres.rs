@@ -12,7 +12,7 @@ use sqlx::Row as _;
 
 use self::sql::{Names, Statements};
 use self::sweep::{Background, Sweeper};
-use super::{Claim, Clock, FencingToken, RecordKey, Store, StoreError, SystemClock, DEFAULT_MAX_BODY_BYTES};
+use super::{Claim, ClaimToken, Clock, RecordKey, Store, StoreError, SystemClock, DEFAULT_MAX_BODY_BYTES};
 use crate::fingerprint::Fingerprint;
 use crate::record::Record;
 
@@ -322,7 +322,7 @@ impl PgStore {
         &self,
         conn: &mut PgConnection,
         key: &RecordKey,
-        token: FencingToken,
+        token: ClaimToken,
         record: Record,
     ) -> Result<(), StoreError> {
         let ttl = record.ttl_left(self.now());
@@ -333,7 +333,7 @@ impl PgStore {
             .bind(self.clock_arg())
             .bind(&key.0[..])
             .bind(token.0 as i64)
-            .bind(&record.fingerprint.0[..])
+            .bind(&record.fingerprint.as_bytes()[..])
             .bind(record.encode())
             .bind(millis(ttl, 1))
             .fetch_one(&mut *conn)
@@ -351,7 +351,7 @@ impl PgStore {
         &self,
         conn: &mut PgConnection,
         key: &RecordKey,
-        token: FencingToken,
+        token: ClaimToken,
     ) -> Result<(), StoreError> {
         let done = sqlx::query(&self.inner.statements.release)
             .bind(&key.0[..])
@@ -371,7 +371,7 @@ impl PgStore {
 fn claim_of(row: &PgRow) -> Result<Claim, StoreError> {
     let column = |e: sqlx::Error| StoreError::Unavailable(Box::new(e));
     if let Some(token) = row.try_get::<Option<i64>, _>(0).map_err(column)? {
-        return Ok(Claim::Acquired(FencingToken(token as u64)));
+        return Ok(Claim::Acquired(ClaimToken(token as u64)));
     }
     let completed: Option<bool> = row.try_get(1).map_err(column)?;
     let same: Option<bool> = row.try_get(2).map_err(column)?;
@@ -399,7 +399,7 @@ impl Store for PgStore {
             let row = sqlx::query(&self.inner.statements.claim)
                 .bind(self.clock_arg())
                 .bind(&key.0[..])
-                .bind(&fingerprint.0[..])
+                .bind(&fingerprint.as_bytes()[..])
                 .bind(millis(lease, 1))
                 .bind(self.inner.abandoned_after_ms)
                 .fetch_optional(&self.inner.pool)
@@ -412,17 +412,17 @@ impl Store for PgStore {
         Err(malformed("the key kept changing under the claim"))
     }
 
-    async fn complete(&self, key: &RecordKey, token: FencingToken, record: Record) -> Result<(), StoreError> {
+    async fn complete(&self, key: &RecordKey, token: ClaimToken, record: Record) -> Result<(), StoreError> {
         let mut conn = self.inner.pool.acquire().await.map_err(unavailable)?;
         self.complete_in(&mut conn, key, token, record).await
     }
 
-    async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<(), StoreError> {
+    async fn release(&self, key: &RecordKey, token: ClaimToken) -> Result<(), StoreError> {
         let mut conn = self.inner.pool.acquire().await.map_err(unavailable)?;
         self.release_in(&mut conn, key, token).await
     }
 
-    async fn renew(&self, key: &RecordKey, token: FencingToken, lease: Duration) -> Result<(), StoreError> {
+    async fn renew(&self, key: &RecordKey, token: ClaimToken, lease: Duration) -> Result<(), StoreError> {
         let done = sqlx::query(&self.inner.statements.renew)
             .bind(self.clock_arg())
             .bind(&key.0[..])
