@@ -445,11 +445,17 @@ pub fn wire(addr: std::net::SocketAddr, method: &str, path: &str, headers: &[(&s
 /// The Redis server the tests share, from `IDEM_TEST_REDIS_URL`. Without it the caller skips,
 /// saying so, except under CI, where a Redis test never skips.
 pub fn redis_url(test: &str) -> Option<String> {
-    match std::env::var("IDEM_TEST_REDIS_URL") {
+    server_url("IDEM_TEST_REDIS_URL", "redis://127.0.0.1:6379", test)
+}
+
+/// A test server's URL from the variable `var`; without it `None` (the caller skips, saying so
+/// and naming an `example` value), except under CI, where a test never skips.
+pub fn server_url(var: &str, example: &str, test: &str) -> Option<String> {
+    match std::env::var(var) {
         Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => panic!("{test}: IDEM_TEST_REDIS_URL is not set under CI"),
+        _ if std::env::var_os("CI").is_some() => panic!("{test}: {var} is not set under CI"),
         _ => {
-            eprintln!("skipped {test}: set IDEM_TEST_REDIS_URL=redis://127.0.0.1:6379 to run it");
+            eprintln!("skipped {test}: set {var}={example} to run it");
             None
         }
     }

@@ -12,14 +12,7 @@ use sqlx::{Connection as _, Executor as _};
 /// The server from `IDEM_TEST_DATABASE_URL`. Without it the caller skips, saying so, except
 /// under CI, where a PostgreSQL test never skips.
 pub fn database_url(test: &str) -> Option<String> {
-    match std::env::var("IDEM_TEST_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => panic!("{test}: IDEM_TEST_DATABASE_URL is not set under CI"),
-        _ => {
-            eprintln!("skipped {test}: set IDEM_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test to run it");
-            None
-        }
-    }
+    super::common::server_url("IDEM_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test", test)
 }
 
 /// A schema `idem_test_<random>` with the store's table in it, dropped (with everything in

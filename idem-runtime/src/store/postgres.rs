@@ -248,11 +248,7 @@ impl PgStore {
             .execute(&mut *conn)
             .await
             .map_err(unavailable)?;
-        if done.rows_affected() == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::LeaseLost)
-        }
+        owned(done.rows_affected())
     }
 }
 
@@ -321,11 +317,7 @@ impl Store for PgStore {
             .execute(&self.inner.pool)
             .await
             .map_err(unavailable)?;
-        if done.rows_affected() == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::LeaseLost)
-        }
+        owned(done.rows_affected())
     }
 
     fn max_body_bytes(&self) -> usize {
@@ -334,5 +326,15 @@ impl Store for PgStore {
 
     fn now(&self) -> SystemTime {
         self.inner.clock.as_ref().map_or_else(|| SystemClock.now(), |clock| clock.now())
+    }
+}
+
+/// An owner-only statement's answer: it changed the claim's row, or the claim is not the
+/// caller's any more.
+fn owned(rows: u64) -> Result<(), StoreError> {
+    if rows == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::LeaseLost)
     }
 }
