@@ -39,7 +39,7 @@ use crate::record::Record;
 /// | column | holds |
 /// | --- | --- |
 /// | `record_key` | the primary key: SHA-256 of scope and key (32 bytes); never the raw key or credential |
-/// | `token` | the fencing token of the claim, from the sequence `<table>_token`: a later claim of a key always gets a larger one |
+/// | `token` | the claim token, from the sequence `<table>_token`: a later claim of a key always gets a larger one |
 /// | `fingerprint` | the request's fingerprint (32 bytes, keyed by the raw key) |
 /// | `completed` | false while in flight |
 /// | `deadline` | in flight: when the lease runs out; completed: when the record expires |

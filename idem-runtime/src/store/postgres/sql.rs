@@ -39,7 +39,7 @@ impl Names {
         format!(r#""{}"."{}""#, self.schema, self.table)
     }
 
-    /// The fencing token sequence as a `regclass` literal.
+    /// The claim token sequence as a `regclass` literal.
     fn sequence(&self) -> String {
         format!(r#"'"{}"."{}_token"'"#, self.schema, self.table)
     }
