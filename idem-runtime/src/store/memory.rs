@@ -145,7 +145,7 @@ impl Packed {
     }
 
     pub(super) fn is_expired_at(&self, now: SystemTime) -> bool {
-        crate::record::encoded_expiry(&self.0).map_or(true, |expires_at| expires_at <= now)
+        crate::record::encoded_expiry(&self.0).is_none_or(|expires_at| expires_at <= now)
     }
 
     pub(super) fn matches(&self, fingerprint: &Fingerprint) -> bool {
