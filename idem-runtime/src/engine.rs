@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use axum::response::Response;
 use futures_util::FutureExt as _;
-use http::{Method, StatusCode};
+use http::{HeaderName, HeaderValue, Method, StatusCode};
 use tracing::Instrument as _;
 
 use crate::capture;
@@ -24,6 +24,9 @@ use crate::outcome::{self, Answer, Outcome};
 use crate::record::{replayable_headers_only, Record, StoredBody};
 use crate::store::{Claim, ClaimToken, RecordKey, StoreError};
 
+/// The request id header that tower-http's `SetRequestId` and most proxies use.
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// What every step of a covered request needs to know about it.
 pub(crate) struct Call {
     pub(crate) idempotency: Idempotency,
@@ -32,6 +35,9 @@ pub(crate) struct Call {
     pub(crate) route: Route,
     pub(crate) config: HandlerConfig,
     started: Instant,
+    /// The request's `X-Request-Id`, kept in the record so that a replay names the request that
+    /// did the work.
+    request_id: Option<HeaderValue>,
 }
 
 impl<C: HandlerSpec> IdempotencyContext<C> {
@@ -59,8 +65,9 @@ impl Call {
         route: Route,
         config: HandlerConfig,
         started: Instant,
+        request_id: Option<HeaderValue>,
     ) -> Self {
-        Self { idempotency, key, method, route, config, started }
+        Self { idempotency, key, method, route, config, started, request_id }
     }
 
     /// Reports an outcome idem answers itself, and gives its response.
@@ -170,13 +177,11 @@ impl Owner {
         // An absurd ttl saturates instead of overflowing the clock.
         let now = self.call.idempotency.store.now();
         let expires_at = now.checked_add(self.call.config.ttl).unwrap_or(now + Duration::from_secs(1 << 40));
-        let record = Record {
-            fingerprint: self.fingerprint,
-            status,
-            headers: replayable_headers_only(headers, self.call.config.replay_headers),
-            body,
-            expires_at,
-        };
+        let mut kept = replayable_headers_only(headers, self.call.config.replay_headers);
+        if let Some(id) = &self.call.request_id {
+            kept.insert(X_REQUEST_ID, id.clone());
+        }
+        let record = Record { fingerprint: self.fingerprint, status, headers: kept, body, expires_at };
         let store = &self.call.idempotency.store;
         match store.complete(&self.call.key, self.token, record.clone()).await {
             Ok(()) => self.call.report(Outcome::Executed(status)),

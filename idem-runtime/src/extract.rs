@@ -14,7 +14,7 @@ use http::{request::Parts, HeaderName, Method};
 use http_body_util::BodyExt as _;
 
 use crate::config::HandlerSpec;
-use crate::engine::Call;
+use crate::engine::{Call, X_REQUEST_ID};
 use crate::fingerprint::{FingerprintBuilder, FingerprintSource, FingerprintWriter, RequestInput};
 use crate::key::IdempotencyKey;
 use crate::layer::Idempotency;
@@ -110,7 +110,16 @@ impl<S: Send + Sync, C: HandlerSpec> FromRequestParts<S> for IdempotencyContext<
         // layer changes the URI the handler sees.
         let target = parts.extensions.get::<OriginalUri>().map_or(&parts.uri, |original| &original.0);
         let fingerprint = FingerprintBuilder::new(&key, &parts.method, route.as_str(), target);
-        let call = Call::new(idempotency, RecordKey::new(&scope, &key), parts.method.clone(), route, config, started);
+        let request_id = parts.headers.get(X_REQUEST_ID).cloned();
+        let call = Call::new(
+            idempotency,
+            RecordKey::new(&scope, &key),
+            parts.method.clone(),
+            route,
+            config,
+            started,
+            request_id,
+        );
         Ok(Self { covered: Some(Box::new(Covered { call, fingerprint })), _spec: PhantomData })
     }
 }
