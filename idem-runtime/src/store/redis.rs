@@ -14,6 +14,7 @@ use redis::aio::ConnectionManager;
 use redis::{Script, ScriptInvocation, Value};
 
 pub use self::builder::RedisStoreBuilder;
+use self::builder::Source;
 use self::owners::{Owner, Owners};
 use self::scripts::scripts;
 use super::{Claim, ClaimToken, Clock, RecordKey, Store, StoreError, SystemClock};
@@ -130,7 +131,20 @@ const INJECTED_CLOCK_KEY_FLOOR_MS: u64 = 3_600_000;
 impl RedisStore {
     /// Configures a store at `url` (`redis://host:port/db`, `rediss://…`).
     pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
-        RedisStoreBuilder::new(url.into())
+        RedisStoreBuilder::new(Source::Url(url.into()))
+    }
+
+    /// Configures a store on the application's own `redis::Client` (its URL, TLS and
+    /// credentials); the store opens a connection manager on it with its own `timeout`.
+    pub fn builder_with_client(client: redis::Client) -> RedisStoreBuilder {
+        RedisStoreBuilder::new(Source::Client(client))
+    }
+
+    /// Configures a store on the application's own connection manager, shared with the rest of
+    /// the application and used as it is: its timeouts and reconnection settings apply, and the
+    /// builder's `timeout` does not.
+    pub fn builder_with_connection(conn: ConnectionManager) -> RedisStoreBuilder {
+        RedisStoreBuilder::new(Source::Manager(conn))
     }
 
     /// Connects to `url` with the defaults.

@@ -11,10 +11,21 @@ use super::scripts::scripts;
 use super::{millis, unavailable, RedisStore, Shared};
 use crate::store::{Clock, StoreError, DEFAULT_MAX_BODY_BYTES};
 
+/// Where a [`RedisStore`] gets its connection.
+#[derive(Clone)]
+pub(super) enum Source {
+    /// A URL: the store opens a client and a connection manager with its own timeouts.
+    Url(String),
+    /// The application's client: the store opens a connection manager on it.
+    Client(redis::Client),
+    /// The application's connection manager, used as it is (its timeouts and retries too).
+    Manager(ConnectionManager),
+}
+
 /// Configures a [`RedisStore`].
 #[derive(Clone)]
 pub struct RedisStoreBuilder {
-    url: String,
+    source: Source,
     prefix: String,
     max_body_bytes: usize,
     timeout: Duration,
@@ -37,9 +48,9 @@ impl std::fmt::Debug for RedisStoreBuilder {
 }
 
 impl RedisStoreBuilder {
-    pub(super) fn new(url: String) -> Self {
+    pub(super) fn new(source: Source) -> Self {
         Self {
-            url,
+            source,
             prefix: "idem:".to_owned(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             timeout: Duration::from_secs(1),
@@ -102,13 +113,25 @@ impl RedisStoreBuilder {
     /// space: its marker is written if missing, with a quarantine if the server started less
     /// than `max_lease` ago (see [`RedisStore`]).
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
-        let client = redis::Client::open(self.url.as_str()).map_err(unavailable)?;
+        let client = match &self.source {
+            Source::Url(url) => redis::Client::open(url.as_str()).map_err(unavailable)?,
+            Source::Client(client) => client.clone(),
+            Source::Manager(conn) => {
+                let conn = conn.clone();
+                return self.open(conn).await;
+            }
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200));
-        let mut conn = ConnectionManager::new_with_config(client, config).await.map_err(unavailable)?;
+        let conn = ConnectionManager::new_with_config(client, config).await.map_err(unavailable)?;
+        self.open(conn).await
+    }
+
+    /// The store on `conn`: loads the scripts and opens the key space.
+    async fn open(self, mut conn: ConnectionManager) -> Result<RedisStore, StoreError> {
         for script in scripts().all() {
             script.load_async(&mut conn).await.map_err(unavailable)?;
         }
