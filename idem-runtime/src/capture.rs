@@ -41,11 +41,8 @@ pub(crate) async fn respond(owner: Owner, response: Response) -> Response {
     match std::future::poll_fn(|cx| Poll::Ready(tee.read_ready(cx))).await {
         ReadReady::OnePiece(bytes) => {
             let body = Body::from(bytes.clone());
-            if bytes.len() <= tee.copy.limit {
-                owner.complete(status, &parts.headers, StoredBody::Kept(bytes)).await;
-            } else {
-                owner.complete(status, &parts.headers, StoredBody::TooLarge).await;
-            }
+            let kept = if tee.copy.fits(bytes.len()) { StoredBody::Kept(bytes) } else { StoredBody::TooLarge };
+            owner.complete(status, &parts.headers, kept).await;
             Response::from_parts(parts, body)
         }
         ReadReady::Waiting => {
@@ -95,12 +92,17 @@ impl BodyCopy {
             return;
         }
         self.len += data.len();
-        if self.len > self.limit {
+        if !self.fits(self.len) {
             self.too_large = true;
             self.chunks = Vec::new();
         } else {
             self.chunks.push(data.clone());
         }
+    }
+
+    /// Whether a body of `len` bytes is kept whole.
+    fn fits(&self, len: usize) -> bool {
+        len <= self.limit
     }
 
     fn finish(&mut self) -> StoredBody {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use axum::response::{IntoResponse as _, Response};
 use http::{Method, StatusCode};
 
-use crate::problem::Problem;
+use crate::problem::{Problem, ProblemKind};
 
 /// How a covered request ended.
 #[derive(Debug, Clone, Copy)]
@@ -70,12 +70,23 @@ impl Outcome {
             | Self::ExecutedNotStored(status)
             | Self::ExecutedStorePending(status)
             | Self::ExecutedFailOpen(status) => status,
-            Self::Answered(answer) => answer.problem().status(),
+            Self::Answered(answer) => answer.kind().status(),
         }
     }
 }
 
 impl Answer {
+    /// The kind of problem idem answers with; its status is the outcome's.
+    const fn kind(self) -> ProblemKind {
+        match self {
+            Self::Mismatch => ProblemKind::KeyReused,
+            Self::Conflict => ProblemKind::InFlight,
+            Self::StoreUnavailable => ProblemKind::StoreUnavailable,
+            Self::StoreRecovering { .. } => ProblemKind::StoreRecovering,
+            Self::Panicked => ProblemKind::HandlerPanicked,
+        }
+    }
+
     fn problem(self) -> Problem {
         match self {
             Self::Mismatch => Problem::key_reused(),

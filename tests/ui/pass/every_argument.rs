@@ -1,4 +1,4 @@
-//! Every argument of SPEC §1 at once, on a handler returning `Result` with `?`.
+//! Every argument of the attribute at once, on a handler returning `Result` with `?`.
 #![deny(warnings)]
 
 use axum::extract::{Path, Query, State};

@@ -1,4 +1,4 @@
-//! The form of SPEC §1, exactly as written.
+//! The attribute exactly as the README's first example writes it.
 #![deny(warnings)]
 
 use axum::extract::State;
