@@ -34,7 +34,7 @@ type Completing = Pin<Box<dyn Future<Output = ()> + Send>>;
 type Polled = Poll<Option<Result<Frame<Bytes>, axum::Error>>>;
 
 /// Answers with the handler's storable `response`, storing it as described in the module docs.
-pub(crate) async fn respond(owner: Owner, response: Response) -> Response {
+pub(crate) async fn respond(mut owner: Owner, response: Response) -> Response {
     let status = response.status();
     let (parts, body) = response.into_parts();
     let mut tee = Tee::new(body, status, owner.call.idempotency.store.max_body_bytes());
@@ -46,6 +46,8 @@ pub(crate) async fn respond(owner: Owner, response: Response) -> Response {
             Response::from_parts(parts, body)
         }
         ReadReady::Waiting => {
+            // The body's production is the handler's time, not idem's.
+            owner.call.watch.pause();
             tee.headers = parts.headers.clone();
             tee.owner = Some(owner);
             Response::from_parts(parts, Body::new(tee))

@@ -20,7 +20,8 @@ use crate::extract::{Covered, IdempotencyContext, Route};
 use crate::fingerprint::Fingerprint;
 use crate::layer::Idempotency;
 use crate::lease::{self, HeldLease};
-use crate::outcome::{self, Answer, Outcome};
+use crate::observe::{self, HeldClaim, Stopwatch};
+use crate::outcome::{self, Answer, Outcome, Seen};
 use crate::record::{replayable_headers_only, Record, StoredBody};
 use crate::store::{Claim, ClaimToken, RecordKey, StoreError};
 
@@ -38,6 +39,9 @@ pub(crate) struct Call {
     /// The request's `X-Request-Id`, kept in the record so that a replay names the request that
     /// did the work.
     request_id: Option<HeaderValue>,
+    span: tracing::Span,
+    /// The time idem itself spends on the request; paused while the handler runs.
+    pub(crate) watch: Stopwatch,
 }
 
 impl<C: HandlerSpec> IdempotencyContext<C> {
@@ -51,7 +55,8 @@ impl<C: HandlerSpec> IdempotencyContext<C> {
             None => handler.await,
             Some(covered) => {
                 let Covered { call, fingerprint } = *covered;
-                call.run(fingerprint.finish(params), handler).await
+                let span = call.span.clone();
+                call.run(fingerprint.finish(params), handler).instrument(span).await
             }
         }
     }
@@ -67,24 +72,39 @@ impl Call {
         started: Instant,
         request_id: Option<HeaderValue>,
     ) -> Self {
-        Self { idempotency, key, method, route, config, started, request_id }
+        let span = observe::span(&method, route.as_str());
+        let watch = Stopwatch::new(started);
+        Self { idempotency, key, method, route, config, started, request_id, span, watch }
+    }
+
+    /// What the report of its outcome may say about this request.
+    fn seen(&self) -> Seen<'_> {
+        Seen {
+            method: &self.method,
+            route: self.route.as_str(),
+            request_id: self.request_id.as_ref(),
+            started: self.started,
+            span: &self.span,
+            hooks: &self.idempotency.hooks,
+            watch: &self.watch,
+        }
     }
 
     /// Reports an outcome idem answers itself, and gives its response.
     pub(crate) fn ended(&self, answer: Answer) -> Response {
-        self.report(Outcome::Answered(answer));
-        answer.response()
+        outcome::answer(&self.seen(), answer)
     }
 
     /// Reports an outcome whose response is the handler's or a replay's.
     pub(crate) fn report(&self, outcome: Outcome) {
-        outcome::report(&self.method, self.route.as_str(), outcome, self.started);
+        outcome::report(&self.seen(), outcome);
     }
 
-    async fn run<F>(self, fingerprint: Fingerprint, handler: F) -> Response
+    async fn run<F>(mut self, fingerprint: Fingerprint, handler: F) -> Response
     where
         F: Future<Output = Response> + Send + 'static,
     {
+        self.watch.resume();
         let lease = self.config.lease;
         let give_up = Instant::now() + lease;
         let mut pause = Duration::from_millis(5);
@@ -109,7 +129,9 @@ impl Call {
                 }
                 Err(error) if self.idempotency.fail_open => {
                     tracing::warn!(target: "idem", route = self.route.as_str(), %error, "store unavailable; running the handler without idempotency (fail-open)");
+                    self.watch.pause();
                     let response = handler.await;
+                    self.watch.resume();
                     self.report(Outcome::ExecutedFailOpen(response.status()));
                     return response;
                 }
@@ -121,7 +143,8 @@ impl Call {
         };
         let held = lease::hold(&self.idempotency.store, self.key, token, lease);
         held.let_keeper_start().await;
-        let owner = Owner { call: self, token, fingerprint, _lease: held };
+        let claim = HeldClaim::new(&self.method, self.route.as_str());
+        let owner = Owner { call: self, token, fingerprint, _lease: held, _claim: claim };
         // A client that disconnects drops this future; the handler then finishes in a task of
         // its own and its response is stored for the retry.
         RunToCompletion(Some(Box::pin(owner.execute(handler).in_current_span()))).await
@@ -135,14 +158,18 @@ pub(crate) struct Owner {
     token: ClaimToken,
     fingerprint: Fingerprint,
     _lease: HeldLease,
+    _claim: HeldClaim,
 }
 
 impl Owner {
-    async fn execute<F>(self, handler: F) -> Response
+    async fn execute<F>(mut self, handler: F) -> Response
     where
         F: Future<Output = Response> + Send + 'static,
     {
-        let response = match AssertUnwindSafe(handler).catch_unwind().await {
+        self.call.watch.pause();
+        let ran = AssertUnwindSafe(handler).catch_unwind().await;
+        self.call.watch.resume();
+        let response = match ran {
             Ok(response) => response,
             Err(_panic) => return self.panicked().await,
         };
@@ -173,7 +200,9 @@ impl Owner {
     }
 
     /// Stores the response: status, the headers a replay repeats, and what was kept of the body.
-    pub(crate) async fn complete(self, status: StatusCode, headers: &http::HeaderMap, body: StoredBody) {
+    pub(crate) async fn complete(mut self, status: StatusCode, headers: &http::HeaderMap, body: StoredBody) {
+        // A streamed body paused the watch while it was produced.
+        self.call.watch.resume();
         // An absurd ttl saturates instead of overflowing the clock.
         let now = self.call.idempotency.store.now();
         let expires_at = now.checked_add(self.call.config.ttl).unwrap_or(now + Duration::from_secs(1 << 40));

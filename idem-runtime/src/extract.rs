@@ -18,13 +18,15 @@ use crate::engine::{Call, X_REQUEST_ID};
 use crate::fingerprint::{FingerprintBuilder, FingerprintSource, FingerprintWriter, RequestInput};
 use crate::key::IdempotencyKey;
 use crate::layer::Idempotency;
-use crate::outcome::{self, Outcome};
+use crate::observe::{self, Digests, Stopwatch};
+use crate::outcome::{self, Seen};
 use crate::problem::Problem;
 use crate::store::RecordKey;
 
-/// Present in a request's extensions when its fingerprint is needed.
-#[derive(Clone, Copy)]
-pub(crate) struct Fingerprinting;
+/// Present in a request's extensions when its fingerprint is needed; the digests of the
+/// selected parameters add their time to it.
+#[derive(Clone)]
+pub(crate) struct Fingerprinting(Digests);
 
 fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
@@ -87,11 +89,7 @@ impl<S: Send + Sync, C: HandlerSpec> FromRequestParts<S> for IdempotencyContext<
         }
         let config = C::CONFIG;
         let started = Instant::now();
-        let reject = |parts: &Parts, response: Response| {
-            let rejected = Outcome::Rejected(response.status());
-            outcome::report(&parts.method, Route::of(parts).as_str(), rejected, started);
-            Err(response)
-        };
+        let reject = |parts: &Parts, response: Response| Err(reject(parts, started, response));
         let extra = config.header.map(HeaderName::from_static);
         let key = match IdempotencyKey::from_headers(&parts.headers, extra.as_ref()) {
             Ok(Some(key)) => key,
@@ -104,7 +102,6 @@ impl<S: Send + Sync, C: HandlerSpec> FromRequestParts<S> for IdempotencyContext<
             Err(response) => return reject(parts, response),
         };
         let idempotency = parts.extensions.get::<Idempotency>().cloned().unwrap_or_else(Idempotency::process_default);
-        parts.extensions.insert(Fingerprinting);
         let route = Route::of(parts);
         // The target as the client sent it: the outermost router keeps it before nesting or a
         // layer changes the URI the handler sees.
@@ -120,8 +117,27 @@ impl<S: Send + Sync, C: HandlerSpec> FromRequestParts<S> for IdempotencyContext<
             started,
             request_id,
         );
+        parts.extensions.insert(Fingerprinting(call.watch.digests()));
         Ok(Self { covered: Some(Box::new(Covered { call, fingerprint })), _spec: PhantomData })
     }
+}
+
+/// Reports a covered request refused before its claim, and gives its response as the layer's
+/// hooks shape it.
+fn reject(parts: &Parts, started: Instant, response: Response) -> Response {
+    let idempotency = parts.extensions.get::<Idempotency>().cloned().unwrap_or_else(Idempotency::process_default);
+    let route = Route::of(parts);
+    let span = observe::span(&parts.method, route.as_str());
+    let seen = Seen {
+        method: &parts.method,
+        route: route.as_str(),
+        request_id: parts.headers.get(X_REQUEST_ID),
+        started,
+        span: &span,
+        hooks: &idempotency.hooks,
+        watch: &Stopwatch::new(started),
+    };
+    outcome::reject(&seen, response)
 }
 
 /// A handler parameter that is part of the fingerprint: the extracted value plus the digest of
@@ -158,7 +174,10 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let value = E::from_request_parts(parts, state).await?;
-        let digest = parts.extensions.get::<Fingerprinting>().map(|_| digest_of::<E>(&RequestInput::parts(parts)));
+        let digest = parts
+            .extensions
+            .get::<Fingerprinting>()
+            .map(|Fingerprinting(digests)| digests.time(|| digest_of::<E>(&RequestInput::parts(parts))));
         Ok(Self { value, digest })
     }
 }
@@ -171,13 +190,22 @@ where
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
-        if req.extensions().get::<Fingerprinting>().is_none() {
+        let Some(Fingerprinting(digests)) = req.extensions().get::<Fingerprinting>().cloned() else {
             let value = E::from_request(req, state).await.map_err(IntoResponse::into_response)?;
             return Ok(Self { value, digest: None });
-        }
+        };
         let (parts, body) = req.with_limited_body().into_parts();
-        let bytes = read_whole(body).await.map_err(body_problem)?;
-        let digest = Some(digest_of::<E>(&RequestInput::with_body(&parts, &bytes)));
+        let bytes = match read_whole(body).await {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                let problem = body_problem(error);
+                return Err(match parts.extensions.get::<Idempotency>() {
+                    Some(idempotency) => idempotency.hooks.respond(&problem),
+                    None => problem.into_response(),
+                });
+            }
+        };
+        let digest = Some(digests.time(|| digest_of::<E>(&RequestInput::with_body(&parts, &bytes))));
         let req = Request::from_parts(parts, Body::from(bytes));
         let value = E::from_request(req, state).await.map_err(IntoResponse::into_response)?;
         Ok(Self { value, digest })
@@ -202,13 +230,13 @@ async fn read_whole(mut body: Body) -> Result<Bytes, axum::Error> {
     Ok(if joined.is_empty() { first } else { joined.freeze() })
 }
 
-fn body_problem(error: axum::Error) -> Response {
+fn body_problem(error: axum::Error) -> Problem {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
     while let Some(e) = source {
         if e.is::<http_body_util::LengthLimitError>() {
-            return Problem::body_too_large().into_response();
+            return Problem::body_too_large();
         }
         source = e.source();
     }
-    Problem::body_unreadable(&error).into_response()
+    Problem::body_unreadable(&error)
 }

@@ -5,6 +5,8 @@
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
+use crate::hooks::Hooks;
+use crate::observe;
 use crate::store::{DynStore, MemoryStore, Store};
 
 /// The store (and store-wide policy) every annotated handler under a [`Router`] uses.
@@ -28,18 +30,22 @@ use crate::store::{DynStore, MemoryStore, Store};
 pub struct Idempotency {
     pub(crate) store: Arc<dyn DynStore>,
     pub(crate) fail_open: bool,
+    pub(crate) hooks: Hooks,
 }
 
 impl std::fmt::Debug for Idempotency {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Idempotency").field("fail_open", &self.fail_open).finish_non_exhaustive()
+        f.debug_struct("Idempotency")
+            .field("fail_open", &self.fail_open)
+            .field("hooks", &self.hooks)
+            .finish_non_exhaustive()
     }
 }
 
 impl Idempotency {
     /// Uses `store` for every annotated handler behind this layer.
     pub fn new(store: impl Store) -> Self {
-        Self { store: Arc::new(store), fail_open: false }
+        Self { store: Arc::new(observe::timed(store)), fail_open: false, hooks: Hooks::default() }
     }
 
     /// When the store is unreachable, run handlers without idempotency (and log a warning)

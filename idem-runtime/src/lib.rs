@@ -29,6 +29,7 @@
 #[cfg(feature = "client")]
 pub mod client;
 pub mod fingerprint;
+pub mod hooks;
 pub mod key;
 pub mod problem;
 pub mod record;
@@ -47,6 +48,7 @@ mod engine;
 mod extract;
 mod layer;
 mod lease;
+mod observe;
 mod outcome;
 
 /// The README's code blocks, compiled as doctests.

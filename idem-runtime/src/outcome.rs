@@ -1,12 +1,17 @@
 //! How a covered request ended: one [`Outcome`] per request, and here, in one place, each
-//! outcome's event name and status, and the response of each [`Answer`] idem gives itself.
+//! outcome's name and status, the response of each [`Answer`] idem gives itself (as the layer's
+//! hooks shape it), and the one report of every outcome: its tracing event, its span's fields,
+//! its metrics and the layer's outcome hook.
 
 use std::time::{Duration, Instant};
 
-use axum::response::{IntoResponse as _, Response};
-use http::{Method, StatusCode};
+use axum::response::Response;
+use http::{HeaderValue, Method, StatusCode};
+use tracing::Span;
 
-use crate::problem::{Problem, ProblemKind};
+use crate::hooks::{Hooks, RequestOutcome};
+use crate::observe::{self, Stopwatch};
+use crate::problem::{MadeFrom, Problem, ProblemKind};
 
 /// How a covered request ended.
 #[derive(Debug, Clone, Copy)]
@@ -43,26 +48,79 @@ pub(crate) enum Answer {
     Panicked,
 }
 
-impl Outcome {
-    /// The event's `outcome` field.
-    pub(crate) const fn name(self) -> &'static str {
+/// How a covered request ended, as events, metrics and the layer's outcome hook name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OutcomeKind {
+    /// Refused before the claim: no key on a `required` handler, a malformed key, or a scope
+    /// that cannot be resolved. The handler did not run.
+    Rejected,
+    /// The stored response of an earlier execution was replayed. The handler did not run.
+    Replayed,
+    /// The key was used for a different request (`422` unless shaped). The handler did not run.
+    Mismatch,
+    /// A request with the same key is still running (`409` unless shaped). The handler did not
+    /// run.
+    Conflict,
+    /// The store could not be reached and the layer fails closed (`503`). The handler did not run.
+    StoreUnavailable,
+    /// The store lost its in-flight claims and grants none until every lease that may be running
+    /// has run out (`503`). The handler did not run.
+    StoreRecovering,
+    /// The handler or its response body panicked (`500`); the key was released.
+    Panicked,
+    /// The handler ran and its response is stored.
+    Executed,
+    /// The handler ran and its response is not stored: a status that releases the key, or a
+    /// claim lost to another request.
+    ExecutedNotStored,
+    /// The handler ran; its response is stored once the unreachable store is back.
+    ExecutedStorePending,
+    /// The store was unreachable and the layer fails open: the handler ran without idempotency.
+    ExecutedFailOpen,
+}
+
+impl OutcomeKind {
+    /// The name events and metrics give it: `rejected`, `replayed`, `mismatch`, `conflict`,
+    /// `store-error`, `store-recovering`, `panicked`, `executed`, `executed-not-stored`,
+    /// `executed-store-pending`, `executed-fail-open`.
+    pub const fn as_str(self) -> &'static str {
         match self {
-            Self::Rejected(_) => "rejected",
-            Self::Replayed(_) => "replayed",
-            Self::Answered(Answer::Mismatch) => "mismatch",
-            Self::Answered(Answer::Conflict) => "conflict",
-            Self::Answered(Answer::StoreUnavailable) => "store-error",
-            Self::Answered(Answer::StoreRecovering { .. }) => "store-recovering",
-            Self::Answered(Answer::Panicked) => "panicked",
-            Self::Executed(_) => "executed",
-            Self::ExecutedNotStored(_) => "executed-not-stored",
-            Self::ExecutedStorePending(_) => "executed-store-pending",
-            Self::ExecutedFailOpen(_) => "executed-fail-open",
+            Self::Rejected => "rejected",
+            Self::Replayed => "replayed",
+            Self::Mismatch => "mismatch",
+            Self::Conflict => "conflict",
+            Self::StoreUnavailable => "store-error",
+            Self::StoreRecovering => "store-recovering",
+            Self::Panicked => "panicked",
+            Self::Executed => "executed",
+            Self::ExecutedNotStored => "executed-not-stored",
+            Self::ExecutedStorePending => "executed-store-pending",
+            Self::ExecutedFailOpen => "executed-fail-open",
+        }
+    }
+}
+
+impl Outcome {
+    /// Its kind, as events, metrics and hooks name it.
+    pub(crate) const fn kind(self) -> OutcomeKind {
+        match self {
+            Self::Rejected(_) => OutcomeKind::Rejected,
+            Self::Replayed(_) => OutcomeKind::Replayed,
+            Self::Answered(Answer::Mismatch) => OutcomeKind::Mismatch,
+            Self::Answered(Answer::Conflict) => OutcomeKind::Conflict,
+            Self::Answered(Answer::StoreUnavailable) => OutcomeKind::StoreUnavailable,
+            Self::Answered(Answer::StoreRecovering { .. }) => OutcomeKind::StoreRecovering,
+            Self::Answered(Answer::Panicked) => OutcomeKind::Panicked,
+            Self::Executed(_) => OutcomeKind::Executed,
+            Self::ExecutedNotStored(_) => OutcomeKind::ExecutedNotStored,
+            Self::ExecutedStorePending(_) => OutcomeKind::ExecutedStorePending,
+            Self::ExecutedFailOpen(_) => OutcomeKind::ExecutedFailOpen,
         }
     }
 
-    /// The status the client received.
-    pub(crate) fn status(self) -> StatusCode {
+    /// The status the client received, when idem did not shape the response itself.
+    fn status(self) -> StatusCode {
         match self {
             Self::Rejected(status)
             | Self::Replayed(status)
@@ -96,23 +154,68 @@ impl Answer {
             Self::Panicked => Problem::handler_panicked(),
         }
     }
-
-    /// The response idem gives for this outcome.
-    pub(crate) fn response(self) -> Response {
-        self.problem().into_response()
-    }
 }
 
-/// Emits the one event of a covered request (target `idem`). It never carries a key or a
-/// credential.
-pub(crate) fn report(method: &Method, route: &str, outcome: Outcome, started: Instant) {
-    tracing::info!(
-        target: "idem",
-        %method,
-        route,
-        outcome = outcome.name(),
-        status = outcome.status().as_u16(),
-        elapsed_us = started.elapsed().as_micros() as u64,
-        "idempotent request"
-    );
+/// A covered request as the report of its outcome may describe it: never its key or credential.
+pub(crate) struct Seen<'a> {
+    pub(crate) method: &'a Method,
+    /// The matched route template.
+    pub(crate) route: &'a str,
+    pub(crate) request_id: Option<&'a HeaderValue>,
+    pub(crate) started: Instant,
+    pub(crate) span: &'a Span,
+    pub(crate) hooks: &'a Hooks,
+    pub(crate) watch: &'a Stopwatch,
+}
+
+/// Reports an outcome whose response is the handler's or a replay's.
+pub(crate) fn report(seen: &Seen<'_>, outcome: Outcome) {
+    report_as(seen, outcome, outcome.status(), None);
+}
+
+/// Reports an outcome idem answers itself, and gives its response, as the hooks shape it.
+pub(crate) fn answer(seen: &Seen<'_>, answer: Answer) -> Response {
+    let problem = answer.problem();
+    let response = seen.hooks.respond(&problem);
+    report_as(seen, Outcome::Answered(answer), response.status(), Some(&problem));
+    response
+}
+
+/// Reports a request refused before its claim with `response` (idem's problem, or a scope
+/// function's own rejection), and gives that response, as the hooks shape idem's problems.
+pub(crate) fn reject(seen: &Seen<'_>, response: Response) -> Response {
+    let response = seen.hooks.shape(response);
+    let problem = response.extensions().get::<MadeFrom>().map(|made| &made.0);
+    report_as(seen, Outcome::Rejected(response.status()), response.status(), problem);
+    response
+}
+
+/// The one report of a covered request: its event (target `idem`), its span's `outcome` and
+/// `status`, its metrics, and the layer's outcome hook. None of them sees a key or a credential.
+fn report_as(seen: &Seen<'_>, outcome: Outcome, status: StatusCode, problem: Option<&Problem>) {
+    let kind = outcome.kind();
+    let elapsed = seen.started.elapsed();
+    seen.span.record("outcome", kind.as_str());
+    seen.span.record("status", status.as_u16());
+    seen.span.in_scope(|| {
+        tracing::info!(
+            target: "idem",
+            method = %seen.method,
+            route = seen.route,
+            outcome = kind.as_str(),
+            status = status.as_u16(),
+            elapsed_us = elapsed.as_micros() as u64,
+            "idempotent request"
+        );
+    });
+    observe::record(seen.method, seen.route, kind, seen.watch);
+    seen.hooks.observe(&RequestOutcome {
+        kind,
+        status,
+        method: seen.method,
+        route: seen.route,
+        problem,
+        request_id: seen.request_id,
+        elapsed,
+    });
 }

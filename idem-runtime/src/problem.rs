@@ -147,6 +147,11 @@ impl Problem {
         &self.detail
     }
 
+    /// The `Retry-After` the response carries, in seconds, if any.
+    pub fn retry_after_seconds(&self) -> Option<u64> {
+        self.retry_after
+    }
+
     // Every problem idem answers with, named; the only place their details are written.
 
     pub(crate) fn missing_key() -> Self {
@@ -233,16 +238,28 @@ impl Problem {
         })
         .expect("a problem always serializes")
     }
-}
 
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
+    /// The `application/problem+json` response.
+    pub(crate) fn to_response(&self) -> Response {
         let mut response = (self.status, self.to_json()).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
+        response
+    }
+}
+
+/// The problem a response was made from, kept in its extensions so that a layer's hooks can
+/// shape a problem that reached them as a response (a scope that cannot be resolved).
+#[derive(Clone)]
+pub(crate) struct MadeFrom(pub(crate) Problem);
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let mut response = self.to_response();
+        response.extensions_mut().insert(MadeFrom(self));
         response
     }
 }

@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 
@@ -207,7 +207,7 @@ const MAGIC: &[u8; 4] = b"IDM1";
 
 /// A replay whose body was not kept: the stored status and headers, with a problem body.
 fn body_not_kept(problem: Problem, mut headers: HeaderMap) -> Response {
-    let mut response = problem.into_response();
+    let mut response = problem.to_response();
     let content_type = response.headers_mut().remove(header::CONTENT_TYPE);
     headers.remove(header::CONTENT_ENCODING);
     if let Some(content_type) = content_type {

@@ -1,0 +1,30 @@
+//! What an operator sees of covered requests besides their events: a tracing span per request
+//! that carries its outcome and, with the `metrics` feature, metrics through the `metrics`
+//! facade (names and labels in the README). Without the feature the metric types here are
+//! empty and cost nothing.
+
+use http::Method;
+use tracing::Span;
+
+#[cfg(feature = "metrics")]
+mod metered;
+#[cfg(feature = "metrics")]
+pub(crate) use metered::{record, timed, Digests, HeldClaim, Stopwatch};
+
+#[cfg(not(feature = "metrics"))]
+mod unmetered;
+#[cfg(not(feature = "metrics"))]
+pub(crate) use unmetered::{record, timed, Digests, HeldClaim, Stopwatch};
+
+/// The span of a covered request (target `idem`, name `idem`): its method and route template,
+/// and once known its `outcome` and `status`. The handler runs inside it.
+pub(crate) fn span(method: &Method, route: &str) -> Span {
+    tracing::info_span!(
+        target: "idem",
+        "idem",
+        %method,
+        route,
+        outcome = tracing::field::Empty,
+        status = tracing::field::Empty
+    )
+}

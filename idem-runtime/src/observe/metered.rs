@@ -1,0 +1,219 @@
+//! The metrics of covered requests, through the `metrics` facade: whatever recorder the
+//! application installed (a Prometheus exporter, …) receives them; without one they cost the
+//! building of their labels.
+//!
+//! | metric | kind | labels |
+//! | --- | --- | --- |
+//! | `idem_requests_total` | counter | `method`, `route`, `outcome` |
+//! | `idem_added_seconds` | histogram | `method`, `route`, `outcome` |
+//! | `idem_store_operation_seconds` | histogram | `operation`, `result` |
+//! | `idem_claims_in_flight` | gauge | `method`, `route` |
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Once};
+use std::time::{Duration, Instant, SystemTime};
+
+use http::Method;
+use metrics::{Gauge, Label, SharedString, Unit};
+
+use crate::fingerprint::Fingerprint;
+use crate::outcome::OutcomeKind;
+use crate::record::Record;
+use crate::store::{Claim, ClaimToken, RecordKey, Store, StoreError};
+
+const REQUESTS: &str = "idem_requests_total";
+const ADDED: &str = "idem_added_seconds";
+const STORE_OPERATION: &str = "idem_store_operation_seconds";
+const CLAIMS_IN_FLIGHT: &str = "idem_claims_in_flight";
+
+/// Describes the metrics to the recorder in place when the first is recorded.
+fn describe() {
+    static DESCRIBED: Once = Once::new();
+    DESCRIBED.call_once(|| {
+        metrics::describe_counter!(REQUESTS, Unit::Count, "Covered requests, by how they ended");
+        metrics::describe_histogram!(
+            ADDED,
+            Unit::Seconds,
+            "Time idem spent on a covered request: its own extractor, fingerprint digests, the claim, any wait for a running duplicate, and storing the response; not the handler's other extractors, the handler, or the production of a streamed body"
+        );
+        metrics::describe_histogram!(STORE_OPERATION, Unit::Seconds, "Time of each store operation");
+        metrics::describe_gauge!(CLAIMS_IN_FLIGHT, Unit::Count, "Claims this process holds: handlers running, responses being stored");
+    });
+}
+
+/// The time idem spends on one covered request: from its first extractor's start, less the
+/// spans it is paused for (the handler's other extractors, the handler, a streamed body's
+/// production), plus the fingerprint digests taken while paused.
+#[derive(Debug)]
+pub(crate) struct Stopwatch {
+    started: Instant,
+    excluded: Duration,
+    paused_at: Option<Instant>,
+    digests: Digests,
+}
+
+impl Stopwatch {
+    /// A watch that ran from `started` until now, and is paused: what runs next (the handler's
+    /// other extractors) is not idem's.
+    pub(crate) fn new(started: Instant) -> Self {
+        Self { started, excluded: Duration::ZERO, paused_at: Some(Instant::now()), digests: Digests::default() }
+    }
+
+    /// Stops counting until [`Stopwatch::resume`]; nothing if paused already.
+    pub(crate) fn pause(&mut self) {
+        if self.paused_at.is_none() {
+            self.paused_at = Some(Instant::now());
+        }
+    }
+
+    /// Counts again; nothing if counting already.
+    pub(crate) fn resume(&mut self) {
+        if let Some(paused_at) = self.paused_at.take() {
+            self.excluded += paused_at.elapsed();
+        }
+    }
+
+    /// Where the fingerprint digests of the handler's parameters add their time.
+    pub(crate) fn digests(&self) -> Digests {
+        self.digests.clone()
+    }
+
+    fn added(&self) -> Duration {
+        let now = Instant::now();
+        let paused = self.paused_at.map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+        let own = now.saturating_duration_since(self.started).saturating_sub(self.excluded + paused);
+        own + Duration::from_nanos(self.digests.0.load(Ordering::Relaxed))
+    }
+}
+
+/// The time spent digesting a request's parameters for its fingerprint.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Digests(Arc<AtomicU64>);
+
+impl Digests {
+    /// Runs `digest`, adding its time.
+    pub(crate) fn time<T>(&self, digest: impl FnOnce() -> T) -> T {
+        let started = Instant::now();
+        let digested = digest();
+        self.0.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        digested
+    }
+}
+
+/// One claim this process holds, counted in `idem_claims_in_flight` until it is dropped.
+#[derive(Debug)]
+pub(crate) struct HeldClaim(Gauge);
+
+impl HeldClaim {
+    pub(crate) fn new(method: &Method, route: &str) -> Self {
+        describe();
+        let gauge = metrics::gauge!(CLAIMS_IN_FLIGHT, request_labels(method, route, None));
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for HeldClaim {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// Records a covered request's outcome: its count and the time idem added.
+pub(crate) fn record(method: &Method, route: &str, kind: OutcomeKind, watch: &Stopwatch) {
+    describe();
+    let labels = request_labels(method, route, Some(kind));
+    metrics::counter!(REQUESTS, labels.clone()).increment(1);
+    metrics::histogram!(ADDED, labels).record(watch.added());
+}
+
+fn request_labels(method: &Method, route: &str, kind: Option<OutcomeKind>) -> Vec<Label> {
+    let mut labels = Vec::with_capacity(3);
+    labels.push(Label::new("method", method_name(method)));
+    labels.push(Label::new("route", route.to_owned()));
+    if let Some(kind) = kind {
+        labels.push(Label::from_static_parts("outcome", kind.as_str()));
+    }
+    labels
+}
+
+/// The method's name, without a copy for the methods handlers are annotated for.
+fn method_name(method: &Method) -> SharedString {
+    let name = match *method {
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        _ => return SharedString::from_owned(method.as_str().to_owned()),
+    };
+    SharedString::const_str(name)
+}
+
+/// A store whose every operation's time is recorded in `idem_store_operation_seconds`.
+pub(crate) fn timed<S: Store>(store: S) -> Timed<S> {
+    Timed(store)
+}
+
+/// See [`timed`].
+pub(crate) struct Timed<S>(S);
+
+/// Runs a store operation, recording its time; the operation is started inside the timing, for a
+/// store that does part of its work before its future is first polled.
+async fn time_operation<T, F>(operation: &'static str, start: impl FnOnce() -> F) -> Result<T, StoreError>
+where
+    F: Future<Output = Result<T, StoreError>>,
+{
+    describe();
+    let started = Instant::now();
+    let result = start().await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(StoreError::LeaseLost) => "lease-lost",
+        Err(StoreError::Unavailable(_)) => "unavailable",
+        Err(StoreError::Recovering { .. }) => "recovering",
+    };
+    metrics::histogram!(STORE_OPERATION, "operation" => operation, "result" => outcome).record(started.elapsed());
+    result
+}
+
+impl<S: Store> Store for Timed<S> {
+    fn claim(
+        &self,
+        key: &RecordKey,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Claim, StoreError>> + Send {
+        time_operation("claim", move || self.0.claim(key, fingerprint, lease))
+    }
+
+    fn complete(
+        &self,
+        key: &RecordKey,
+        token: ClaimToken,
+        record: Record,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        time_operation("complete", move || self.0.complete(key, token, record))
+    }
+
+    fn release(&self, key: &RecordKey, token: ClaimToken) -> impl Future<Output = Result<(), StoreError>> + Send {
+        time_operation("release", move || self.0.release(key, token))
+    }
+
+    fn renew(
+        &self,
+        key: &RecordKey,
+        token: ClaimToken,
+        lease: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        time_operation("renew", move || self.0.renew(key, token, lease))
+    }
+
+    fn max_body_bytes(&self) -> usize {
+        self.0.max_body_bytes()
+    }
+
+    fn now(&self) -> SystemTime {
+        self.0.now()
+    }
+}
