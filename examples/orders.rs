@@ -6,6 +6,7 @@
 //! ```
 //!
 //! Every request needs `Authorization: Bearer <token>`; orders and notes are kept per token.
+//! `GET /metrics` (no authorization) serves idem's metrics as Prometheus text.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,11 +19,12 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use idem_runtime::idempotent;
 use idem_runtime::store::{LocalTier, MemoryStore, RedisStore};
 use idem_runtime::Idempotency;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug)]
@@ -166,7 +168,12 @@ async fn list_notes(State(db): State<AppState>, Extension(caller): Extension<Cal
     Json(db.notes.lock().expect("notes lock").get(&caller).cloned().unwrap_or_default())
 }
 
-fn app(options: &Options, idempotency: Idempotency) -> Router {
+/// Prometheus text of every metric recorded so far.
+async fn metrics(State(prometheus): State<PrometheusHandle>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], prometheus.render())
+}
+
+fn app(options: &Options, idempotency: Idempotency, prometheus: PrometheusHandle) -> Router {
     let db = Arc::new(Db {
         failures_left: AtomicU64::new(options.fail_first),
         handler_delay: options.handler_delay,
@@ -178,6 +185,8 @@ fn app(options: &Options, idempotency: Idempotency) -> Router {
         .layer(idempotency)
         .layer(middleware::from_fn(authenticate))
         .with_state(db)
+        // Added after the authentication layer: a scraper needs no token.
+        .merge(Router::new().route("/metrics", get(metrics)).with_state(prometheus))
 }
 
 #[tokio::main]
@@ -210,6 +219,24 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The recorder and its text rendering only: `GET /metrics` is served by the demo's own router.
+    let prometheus = match PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => handle,
+        Err(e) => {
+            eprintln!("cannot install the metrics recorder: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let upkeep = prometheus.clone();
+    tokio::spawn(async move {
+        // Folds recorded histogram samples into their summaries, so memory stays bounded
+        // between scrapes.
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     let listener = match tokio::net::TcpListener::bind(options.addr).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -219,7 +246,7 @@ async fn main() -> ExitCode {
     };
     let addr = listener.local_addr().expect("bound address");
     println!("orders demo listening on http://{addr} (store: {})", options.store);
-    if let Err(e) = axum::serve(listener, app(&options, idempotency)).await {
+    if let Err(e) = axum::serve(listener, app(&options, idempotency, prometheus)).await {
         eprintln!("server error: {e}");
         return ExitCode::FAILURE;
     }

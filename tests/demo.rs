@@ -240,3 +240,110 @@ fn the_retrying_client_behind_a_response_losing_proxy_creates_one_order() {
     assert!(stdout.contains("replayed: true"), "{stdout}");
     assert_eq!(orders(&demo, "frank").as_array().unwrap().len(), 1, "exactly one order");
 }
+
+/// A scrape of `GET /metrics`: each sample's value by its name and labels (sorted, so that a
+/// sample is found whatever order the exporter writes its labels in).
+fn scrape(demo: &Demo) -> std::collections::BTreeMap<String, f64> {
+    let reply = wire(demo.addr, "GET", "/metrics", &[], "");
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(reply.header("content-type").is_some_and(|t| t.starts_with("text/plain")), "{reply:?}");
+    reply
+        .body
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample: {line}"));
+            let (name, labels) = series.split_once('{').unwrap_or((series, "}"));
+            let mut labels: Vec<&str> = labels.trim_end_matches('}').split(',').filter(|l| !l.is_empty()).collect();
+            labels.sort_unstable();
+            (sample(name, &labels), value.parse().unwrap_or_else(|_| panic!("not a value: {line}")))
+        })
+        .collect()
+}
+
+fn sample(name: &str, labels: &[&str]) -> String {
+    format!("{name}{{{}}}", labels.join(","))
+}
+
+/// The name and labels of a per-request sample of `POST route`, as [`scrape`] keys it.
+fn request_sample(name: &str, route: &str, outcome: Option<&str>) -> String {
+    let route = format!("route=\"{route}\"");
+    let outcome = outcome.map(|o| format!("outcome=\"{o}\""));
+    let mut labels = vec!["method=\"POST\"", route.as_str()];
+    labels.extend(outcome.as_deref());
+    labels.sort_unstable();
+    sample(name, &labels)
+}
+
+#[test]
+fn metrics_count_a_scripted_session_exactly() {
+    let demo = start(&["--handler-delay-ms", "200"]);
+    let book = r#"{"item":"book","qty":1}"#;
+    assert_eq!(create(&demo, "alice", Some("order-1"), book).status, 201);
+    assert!(create(&demo, "alice", Some("order-1"), book).replayed());
+    assert_eq!(create(&demo, "alice", Some("order-1"), r#"{"item":"pen","qty":3}"#).status, 422);
+    assert_eq!(create(&demo, "alice", None, book).status, 400);
+    assert_eq!(create(&demo, "alice", Some("a, b"), book).status, 400);
+    assert_eq!(create(&demo, "bob", Some("order-1"), book).status, 201);
+    // Concurrent duplicates: one runs; each other one is a conflict or, once it is done, a replay.
+    let addr = demo.addr;
+    let replies: Vec<Wire> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| {
+                let headers = [("Authorization", "Bearer carol"), JSON, ("Idempotency-Key", "k")];
+                s.spawn(move || wire(addr, "POST", "/orders", &headers, book))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let conflicts = replies.iter().filter(|r| r.status == 409).count() as f64;
+    let concurrent_replays = replies.iter().filter(|r| r.replayed()).count() as f64;
+    assert_eq!(replies.iter().filter(|r| r.status == 201 && !r.replayed()).count(), 1, "{replies:?}");
+    // Notes: one executed, one replayed; without a key a note is not covered and not counted.
+    let note = |key: Option<&str>| {
+        let mut headers = vec![("Authorization", "Bearer dave"), JSON];
+        headers.extend(key.map(|key| ("Idempotency-Key", key)));
+        wire(demo.addr, "POST", "/notes", &headers, r#"{"text":"hi"}"#)
+    };
+    assert!(!note(Some("n")).replayed());
+    assert!(note(Some("n")).replayed());
+    assert_eq!(note(None).status, 201);
+    assert_eq!(orders(&demo, "alice").as_array().unwrap().len(), 1);
+
+    let metrics = scrape(&demo);
+    let requests: Vec<(&String, &f64)> =
+        metrics.iter().filter(|(name, _)| name.starts_with("idem_requests_total{")).collect();
+    let expected = [
+        ("/orders", "executed", 3.0),
+        ("/orders", "replayed", 1.0 + concurrent_replays),
+        ("/orders", "mismatch", 1.0),
+        ("/orders", "rejected", 2.0),
+        ("/orders", "conflict", conflicts),
+        ("/notes", "executed", 1.0),
+        ("/notes", "replayed", 1.0),
+    ];
+    let mut expected: Vec<(String, f64)> = expected
+        .iter()
+        .filter(|(_, _, count)| *count > 0.0)
+        .map(|(route, outcome, count)| (request_sample("idem_requests_total", route, Some(outcome)), *count))
+        .collect();
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    let requests: Vec<(String, f64)> = requests.into_iter().map(|(name, value)| (name.clone(), *value)).collect();
+    assert_eq!(requests, expected, "every idem_requests_total sample, exactly");
+    for (name, count) in &expected {
+        let added = name.replace("idem_requests_total{", "idem_added_seconds_count{");
+        assert_eq!(metrics.get(&added), Some(count), "{added}");
+    }
+    let covered: f64 = expected.iter().map(|(_, count)| count).sum();
+    let claims = covered - 2.0; // every covered request but the two rejections claimed its key
+    let store = |operation: &str| {
+        let labels = [format!("operation=\"{operation}\""), "result=\"ok\"".to_owned()];
+        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+        metrics.get(&sample("idem_store_operation_seconds_count", &labels)).copied()
+    };
+    assert_eq!(store("claim"), Some(claims));
+    assert_eq!(store("complete"), Some(4.0));
+    for route in ["/orders", "/notes"] {
+        assert_eq!(metrics.get(&request_sample("idem_claims_in_flight", route, None)), Some(&0.0), "{route}");
+    }
+}

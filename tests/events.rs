@@ -54,3 +54,44 @@ fn one_event_per_outcome_with_route_and_elapsed_time_and_no_secrets() {
     }
     assert!(!text.contains("secret-token-1") && !text.contains("secret-key-1"), "{text}");
 }
+
+#[idem_runtime::idempotent(required)]
+async fn logs(axum::Json(body): axum::Json<serde_json::Value>) -> axum::Json<serde_json::Value> {
+    tracing::info!("the handler ran");
+    axum::Json(body)
+}
+
+#[test]
+fn one_span_per_covered_request_carries_its_outcome_and_holds_the_handler() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    tracing::subscriber::with_default(subscriber, || {
+        runtime.block_on(async {
+            let app = Router::new().route("/logs", post(logs));
+            let auth = "Bearer secret-token-2";
+            let key = "secret-key-2";
+            post_to("/logs").key(key).header("authorization", auth).send(&app).await;
+            post_to("/logs").key(key).header("authorization", auth).send(&app).await;
+            post_to("/logs").header("authorization", auth).send(&app).await;
+        });
+    });
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let closed: Vec<&str> = text.lines().filter(|l| l.contains("close")).collect();
+    assert_eq!(closed.len(), 3, "one span per covered request:\n{text}");
+    for (line, outcome, status) in
+        [(closed[0], "executed", 200), (closed[1], "replayed", 200), (closed[2], "rejected", 400)]
+    {
+        let span = format!("idem{{method=POST route=\"/logs\" outcome=\"{outcome}\" status={status}}}");
+        assert!(line.contains(&span), "{line}");
+    }
+    let ran: Vec<&str> = text.lines().filter(|l| l.contains("the handler ran")).collect();
+    assert_eq!(ran.len(), 1, "{text}");
+    assert!(ran[0].contains("idem{method=POST route=\"/logs\""), "the handler runs inside the span: {}", ran[0]);
+    assert!(!text.contains("secret-token-2") && !text.contains("secret-key-2"), "{text}");
+}
