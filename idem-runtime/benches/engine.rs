@@ -4,6 +4,10 @@
 //! the embedded store. The engine's cost is each idem figure minus `plain`.
 //!
 //! `cargo bench -p idem-runtime --bench engine`
+//!
+//! What the `metrics` feature costs: the same with `--features metrics` (no recorder installed,
+//! metrics go nowhere), and with `IDEM_BENCH_RECORDER=prometheus` set too (a Prometheus
+//! recorder, as a service that exports its metrics installs).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -23,6 +27,16 @@ use serde::{Deserialize, Serialize};
 use tower::ServiceExt as _;
 
 fn main() {
+    #[cfg(feature = "metrics")]
+    if std::env::var_os("IDEM_BENCH_RECORDER").is_some_and(|r| r == "prometheus") {
+        let handle =
+            metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().expect("no other recorder");
+        // Recorded samples are folded into their summaries every few seconds, as a service does.
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(5));
+            handle.run_upkeep();
+        });
+    }
     divan::main();
 }
 
