@@ -197,10 +197,11 @@ impl Hooks {
         }
     }
 
-    /// Calls the outcome hook, if any.
-    pub(crate) fn observe(&self, outcome: &RequestOutcome<'_>) {
+    /// Calls the outcome hook, if any, with the outcome `seen` describes (made only then).
+    pub(crate) fn observe<'a>(&self, seen: impl FnOnce() -> RequestOutcome<'a>) {
         if let Some(observe) = &self.observe {
-            if catch_unwind(AssertUnwindSafe(|| observe(outcome))).is_err() {
+            let outcome = seen();
+            if catch_unwind(AssertUnwindSafe(|| observe(&outcome))).is_err() {
                 tracing::error!(target: "idem", outcome = outcome.kind.as_str(), "an outcome hook panicked");
             }
         }

@@ -9,7 +9,9 @@ use crate::hooks::Hooks;
 use crate::observe;
 use crate::store::{DynStore, MemoryStore, Store};
 
-/// The store (and store-wide policy) every annotated handler under a [`Router`] uses.
+/// The store (and store-wide policy) every annotated handler under a [`Router`] uses, and the
+/// hooks that shape idem's own problems and observe outcomes there
+/// ([`shape_problems`](Idempotency::shape_problems), [`on_outcome`](Idempotency::on_outcome)).
 ///
 /// Without one, annotated handlers share a process-wide [`MemoryStore`] with default bounds.
 /// Add it as a layer to swap the store for every annotated route added before it:

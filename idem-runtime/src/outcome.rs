@@ -194,7 +194,6 @@ pub(crate) fn reject(seen: &Seen<'_>, response: Response) -> Response {
 /// `status`, its metrics, and the layer's outcome hook. None of them sees a key or a credential.
 fn report_as(seen: &Seen<'_>, outcome: Outcome, status: StatusCode, problem: Option<&Problem>) {
     let kind = outcome.kind();
-    let elapsed = seen.started.elapsed();
     seen.span.record("outcome", kind.as_str());
     seen.span.record("status", status.as_u16());
     seen.span.in_scope(|| {
@@ -204,18 +203,18 @@ fn report_as(seen: &Seen<'_>, outcome: Outcome, status: StatusCode, problem: Opt
             route = seen.route,
             outcome = kind.as_str(),
             status = status.as_u16(),
-            elapsed_us = elapsed.as_micros() as u64,
+            elapsed_us = seen.started.elapsed().as_micros() as u64,
             "idempotent request"
         );
     });
     observe::record(seen.method, seen.route, kind, seen.watch);
-    seen.hooks.observe(&RequestOutcome {
+    seen.hooks.observe(|| RequestOutcome {
         kind,
         status,
         method: seen.method,
         route: seen.route,
         problem,
         request_id: seen.request_id,
-        elapsed,
+        elapsed: seen.started.elapsed(),
     });
 }

@@ -124,6 +124,7 @@ impl Drop for HeldClaim {
 pub(crate) fn record(method: &Method, route: &str, kind: OutcomeKind, watch: &Stopwatch) {
     describe();
     let labels = request_labels(method, route, Some(kind));
+    // The route is an `Arc`: the copy of the labels for the second metric copies no string.
     metrics::counter!(REQUESTS, labels.clone()).increment(1);
     metrics::histogram!(ADDED, labels).record(watch.added());
 }
@@ -131,7 +132,7 @@ pub(crate) fn record(method: &Method, route: &str, kind: OutcomeKind, watch: &St
 fn request_labels(method: &Method, route: &str, kind: Option<OutcomeKind>) -> Vec<Label> {
     let mut labels = Vec::with_capacity(3);
     labels.push(Label::new("method", method_name(method)));
-    labels.push(Label::new("route", route.to_owned()));
+    labels.push(Label::new("route", SharedString::from_shared(Arc::from(route))));
     if let Some(kind) = kind {
         labels.push(Label::from_static_parts("outcome", kind.as_str()));
     }
@@ -158,23 +159,53 @@ pub(crate) fn timed<S: Store>(store: S) -> Timed<S> {
 /// See [`timed`].
 pub(crate) struct Timed<S>(S);
 
+/// The store operations, as the `operation` label names them.
+#[derive(Clone, Copy)]
+enum Operation {
+    Claim,
+    Complete,
+    Release,
+    Renew,
+}
+
 /// Runs a store operation, recording its time; the operation is started inside the timing, for a
 /// store that does part of its work before its future is first polled.
-async fn time_operation<T, F>(operation: &'static str, start: impl FnOnce() -> F) -> Result<T, StoreError>
+async fn time_operation<T, F>(operation: Operation, start: impl FnOnce() -> F) -> Result<T, StoreError>
 where
     F: Future<Output = Result<T, StoreError>>,
 {
     describe();
     let started = Instant::now();
     let result = start().await;
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(StoreError::LeaseLost) => "lease-lost",
-        Err(StoreError::Unavailable(_)) => "unavailable",
-        Err(StoreError::Recovering { .. }) => "recovering",
-    };
-    metrics::histogram!(STORE_OPERATION, "operation" => operation, "result" => outcome).record(started.elapsed());
+    store_histogram(operation, &result).record(started.elapsed());
     result
+}
+
+/// The histogram of an operation and its result. Every label is written as a literal, so that the
+/// labels are built once, not on every operation.
+fn store_histogram<T>(operation: Operation, result: &Result<T, StoreError>) -> metrics::Histogram {
+    macro_rules! by_result {
+        ($operation:literal) => {
+            match result {
+                Ok(_) => metrics::histogram!(STORE_OPERATION, "operation" => $operation, "result" => "ok"),
+                Err(StoreError::LeaseLost) => {
+                    metrics::histogram!(STORE_OPERATION, "operation" => $operation, "result" => "lease-lost")
+                }
+                Err(StoreError::Unavailable(_)) => {
+                    metrics::histogram!(STORE_OPERATION, "operation" => $operation, "result" => "unavailable")
+                }
+                Err(StoreError::Recovering { .. }) => {
+                    metrics::histogram!(STORE_OPERATION, "operation" => $operation, "result" => "recovering")
+                }
+            }
+        };
+    }
+    match operation {
+        Operation::Claim => by_result!("claim"),
+        Operation::Complete => by_result!("complete"),
+        Operation::Release => by_result!("release"),
+        Operation::Renew => by_result!("renew"),
+    }
 }
 
 impl<S: Store> Store for Timed<S> {
@@ -184,7 +215,7 @@ impl<S: Store> Store for Timed<S> {
         fingerprint: &Fingerprint,
         lease: Duration,
     ) -> impl Future<Output = Result<Claim, StoreError>> + Send {
-        time_operation("claim", move || self.0.claim(key, fingerprint, lease))
+        time_operation(Operation::Claim, move || self.0.claim(key, fingerprint, lease))
     }
 
     fn complete(
@@ -193,11 +224,11 @@ impl<S: Store> Store for Timed<S> {
         token: ClaimToken,
         record: Record,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        time_operation("complete", move || self.0.complete(key, token, record))
+        time_operation(Operation::Complete, move || self.0.complete(key, token, record))
     }
 
     fn release(&self, key: &RecordKey, token: ClaimToken) -> impl Future<Output = Result<(), StoreError>> + Send {
-        time_operation("release", move || self.0.release(key, token))
+        time_operation(Operation::Release, move || self.0.release(key, token))
     }
 
     fn renew(
@@ -206,7 +237,7 @@ impl<S: Store> Store for Timed<S> {
         token: ClaimToken,
         lease: Duration,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        time_operation("renew", move || self.0.renew(key, token, lease))
+        time_operation(Operation::Renew, move || self.0.renew(key, token, lease))
     }
 
     fn max_body_bytes(&self) -> usize {
