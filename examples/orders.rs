@@ -1,11 +1,19 @@
 //! The orders demo: an axum service whose create endpoints are idempotent.
 //!
 //! ```text
-//! cargo run --example orders -- [--addr 127.0.0.1:3000] [--store memory|redis://HOST:PORT]
+//! cargo run --example orders -- [--addr 127.0.0.1:3000]
+//!                                [--store memory|redis://HOST:PORT|postgres://USER@HOST:PORT/DB]
+//!                                [--orders-db postgres://USER@HOST:PORT/DB]
 //!                                [--handler-delay-ms N] [--fail-first N]
 //! ```
 //!
 //! Every request needs `Authorization: Bearer <token>`; orders and notes are kept per token.
+//!
+//! With `--store postgres://…` the orders live in that database's table `idem_demo_orders`,
+//! written through the request's transaction (`idem_runtime::postgres::Tx`) together with the
+//! idempotency record: a crash at any instant leaves both or neither. `--orders-db` keeps the
+//! orders in PostgreSQL with another store (each INSERT commits on its own, as in a service
+//! whose idempotency records live elsewhere): the comparison the crash test draws.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,32 +22,35 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::{FromRef, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
 use idem_runtime::idempotent;
-use idem_runtime::store::{LocalTier, MemoryStore, RedisStore};
+use idem_runtime::postgres::Tx;
+use idem_runtime::store::{LocalTier, MemoryStore, PgStore, RedisStore};
 use idem_runtime::Idempotency;
 use serde::{Deserialize, Serialize};
+use sqlx::postgres::{PgPool, PgPoolOptions};
 
 #[derive(Debug)]
 struct Options {
     addr: SocketAddr,
     store: String,
+    orders_db: Option<String>,
     handler_delay: Duration,
     fail_first: u64,
 }
 
-const USAGE: &str =
-    "usage: orders [--addr 127.0.0.1:3000] [--store memory|redis://HOST:PORT] [--handler-delay-ms N] [--fail-first N]";
+const USAGE: &str = "usage: orders [--addr 127.0.0.1:3000] [--store memory|redis://HOST:PORT|postgres://USER@HOST:PORT/DB] [--orders-db postgres://USER@HOST:PORT/DB] [--handler-delay-ms N] [--fail-first N]";
 
 fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut options = Options {
         addr: "127.0.0.1:3000".parse().expect("valid address"),
         store: "memory".to_owned(),
+        orders_db: None,
         handler_delay: Duration::ZERO,
         fail_first: 0,
     };
@@ -48,6 +59,7 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, Stri
         match flag.as_str() {
             "--addr" => options.addr = value()?.parse().map_err(|e| format!("--addr: {e}"))?,
             "--store" => options.store = value()?,
+            "--orders-db" => options.orders_db = Some(value()?),
             "--handler-delay-ms" => {
                 options.handler_delay =
                     Duration::from_millis(value()?.parse().map_err(|e| format!("--handler-delay-ms: {e}"))?)
@@ -130,7 +142,9 @@ fn problem(status: StatusCode, detail: &str) -> Response {
     response
 }
 
-#[idempotent(required, ttl = "24h", scope = "pat")]
+// A 5 s lease: a crashed instance's claim frees its key after 5 s; a handler that runs longer
+// keeps its claim alive (idem renews it).
+#[idempotent(required, ttl = "24h", scope = "pat", lease = "5s")]
 async fn create_order(
     State(db): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -150,6 +164,114 @@ async fn list_orders(State(db): State<AppState>, Extension(caller): Extension<Ca
     Json(db.orders.lock().expect("orders lock").get(&caller).cloned().unwrap_or_default())
 }
 
+/// Orders in PostgreSQL (`--store postgres://…` or `--orders-db`).
+#[derive(Clone)]
+struct PgOrders {
+    db: AppState,
+    pool: PgPool,
+}
+
+/// Orders in the database of the idempotency store: written through `Tx`.
+#[derive(Clone)]
+struct TxOrders {
+    orders: PgOrders,
+    store: PgStore,
+}
+
+impl FromRef<TxOrders> for PgStore {
+    fn from_ref(state: &TxOrders) -> PgStore {
+        state.store.clone()
+    }
+}
+
+impl FromRef<TxOrders> for PgOrders {
+    fn from_ref(state: &TxOrders) -> PgOrders {
+        state.orders.clone()
+    }
+}
+
+const ORDERS_TABLE: &str = "CREATE TABLE IF NOT EXISTS idem_demo_orders (
+    id bigserial PRIMARY KEY,
+    owner text NOT NULL,
+    item text NOT NULL,
+    qty integer NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+)";
+
+const INSERT_ORDER: &str = "INSERT INTO idem_demo_orders (owner, item, qty) VALUES ($1, $2, $3) RETURNING id";
+
+/// The part of a create that follows the INSERT: the delay (a crash can be aimed at it), the
+/// injected failures, and the 201.
+async fn after_insert(db: &Db, id: i64, order: NewOrder) -> Response {
+    tokio::time::sleep(db.handler_delay).await;
+    if db.failures_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+        return problem(StatusCode::INTERNAL_SERVER_ERROR, "injected failure (--fail-first); nothing was created");
+    }
+    let order = Order { id: format!("ord_{id}"), item: order.item, qty: order.qty };
+    (StatusCode::CREATED, [(header::LOCATION, format!("/orders/{}", order.id))], Json(order)).into_response()
+}
+
+fn database_problem(error: sqlx::Error) -> Response {
+    tracing::error!(%error, "the orders database failed");
+    problem(StatusCode::SERVICE_UNAVAILABLE, "the orders database is unavailable; retry with the same key")
+}
+
+/// The order and the idempotency record commit together: a 500 (or a crash) rolls both back.
+#[idempotent(required, ttl = "24h", scope = "pat", lease = "5s")]
+async fn create_order_in_tx(
+    State(state): State<TxOrders>,
+    Extension(caller): Extension<Caller>,
+    mut tx: Tx,
+    Json(order): Json<NewOrder>,
+) -> Response {
+    let inserted = sqlx::query_scalar(INSERT_ORDER)
+        .bind(&caller.0)
+        .bind(&order.item)
+        .bind(order.qty as i32)
+        .fetch_one(&mut *tx)
+        .await;
+    match inserted {
+        Ok(id) => after_insert(&state.orders.db, id, order).await,
+        Err(error) => database_problem(error),
+    }
+}
+
+/// The order commits at once; the record is written to the other store after the handler.
+#[idempotent(required, ttl = "24h", scope = "pat", lease = "5s")]
+async fn create_order_autocommit(
+    State(orders): State<PgOrders>,
+    Extension(caller): Extension<Caller>,
+    Json(order): Json<NewOrder>,
+) -> Response {
+    let inserted = sqlx::query_scalar(INSERT_ORDER)
+        .bind(&caller.0)
+        .bind(&order.item)
+        .bind(order.qty as i32)
+        .fetch_one(&orders.pool)
+        .await;
+    match inserted {
+        Ok(id) => after_insert(&orders.db, id, order).await,
+        Err(error) => database_problem(error),
+    }
+}
+
+async fn list_orders_in_db(State(orders): State<PgOrders>, Extension(caller): Extension<Caller>) -> Response {
+    let rows: Result<Vec<(i64, String, i32)>, _> =
+        sqlx::query_as("SELECT id, item, qty FROM idem_demo_orders WHERE owner = $1 ORDER BY id")
+            .bind(&caller.0)
+            .fetch_all(&orders.pool)
+            .await;
+    match rows {
+        Ok(rows) => Json(
+            rows.into_iter()
+                .map(|(id, item, qty)| Order { id: format!("ord_{id}"), item, qty: qty as u32 })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(error) => database_problem(error),
+    }
+}
+
 #[idempotent(optional, scope = "pat")]
 async fn create_note(
     State(db): State<AppState>,
@@ -166,18 +288,44 @@ async fn list_notes(State(db): State<AppState>, Extension(caller): Extension<Cal
     Json(db.notes.lock().expect("notes lock").get(&caller).cloned().unwrap_or_default())
 }
 
-fn app(options: &Options, idempotency: Idempotency) -> Router {
+/// Where the orders live.
+enum OrdersIn {
+    Memory,
+    /// PostgreSQL: through `Tx` when `store` is set, else committed on their own.
+    Db {
+        pool: PgPool,
+        store: Option<PgStore>,
+    },
+}
+
+fn app(options: &Options, idempotency: Idempotency, orders_in: OrdersIn) -> Router {
     let db = Arc::new(Db {
         failures_left: AtomicU64::new(options.fail_first),
         handler_delay: options.handler_delay,
         ..Db::default()
     });
+    let orders = match orders_in {
+        OrdersIn::Memory => Router::new().route("/orders", post(create_order).get(list_orders)).with_state(db.clone()),
+        OrdersIn::Db { pool, store: Some(store) } => Router::new()
+            .route("/orders", post(create_order_in_tx).get(list_orders_in_db))
+            .with_state(TxOrders { orders: PgOrders { db: db.clone(), pool }, store }),
+        OrdersIn::Db { pool, store: None } => Router::new()
+            .route("/orders", post(create_order_autocommit).get(list_orders_in_db))
+            .with_state(PgOrders { db: db.clone(), pool }),
+    };
     Router::new()
-        .route("/orders", post(create_order).get(list_orders))
         .route("/notes", post(create_note).get(list_notes))
+        .with_state(db)
+        .merge(orders)
         .layer(idempotency)
         .layer(middleware::from_fn(authenticate))
-        .with_state(db)
+}
+
+/// The orders table on `url`'s database, created if missing.
+async fn orders_db(url: &str) -> Result<PgPool, sqlx::Error> {
+    let pool = PgPoolOptions::new().max_connections(10).connect(url).await?;
+    sqlx::query(ORDERS_TABLE).execute(&pool).await?;
+    Ok(pool)
 }
 
 #[tokio::main]
@@ -194,21 +342,49 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let idempotency = match options.store.as_str() {
-        "memory" => Idempotency::new(MemoryStore::new()),
+    let (idempotency, orders_in) = match options.store.as_str() {
+        "memory" => (Idempotency::new(MemoryStore::new()), OrdersIn::Memory),
         url if url.starts_with("redis://") || url.starts_with("rediss://") => match RedisStore::connect(url).await {
             // Completed records are cached in process too: a replay on a warm instance costs
             // no round trip.
-            Ok(store) => Idempotency::new(LocalTier::new(store)),
+            Ok(store) => (Idempotency::new(LocalTier::new(store)), OrdersIn::Memory),
             Err(e) => {
                 eprintln!("--store {url}: cannot reach Redis: {e}");
                 return ExitCode::FAILURE;
             }
         },
+        url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let connected = async {
+                let store = PgStore::connect(url).await.map_err(|e| e.to_string())?;
+                let pool = orders_db(url).await.map_err(|e| e.to_string())?;
+                Ok::<_, String>((store, pool))
+            };
+            match connected.await {
+                Ok((store, pool)) => (Idempotency::new(store.clone()), OrdersIn::Db { pool, store: Some(store) }),
+                Err(e) => {
+                    eprintln!("--store {url}: cannot use PostgreSQL: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         other => {
-            eprintln!("--store {other}: expected `memory` or `redis://HOST:PORT`");
+            eprintln!("--store {other}: expected `memory`, `redis://HOST:PORT` or `postgres://USER@HOST:PORT/DB`");
             return ExitCode::from(2);
         }
+    };
+    let orders_in = match (&options.orders_db, orders_in) {
+        (None, orders_in) => orders_in,
+        (Some(_), OrdersIn::Db { .. }) => {
+            eprintln!("--orders-db: with a PostgreSQL store the orders are in its database already");
+            return ExitCode::from(2);
+        }
+        (Some(url), OrdersIn::Memory) => match orders_db(url).await {
+            Ok(pool) => OrdersIn::Db { pool, store: None },
+            Err(e) => {
+                eprintln!("--orders-db {url}: cannot use PostgreSQL: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
     };
     let listener = match tokio::net::TcpListener::bind(options.addr).await {
         Ok(listener) => listener,
@@ -219,7 +395,7 @@ async fn main() -> ExitCode {
     };
     let addr = listener.local_addr().expect("bound address");
     println!("orders demo listening on http://{addr} (store: {})", options.store);
-    if let Err(e) = axum::serve(listener, app(&options, idempotency)).await {
+    if let Err(e) = axum::serve(listener, app(&options, idempotency, orders_in)).await {
         eprintln!("server error: {e}");
         return ExitCode::FAILURE;
     }

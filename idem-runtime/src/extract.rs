@@ -62,6 +62,9 @@ pub struct IdempotencyContext<C> {
     /// Boxed: the handler's futures move this value several times before it runs, and a pointer
     /// moves for less than the request's state.
     pub(crate) covered: Option<Box<Covered>>,
+    /// Where a [`Tx`](crate::postgres::Tx) parameter of the handler, if any, meets the engine.
+    #[cfg(feature = "postgres")]
+    pub(crate) transaction: std::sync::Arc<crate::postgres::Link>,
     _spec: PhantomData<fn() -> C>,
 }
 
@@ -81,7 +84,14 @@ impl<S: Send + Sync, C: HandlerSpec> FromRequestParts<S> for IdempotencyContext<
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
-        let inactive = Self { covered: None, _spec: PhantomData };
+        #[cfg(feature = "postgres")]
+        let transaction = crate::postgres::Link::offer(parts);
+        let inactive = Self {
+            covered: None,
+            #[cfg(feature = "postgres")]
+            transaction: transaction.clone(),
+            _spec: PhantomData,
+        };
         if is_safe(&parts.method) {
             return Ok(inactive);
         }
@@ -120,7 +130,7 @@ impl<S: Send + Sync, C: HandlerSpec> FromRequestParts<S> for IdempotencyContext<
             started,
             request_id,
         );
-        Ok(Self { covered: Some(Box::new(Covered { call, fingerprint })), _spec: PhantomData })
+        Ok(Self { covered: Some(Box::new(Covered { call, fingerprint })), ..inactive })
     }
 }
 

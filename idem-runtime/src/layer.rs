@@ -49,6 +49,18 @@ impl Idempotency {
         self
     }
 
+    /// Whether this is the process-wide default (no layer configured a store).
+    #[cfg(feature = "postgres")]
+    pub(crate) fn is_default(&self) -> bool {
+        Arc::ptr_eq(&self.store, &Self::process_default().store)
+    }
+
+    /// Whether the configured store is `store` (the same table of the same database).
+    #[cfg(feature = "postgres")]
+    pub(crate) fn uses(&self, store: &crate::store::PgStore) -> bool {
+        self.store.as_any().downcast_ref::<crate::store::PgStore>().is_some_and(|configured| configured.same_as(store))
+    }
+
     pub(crate) fn process_default() -> Self {
         static DEFAULT: OnceLock<Idempotency> = OnceLock::new();
         DEFAULT.get_or_init(|| Idempotency::new(MemoryStore::new())).clone()

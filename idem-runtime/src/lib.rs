@@ -30,6 +30,8 @@
 pub mod client;
 pub mod fingerprint;
 pub mod key;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod problem;
 pub mod record;
 pub mod scope;

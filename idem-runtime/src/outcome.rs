@@ -41,6 +41,10 @@ pub(crate) enum Answer {
     StoreRecovering { retry_after: Duration },
     /// The handler or its response body panicked; the key was released.
     Panicked,
+    /// The handler's database transaction could not be used as the application is built (the
+    /// detail says why); nothing was committed.
+    #[cfg(feature = "postgres")]
+    TransactionUnavailable(&'static str),
 }
 
 impl Outcome {
@@ -54,6 +58,8 @@ impl Outcome {
             Self::Answered(Answer::StoreUnavailable) => "store-error",
             Self::Answered(Answer::StoreRecovering { .. }) => "store-recovering",
             Self::Answered(Answer::Panicked) => "panicked",
+            #[cfg(feature = "postgres")]
+            Self::Answered(Answer::TransactionUnavailable(_)) => "transaction-unavailable",
             Self::Executed(_) => "executed",
             Self::ExecutedNotStored(_) => "executed-not-stored",
             Self::ExecutedStorePending(_) => "executed-store-pending",
@@ -84,6 +90,8 @@ impl Answer {
             Self::StoreUnavailable => ProblemKind::StoreUnavailable,
             Self::StoreRecovering { .. } => ProblemKind::StoreRecovering,
             Self::Panicked => ProblemKind::HandlerPanicked,
+            #[cfg(feature = "postgres")]
+            Self::TransactionUnavailable(_) => ProblemKind::TransactionUnavailable,
         }
     }
 
@@ -94,6 +102,8 @@ impl Answer {
             Self::StoreUnavailable => Problem::store_unavailable(),
             Self::StoreRecovering { retry_after } => Problem::store_recovering(retry_after),
             Self::Panicked => Problem::handler_panicked(),
+            #[cfg(feature = "postgres")]
+            Self::TransactionUnavailable(detail) => Problem::transaction_unavailable(detail),
         }
     }
 

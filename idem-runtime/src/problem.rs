@@ -41,6 +41,10 @@ pub enum ProblemKind {
     BodyFailed,
     /// 413: the request body is larger than the configured limit.
     BodyTooLarge,
+    /// 500: the handler's PostgreSQL transaction ([`Tx`](crate::postgres::Tx)) could not be
+    /// used as the handler is built: a mistake in the application, named in `detail`. Nothing
+    /// was committed.
+    TransactionUnavailable,
     /// 400: the request body could not be read.
     BodyUnreadable,
 }
@@ -61,6 +65,7 @@ impl ProblemKind {
             Self::BodyFailed => "urn:idem:problem:body-failed",
             Self::BodyTooLarge => "urn:idem:problem:body-too-large",
             Self::BodyUnreadable => "urn:idem:problem:body-unreadable",
+            Self::TransactionUnavailable => "urn:idem:problem:transaction-unavailable",
         }
     }
 
@@ -79,6 +84,7 @@ impl ProblemKind {
             Self::BodyFailed => "The response body of this Idempotency-Key failed while it was produced",
             Self::BodyTooLarge => "The request body is too large",
             Self::BodyUnreadable => "The request body could not be read",
+            Self::TransactionUnavailable => "The handler's database transaction is not available",
         }
     }
 
@@ -90,7 +96,7 @@ impl ProblemKind {
             Self::ScopeUnresolved => StatusCode::UNAUTHORIZED,
             Self::InFlight => StatusCode::CONFLICT,
             Self::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::HandlerPanicked => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::HandlerPanicked | Self::TransactionUnavailable => StatusCode::INTERNAL_SERVER_ERROR,
             Self::StoreUnavailable | Self::StoreRecovering => StatusCode::SERVICE_UNAVAILABLE,
             Self::BodyNotStored | Self::BodyFailed => StatusCode::OK,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -213,6 +219,11 @@ impl Problem {
             "the request was executed; its status and headers are replayed, but its body failed while it was produced",
         )
         .with_status(status)
+    }
+
+    #[cfg(feature = "postgres")]
+    pub(crate) fn transaction_unavailable(detail: &str) -> Self {
+        Self::new(ProblemKind::TransactionUnavailable, format!("{detail}; nothing was committed"))
     }
 
     pub(crate) fn body_too_large() -> Self {
