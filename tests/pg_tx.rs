@@ -400,3 +400,57 @@ async fn a_layer_with_the_same_store_is_accepted() {
     assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
     assert_eq!(f.orders("bin").await, 1);
 }
+
+async fn insert(app: &App, conn: &mut sqlx::PgConnection, order: &NewOrder) -> Response {
+    let insert = format!("INSERT INTO {} (item) VALUES ($1) RETURNING id", app.orders);
+    let id: i64 = sqlx::query_scalar(&insert).bind(&order.item).fetch_one(conn).await.unwrap();
+    (StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response()
+}
+
+/// The transactional handler without idem: BEGIN, INSERT, COMMIT.
+async fn plain_tx(State(app): State<App>, Json(order): Json<NewOrder>) -> Response {
+    let mut tx = app.store.pool().begin().await.unwrap();
+    let response = insert(&app, &mut tx, &order).await;
+    tx.commit().await.unwrap();
+    response
+}
+
+/// The same INSERT through idem's transaction.
+#[idempotent(required)]
+async fn insert_tx(State(app): State<App>, mut tx: Tx, Json(order): Json<NewOrder>) -> Response {
+    insert(&app, &mut tx, &order).await
+}
+
+#[tokio::test]
+async fn a_miss_costs_two_statements_more_than_the_plain_transaction_and_a_replay_no_commit() {
+    let Some(f) = Fixture::new("tx_round_trips").await else { return };
+    let proxy = pg_common::CountingProxy::start(&f.schema.url).await;
+    // One connection, so that warming up prepares every statement once.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .test_before_acquire(false)
+        .connect_with(proxy.options(&f.schema.url))
+        .await
+        .unwrap();
+    let store = f.schema.builder(pool.clone()).sweep_every(None).build();
+    let app = App { store, ..f.app.clone() };
+    let router = Router::new().route("/plain", post(plain_tx)).route("/orders", post(insert_tx)).with_state(app);
+    let measure = |path: &'static str, key: &'static str| {
+        let (proxy, router, pool) = (&proxy, &router, &pool);
+        async move {
+            let before = proxy.counts();
+            let reply = post_to(path).key(key).json(&order(key)).send(router).await;
+            assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+            // The one connection back in hand: whatever it had queued (a rollback) is sent.
+            drop(pool.acquire().await.unwrap());
+            let spent = proxy.counts() - before;
+            (spent.statements, spent.prepares, reply.replayed())
+        }
+    };
+    measure("/plain", "warm-up-plain").await;
+    measure("/orders", "warm-up").await;
+    measure("/orders", "warm-up").await;
+    assert_eq!(measure("/plain", "p").await, (3, 0, false), "BEGIN, INSERT, COMMIT");
+    assert_eq!(measure("/orders", "a").await, (5, 0, false), "BEGIN, claim, INSERT, record, COMMIT");
+    assert_eq!(measure("/orders", "a").await, (3, 0, true), "BEGIN, claim, ROLLBACK (after the response)");
+}
