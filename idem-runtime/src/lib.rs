@@ -30,6 +30,8 @@
 pub mod client;
 pub mod fingerprint;
 pub mod key;
+#[cfg(feature = "utoipa")]
+pub mod openapi;
 pub mod problem;
 pub mod record;
 pub mod scope;
