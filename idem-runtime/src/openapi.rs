@@ -195,7 +195,8 @@ fn describe(operation: &mut Operation, config: &HandlerConfig) {
     key_parameter(operation, config);
     for (status, response) in &mut operation.responses.responses {
         if let RefOr::T(response) = response {
-            if may_be_replayed(status, config) {
+            // idem's own problems are never stored; what the application answers may be.
+            if may_be_replayed(status, config) && !only_idem_problems(response) {
                 response.headers.insert(REPLAYED.to_owned(), RefOr::T(replayed_header()));
             }
         }
@@ -329,7 +330,7 @@ fn problem_schema() -> Schema {
 
 fn add_problem_response(operation: &mut Operation, status: StatusCode, problems: &[&Problem]) {
     let ours = problems.iter().map(|p| format!("{} (`{}`)", p.kind().title(), p.kind().type_uri()));
-    let description = format!("{}.", ours.collect::<Vec<_>>().join("; "));
+    let description = format!("{}.", ours.collect::<Vec<_>>().join(". "));
     let retry_after = problems.iter().any(|p| p.retry_after_seconds().is_some());
     let our_ref = RefOr::Ref(Ref::from_schema_name(PROBLEM_SCHEMA));
     let examples = problems.iter().map(|p| {
@@ -355,12 +356,19 @@ fn add_problem_response(operation: &mut Operation, status: StatusCode, problems:
         response.description = if response.description.is_empty() {
             description
         } else {
-            format!("{} {description}", response.description)
+            format!("{}\n\n{description}", response.description)
         };
     }
     if retry_after {
         response.headers.entry("Retry-After".to_owned()).or_insert_with(|| RefOr::T(retry_after_header()));
     }
+}
+
+/// Whether a response says nothing but what [`add_problem_response`] adds.
+fn only_idem_problems(response: &Response) -> bool {
+    let ours = RefOr::Ref(Ref::from_schema_name(PROBLEM_SCHEMA));
+    response.content.len() == 1
+        && matches!(response.content.get(PROBLEM_JSON), Some(RefOr::T(c)) if c.schema.as_ref() == Some(&ours))
 }
 
 /// Whether `schema` is `wanted` or an `anyOf` holding it.
