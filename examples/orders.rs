@@ -7,7 +7,8 @@
 //!                                [--handler-delay-ms N] [--fail-first N]
 //! ```
 //!
-//! Every request needs `Authorization: Bearer <token>`; orders and notes are kept per token.
+//! Every request needs `Authorization: Bearer <token>`; orders and notes are kept per token. The
+//! OpenAPI document is at `GET /openapi.json`, without authorization.
 //!
 //! With `--store postgres://…` the orders live in that database's table `idem_demo_orders`,
 //! written through the request's transaction (`idem_runtime::postgres::Tx`) together with the
@@ -26,14 +27,17 @@ use axum::extract::{FromRef, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use idem_runtime::idempotent;
 use idem_runtime::postgres::Tx;
 use idem_runtime::store::{LocalTier, MemoryStore, PgStore, RedisStore};
 use idem_runtime::Idempotency;
+use idem_runtime::{idempotent, openapi};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgPool, PgPoolOptions};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::HttpMethod;
+use utoipa::OpenApi;
 
 #[derive(Debug)]
 struct Options {
@@ -76,26 +80,26 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, Stri
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Caller(String);
 
-#[derive(Clone, Serialize)]
+#[derive(Clone, Serialize, utoipa::ToSchema)]
 struct Order {
     id: String,
     item: String,
     qty: u32,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct NewOrder {
     item: String,
     qty: u32,
 }
 
-#[derive(Clone, Serialize)]
+#[derive(Clone, Serialize, utoipa::ToSchema)]
 struct Note {
     id: String,
     text: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct NewNote {
     text: String,
 }
@@ -130,18 +134,55 @@ async fn authenticate(mut req: Request, next: Next) -> Response {
     }
 }
 
+/// An RFC 9457 problem, as the demo answers with it.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Problem {
+    r#type: &'static str,
+    title: &'static str,
+    status: u16,
+    detail: String,
+}
+
 fn problem(status: StatusCode, detail: &str) -> Response {
-    let body = serde_json::json!({
-        "type": "about:blank",
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "detail": detail,
-    });
-    let mut response = (status, body.to_string()).into_response();
+    let body = Problem {
+        r#type: "about:blank",
+        title: status.canonical_reason().unwrap_or("Error"),
+        status: status.as_u16(),
+        detail: detail.to_owned(),
+    };
+    let mut response = (status, Json(body)).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
     response
 }
 
+/// What every route may answer before its handler runs: no token, or a body axum's `Json`
+/// rejects (in plain text).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum Refusals {
+    /// No `Authorization: Bearer <token>`.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    /// The body is not JSON.
+    #[response(status = 400)]
+    NotJson(String),
+    /// The body is larger than the router accepts.
+    #[response(status = 413)]
+    TooLarge(String),
+    /// The body is not sent as `application/json`.
+    #[response(status = 415)]
+    NotSentAsJson(String),
+    /// The JSON does not have the expected fields.
+    #[response(status = 422)]
+    WrongFields(String),
+}
+
+/// Place an order.
+#[utoipa::path(post, path = "/orders", security(("bearer" = [])), responses(
+    (status = 201, description = "The order", body = Order, headers(("Location" = String, description = "The order's URL"))),
+    (status = 500, description = "An injected failure (`--fail-first`)", content_type = "application/problem+json", body = Problem),
+    Refusals,
+))]
 // A 5 s lease: a crashed instance's claim frees its key after 5 s; a handler that runs longer
 // keeps its claim alive (idem renews it).
 #[idempotent(required, ttl = "24h", scope = "pat", lease = "5s")]
@@ -160,6 +201,11 @@ async fn create_order(
     (StatusCode::CREATED, [(header::LOCATION, format!("/orders/{id}"))], Json(order)).into_response()
 }
 
+/// The caller's orders.
+#[utoipa::path(get, path = "/orders", security(("bearer" = [])), responses(
+    (status = 200, description = "The orders", body = Vec<Order>),
+    (status = 401, description = "No `Authorization: Bearer <token>`", content_type = "application/problem+json", body = Problem),
+))]
 async fn list_orders(State(db): State<AppState>, Extension(caller): Extension<Caller>) -> Json<Vec<Order>> {
     Json(db.orders.lock().expect("orders lock").get(&caller).cloned().unwrap_or_default())
 }
@@ -272,6 +318,8 @@ async fn list_orders_in_db(State(orders): State<PgOrders>, Extension(caller): Ex
     }
 }
 
+/// Take a note.
+#[utoipa::path(post, path = "/notes", security(("bearer" = [])), responses((status = 201, description = "The note", body = Note), Refusals))]
 #[idempotent(optional, scope = "pat")]
 async fn create_note(
     State(db): State<AppState>,
@@ -284,8 +332,27 @@ async fn create_note(
     (StatusCode::CREATED, Json(note))
 }
 
+/// The caller's notes.
+#[utoipa::path(get, path = "/notes", security(("bearer" = [])), responses(
+    (status = 200, description = "The notes", body = Vec<Note>),
+    (status = 401, description = "No `Authorization: Bearer <token>`", content_type = "application/problem+json", body = Problem),
+))]
 async fn list_notes(State(db): State<AppState>, Extension(caller): Extension<Caller>) -> Json<Vec<Note>> {
     Json(db.notes.lock().expect("notes lock").get(&caller).cloned().unwrap_or_default())
+}
+
+#[derive(OpenApi)]
+#[openapi(info(title = "orders demo"), paths(create_order, list_orders, create_note, list_notes))]
+struct ApiDoc;
+
+/// The document: what utoipa reads from the handlers, plus what idem does on each annotated one.
+fn api_doc() -> utoipa::openapi::OpenApi {
+    let mut api = ApiDoc::openapi();
+    let bearer = SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer));
+    api.components.get_or_insert_with(Default::default).add_security_scheme("bearer", bearer);
+    openapi::document(&mut api, "/orders", HttpMethod::Post, create_order).expect("documented");
+    openapi::document(&mut api, "/notes", HttpMethod::Post, create_note).expect("documented");
+    api
 }
 
 /// Where the orders live.
@@ -319,6 +386,7 @@ fn app(options: &Options, idempotency: Idempotency, orders_in: OrdersIn) -> Rout
         .merge(orders)
         .layer(idempotency)
         .layer(middleware::from_fn(authenticate))
+        .route("/openapi.json", get(Json(api_doc())))
 }
 
 /// The orders table on `url`'s database, created if missing.

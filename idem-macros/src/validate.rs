@@ -78,6 +78,16 @@ pub(crate) fn handler<'a>(args: &Args, func: &'a ItemFn, errors: &mut Errors) ->
     if sig.asyncness.is_none() {
         errors.push(sig.fn_token.span(), "`#[idempotent]` handlers must be `async fn`; write `async fn`");
     }
+    for attr in &func.attrs {
+        let segments: Vec<String> = attr.path().segments.iter().map(|s| s.ident.to_string()).collect();
+        if segments == ["utoipa", "path"] {
+            errors.push(
+                attr.path().span(),
+                "`#[utoipa::path]` must come above `#[idempotent]`: below it, it would document the function the \
+                 attribute keeps inside the routable one, out of utoipa's reach; move it above `#[idempotent]`",
+            );
+        }
+    }
     let mut params = Vec::new();
     for input in &sig.inputs {
         match input {

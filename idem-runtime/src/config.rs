@@ -198,20 +198,12 @@ pub(crate) fn resolve_scope(kind: ScopeKind, parts: &Parts) -> Result<Scope, Res
     match kind {
         ScopeKind::Global => Ok(Scope::global()),
         ScopeKind::Auto => Ok(auth().map_or_else(Scope::global, Scope::credential)),
-        ScopeKind::Pat => auth().map(Scope::credential).ok_or_else(|| {
-            Problem::scope_unresolved(
-                "this endpoint keeps idempotency keys per credential; send an Authorization header",
-            )
-            .into_response()
-        }),
+        ScopeKind::Pat => auth().map(Scope::credential).ok_or_else(|| Problem::no_credential().into_response()),
         ScopeKind::Header(name) => {
             let name = HeaderName::from_static(name);
             match parts.headers.get(&name).filter(|v| !v.is_empty()) {
                 Some(v) => Ok(Scope::header(&name, v.as_bytes())),
-                None => Err(Problem::scope_unresolved(format!(
-                    "this endpoint keeps idempotency keys per {name}; send that header"
-                ))
-                .into_response()),
+                None => Err(Problem::no_scope_header(&name).into_response()),
             }
         }
         ScopeKind::With => unreachable!("`with(...)` scopes are resolved by the generated code"),

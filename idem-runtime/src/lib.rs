@@ -30,6 +30,8 @@
 pub mod client;
 pub mod fingerprint;
 pub mod key;
+#[cfg(feature = "utoipa")]
+pub mod openapi;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod problem;

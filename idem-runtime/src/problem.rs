@@ -153,6 +153,12 @@ impl Problem {
         &self.detail
     }
 
+    /// The `Retry-After` delay, in seconds, when the problem carries one.
+    #[cfg(feature = "utoipa")]
+    pub(crate) fn retry_after_seconds(&self) -> Option<u64> {
+        self.retry_after
+    }
+
     // Every problem idem answers with, named; the only place their details are written.
 
     pub(crate) fn missing_key() -> Self {
@@ -166,8 +172,20 @@ impl Problem {
         Self::new(ProblemKind::MalformedKey, error.to_string())
     }
 
-    pub(crate) fn scope_unresolved(detail: impl Into<String>) -> Self {
-        Self::new(ProblemKind::ScopeUnresolved, detail)
+    /// `scope = "pat"` without `Authorization`.
+    pub(crate) fn no_credential() -> Self {
+        Self::new(
+            ProblemKind::ScopeUnresolved,
+            "this endpoint keeps idempotency keys per credential; send an Authorization header",
+        )
+    }
+
+    /// `scope = header("…")` without that header.
+    pub(crate) fn no_scope_header(name: &http::HeaderName) -> Self {
+        Self::new(
+            ProblemKind::ScopeUnresolved,
+            format!("this endpoint keeps idempotency keys per {name}; send that header"),
+        )
     }
 
     pub(crate) fn in_flight() -> Self {
