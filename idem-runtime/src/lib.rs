@@ -54,6 +54,7 @@ mod outcome;
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
 
+pub use config::Defaults;
 pub use layer::{Idempotency, WithIdempotency};
 
 /// Makes an axum handler idempotent. See the crate README for the full semantics.
@@ -69,6 +70,9 @@ pub use layer::{Idempotency, WithIdempotency};
 /// ```
 #[cfg(feature = "macros")]
 pub use idem_macros::idempotent;
+
+#[cfg(feature = "macros")]
+pub use idem_macros::defaults;
 
 // The expansion's way in: `__private_<version>`, named by `build.rs`.
 mod private;
