@@ -326,8 +326,8 @@ pub fn idempotent(args: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
-/// A service's `#[idempotent]` arguments, stated once: a [`Defaults`] value for a `const` that
-/// handlers name with `#[idempotent(defaults = path)]`.
+/// A service's `#[idempotent]` arguments, stated once: an `idem_runtime::Defaults` value for a
+/// `const` that handlers name with `#[idempotent(defaults = path)]`.
 ///
 /// ```
 /// use axum::{routing::post, Router};
@@ -354,8 +354,6 @@ pub fn idempotent(args: TokenStream, item: TokenStream) -> TokenStream {
 /// # use idem_runtime::{defaults, Defaults};
 /// const IDEM: Defaults = defaults!(required, skip(body)); // error at `skip`
 /// ```
-///
-/// [`Defaults`]: https://docs.rs/idem-runtime/latest/idem_runtime/struct.Defaults.html
 #[proc_macro]
 pub fn defaults(args: TokenStream) -> TokenStream {
     let mut errors = attr::Errors::default();
