@@ -38,6 +38,9 @@ fn one_event_per_outcome_with_route_and_elapsed_time_and_no_secrets() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     tracing::subscriber::with_default(subscriber, || {
         runtime.block_on(async {
+            // Before any layer in this process: zero configuration, and no warning.
+            let bare = Router::new().route("/bare", post(echo));
+            post_to("/bare").key("k").send(&bare).await;
             let (app, _) = app();
             let auth = "Bearer secret-token-1";
             let key = "secret-key-1";
@@ -68,6 +71,7 @@ fn one_event_per_outcome_with_route_and_elapsed_time_and_no_secrets() {
         .find(|l| l.contains("WARN") && l.contains("route=\"/late-echo\""))
         .unwrap_or_else(|| panic!("no warning naming the route served from the embedded store in:\n{text}"));
     assert!(warned.contains("embedded store"), "{warned}");
+    assert!(!text.lines().any(|l| l.contains("WARN") && l.contains("route=\"/bare\"")), "{text}");
     for outcome in ["executed", "replayed", "mismatch", "rejected", "store-error", "store-not-configured"] {
         let line = text
             .lines()
