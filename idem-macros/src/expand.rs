@@ -262,7 +262,7 @@ fn config(args: &Args, private: &TokenStream) -> TokenStream {
     })
 }
 
-/// What `defaults!(...)` expands to: a [`Defaults`](idem_runtime::Defaults) value, made of the
+/// What `defaults!(...)` expands to: an `idem_runtime::Defaults` value, made of the
 /// arguments as [`config`] makes a handler's.
 pub(crate) fn defaults(args: &Args) -> TokenStream {
     let private = private_path(args);
