@@ -18,7 +18,7 @@ use crate::engine::{Call, X_REQUEST_ID};
 use crate::fingerprint::{FingerprintBuilder, FingerprintSource, FingerprintWriter, RequestInput};
 use crate::key::IdempotencyKey;
 use crate::layer::Idempotency;
-use crate::outcome::{self, Outcome};
+use crate::outcome::{self, Answer, Outcome};
 use crate::problem::Problem;
 use crate::store::RecordKey;
 
@@ -113,9 +113,18 @@ impl<S: Send + Sync, C: HandlerSpec> FromRequestParts<S> for IdempotencyContext<
             Ok(scope) => scope,
             Err(response) => return reject(parts, response),
         };
-        let idempotency = parts.extensions.get::<Idempotency>().cloned().unwrap_or_else(Idempotency::process_default);
-        parts.extensions.insert(Fingerprinting);
         let route = Route::of(parts);
+        let idempotency = match parts.extensions.get::<Idempotency>() {
+            Some(layer) => layer.clone(),
+            None if config.layer_only => {
+                tracing::error!(target: "idem", method = %parts.method, route = route.as_str(), "this handler takes its store from an `Idempotency` layer (`store = \"layer\"`), and its route is not behind one: a route added after the layer, or merged in from a router without it; the request is refused, put the route behind the layer");
+                let refused = Outcome::Answered(Answer::StoreNotConfigured);
+                outcome::report(&parts.method, route.as_str(), refused, started);
+                return Err(Answer::StoreNotConfigured.response());
+            }
+            None => Idempotency::embedded_for(&parts.method, route.as_str()),
+        };
+        parts.extensions.insert(Fingerprinting);
         // The target as the client sent it: the outermost router keeps it before nesting or a
         // layer changes the URI the handler sees.
         let target = parts.extensions.get::<OriginalUri>().map_or(&parts.uri, |original| &original.0);

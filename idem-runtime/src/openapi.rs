@@ -225,7 +225,7 @@ fn problems(config: &HandlerConfig, has_body: bool) -> Vec<Problem> {
         ScopeKind::Pat => problems.push(Problem::no_credential()),
         ScopeKind::Header(name) => problems.push(Problem::no_scope_header(&HeaderName::from_static(name))),
         // `with(f)` answers with whatever `f` rejects with: the application documents it.
-        ScopeKind::Auto | ScopeKind::Global | ScopeKind::With => {}
+        ScopeKind::Auto | ScopeKind::Global | ScopeKind::With(_) => {}
     }
     problems.push(Problem::in_flight());
     if has_body {

@@ -39,6 +39,8 @@ pub(crate) enum Answer {
     StoreUnavailable,
     /// The store lost in-flight claims; no new claim until this has passed.
     StoreRecovering { retry_after: Duration },
+    /// The handler takes its store from a layer, and its route is not behind one.
+    StoreNotConfigured,
     /// The handler or its response body panicked; the key was released.
     Panicked,
     /// The handler's database transaction could not be used as the application is built (the
@@ -57,6 +59,7 @@ impl Outcome {
             Self::Answered(Answer::Conflict) => "conflict",
             Self::Answered(Answer::StoreUnavailable) => "store-error",
             Self::Answered(Answer::StoreRecovering { .. }) => "store-recovering",
+            Self::Answered(Answer::StoreNotConfigured) => "store-not-configured",
             Self::Answered(Answer::Panicked) => "panicked",
             #[cfg(feature = "postgres")]
             Self::Answered(Answer::TransactionUnavailable(_)) => "transaction-unavailable",
@@ -89,6 +92,7 @@ impl Answer {
             Self::Conflict => ProblemKind::InFlight,
             Self::StoreUnavailable => ProblemKind::StoreUnavailable,
             Self::StoreRecovering { .. } => ProblemKind::StoreRecovering,
+            Self::StoreNotConfigured => ProblemKind::StoreNotConfigured,
             Self::Panicked => ProblemKind::HandlerPanicked,
             #[cfg(feature = "postgres")]
             Self::TransactionUnavailable(_) => ProblemKind::TransactionUnavailable,
@@ -101,6 +105,7 @@ impl Answer {
             Self::Conflict => Problem::in_flight(),
             Self::StoreUnavailable => Problem::store_unavailable(),
             Self::StoreRecovering { retry_after } => Problem::store_recovering(retry_after),
+            Self::StoreNotConfigured => Problem::store_not_configured(),
             Self::Panicked => Problem::handler_panicked(),
             #[cfg(feature = "postgres")]
             Self::TransactionUnavailable(detail) => Problem::transaction_unavailable(detail),

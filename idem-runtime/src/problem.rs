@@ -29,6 +29,9 @@ pub enum ProblemKind {
     HandlerPanicked,
     /// 503: the idempotency store is unreachable; retry after `Retry-After`.
     StoreUnavailable,
+    /// 500: the handler takes its store from an `Idempotency` layer (`store = "layer"`) and its
+    /// route is not behind one; the handler did not run.
+    StoreNotConfigured,
     /// 503: the idempotency store lost its in-flight claims (a restart without persistence, a
     /// failover); no new claim is granted until every lease that may still be running has run
     /// out. Retry after `Retry-After`.
@@ -60,6 +63,7 @@ impl ProblemKind {
             Self::KeyReused => "urn:idem:problem:key-reused",
             Self::HandlerPanicked => "urn:idem:problem:handler-panicked",
             Self::StoreUnavailable => "urn:idem:problem:store-unavailable",
+            Self::StoreNotConfigured => "urn:idem:problem:store-not-configured",
             Self::StoreRecovering => "urn:idem:problem:store-recovering",
             Self::BodyNotStored => "urn:idem:problem:body-not-stored",
             Self::BodyFailed => "urn:idem:problem:body-failed",
@@ -79,6 +83,7 @@ impl ProblemKind {
             Self::KeyReused => "Idempotency-Key is already used",
             Self::HandlerPanicked => "The handler failed; the request was not completed",
             Self::StoreUnavailable => "The idempotency store is unavailable",
+            Self::StoreNotConfigured => "The idempotency store of this endpoint is not configured",
             Self::StoreRecovering => "The idempotency store is recovering lost claims",
             Self::BodyNotStored => "The response body of this Idempotency-Key was too large to keep",
             Self::BodyFailed => "The response body of this Idempotency-Key failed while it was produced",
@@ -96,7 +101,9 @@ impl ProblemKind {
             Self::ScopeUnresolved => StatusCode::UNAUTHORIZED,
             Self::InFlight => StatusCode::CONFLICT,
             Self::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::HandlerPanicked | Self::TransactionUnavailable => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::HandlerPanicked | Self::StoreNotConfigured | Self::TransactionUnavailable => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             Self::StoreUnavailable | Self::StoreRecovering => StatusCode::SERVICE_UNAVAILABLE,
             Self::BodyNotStored | Self::BodyFailed => StatusCode::OK,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -212,6 +219,13 @@ impl Problem {
 
     pub(crate) fn store_unavailable() -> Self {
         Self::new(ProblemKind::StoreUnavailable, "the idempotency store is unreachable; retry later").retry_after(1)
+    }
+
+    pub(crate) fn store_not_configured() -> Self {
+        Self::new(
+            ProblemKind::StoreNotConfigured,
+            "this endpoint is not behind the idempotency store its application configured; the request was not run",
+        )
     }
 
     pub(crate) fn store_recovering(retry_after: std::time::Duration) -> Self {

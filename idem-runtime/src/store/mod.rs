@@ -49,8 +49,10 @@ pub use clock::{Clock, SystemClock, TokioClock};
 pub use local::LocalTier;
 pub use memory::{MemoryStore, MemoryStoreBuilder};
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PgStore, PgStoreBuilder};
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{RedisStore, RedisStoreBuilder};
 
 /// The address of a record: SHA-256 of (scope, key). Neither the raw key nor the credential is
