@@ -1,12 +1,21 @@
 //! The orders demo: an axum service whose create endpoints are idempotent.
 //!
 //! ```text
-//! cargo run --example orders -- [--addr 127.0.0.1:3000] [--store memory|redis://HOST:PORT]
+//! cargo run --example orders -- [--addr 127.0.0.1:3000]
+//!                                [--store memory|redis://HOST:PORT|postgres://USER@HOST:PORT/DB]
+//!                                [--orders-db postgres://USER@HOST:PORT/DB]
 //!                                [--handler-delay-ms N] [--fail-first N]
 //! ```
 //!
-//! Every request needs `Authorization: Bearer <token>`; orders and notes are kept per token.
-//! `GET /metrics` (no authorization) serves idem's metrics as Prometheus text.
+//! Every request needs `Authorization: Bearer <token>`; orders and notes are kept per token. The
+//! OpenAPI document is at `GET /openapi.json`, and idem's metrics as Prometheus text at
+//! `GET /metrics`, both without authorization.
+//!
+//! With `--store postgres://…` the orders live in that database's table `idem_demo_orders`,
+//! written through the request's transaction (`idem_runtime::postgres::Tx`) together with the
+//! idempotency record: a crash at any instant leaves both or neither. `--orders-db` keeps the
+//! orders in PostgreSQL with another store (each INSERT commits on its own, as in a service
+//! whose idempotency records live elsewhere): the comparison the crash test draws.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,33 +24,39 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::{FromRef, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use idem_runtime::idempotent;
-use idem_runtime::store::{LocalTier, MemoryStore, RedisStore};
+use idem_runtime::postgres::Tx;
+use idem_runtime::store::{LocalTier, MemoryStore, PgStore, RedisStore};
 use idem_runtime::Idempotency;
+use idem_runtime::{idempotent, openapi};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::HttpMethod;
+use utoipa::OpenApi;
 
 #[derive(Debug)]
 struct Options {
     addr: SocketAddr,
     store: String,
+    orders_db: Option<String>,
     handler_delay: Duration,
     fail_first: u64,
 }
 
-const USAGE: &str =
-    "usage: orders [--addr 127.0.0.1:3000] [--store memory|redis://HOST:PORT] [--handler-delay-ms N] [--fail-first N]";
+const USAGE: &str = "usage: orders [--addr 127.0.0.1:3000] [--store memory|redis://HOST:PORT|postgres://USER@HOST:PORT/DB] [--orders-db postgres://USER@HOST:PORT/DB] [--handler-delay-ms N] [--fail-first N]";
 
 fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut options = Options {
         addr: "127.0.0.1:3000".parse().expect("valid address"),
         store: "memory".to_owned(),
+        orders_db: None,
         handler_delay: Duration::ZERO,
         fail_first: 0,
     };
@@ -50,6 +65,7 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, Stri
         match flag.as_str() {
             "--addr" => options.addr = value()?.parse().map_err(|e| format!("--addr: {e}"))?,
             "--store" => options.store = value()?,
+            "--orders-db" => options.orders_db = Some(value()?),
             "--handler-delay-ms" => {
                 options.handler_delay =
                     Duration::from_millis(value()?.parse().map_err(|e| format!("--handler-delay-ms: {e}"))?)
@@ -66,26 +82,26 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, Stri
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Caller(String);
 
-#[derive(Clone, Serialize)]
+#[derive(Clone, Serialize, utoipa::ToSchema)]
 struct Order {
     id: String,
     item: String,
     qty: u32,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct NewOrder {
     item: String,
     qty: u32,
 }
 
-#[derive(Clone, Serialize)]
+#[derive(Clone, Serialize, utoipa::ToSchema)]
 struct Note {
     id: String,
     text: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct NewNote {
     text: String,
 }
@@ -120,19 +136,58 @@ async fn authenticate(mut req: Request, next: Next) -> Response {
     }
 }
 
+/// An RFC 9457 problem, as the demo answers with it.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Problem {
+    r#type: &'static str,
+    title: &'static str,
+    status: u16,
+    detail: String,
+}
+
 fn problem(status: StatusCode, detail: &str) -> Response {
-    let body = serde_json::json!({
-        "type": "about:blank",
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "detail": detail,
-    });
-    let mut response = (status, body.to_string()).into_response();
+    let body = Problem {
+        r#type: "about:blank",
+        title: status.canonical_reason().unwrap_or("Error"),
+        status: status.as_u16(),
+        detail: detail.to_owned(),
+    };
+    let mut response = (status, Json(body)).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
     response
 }
 
-#[idempotent(required, ttl = "24h", scope = "pat")]
+/// What every route may answer before its handler runs: no token, or a body axum's `Json`
+/// rejects (in plain text).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum Refusals {
+    /// No `Authorization: Bearer <token>`.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    /// The body is not JSON.
+    #[response(status = 400)]
+    NotJson(String),
+    /// The body is larger than the router accepts.
+    #[response(status = 413)]
+    TooLarge(String),
+    /// The body is not sent as `application/json`.
+    #[response(status = 415)]
+    NotSentAsJson(String),
+    /// The JSON does not have the expected fields.
+    #[response(status = 422)]
+    WrongFields(String),
+}
+
+/// Place an order.
+#[utoipa::path(post, path = "/orders", security(("bearer" = [])), responses(
+    (status = 201, description = "The order", body = Order, headers(("Location" = String, description = "The order's URL"))),
+    (status = 500, description = "An injected failure (`--fail-first`)", content_type = "application/problem+json", body = Problem),
+    Refusals,
+))]
+// A 5 s lease: a crashed instance's claim frees its key after 5 s; a handler that runs longer
+// keeps its claim alive (idem renews it).
+#[idempotent(required, ttl = "24h", scope = "pat", lease = "5s")]
 async fn create_order(
     State(db): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -148,10 +203,125 @@ async fn create_order(
     (StatusCode::CREATED, [(header::LOCATION, format!("/orders/{id}"))], Json(order)).into_response()
 }
 
+/// The caller's orders.
+#[utoipa::path(get, path = "/orders", security(("bearer" = [])), responses(
+    (status = 200, description = "The orders", body = Vec<Order>),
+    (status = 401, description = "No `Authorization: Bearer <token>`", content_type = "application/problem+json", body = Problem),
+))]
 async fn list_orders(State(db): State<AppState>, Extension(caller): Extension<Caller>) -> Json<Vec<Order>> {
     Json(db.orders.lock().expect("orders lock").get(&caller).cloned().unwrap_or_default())
 }
 
+/// Orders in PostgreSQL (`--store postgres://…` or `--orders-db`).
+#[derive(Clone)]
+struct PgOrders {
+    db: AppState,
+    pool: PgPool,
+}
+
+/// Orders in the database of the idempotency store: written through `Tx`.
+#[derive(Clone)]
+struct TxOrders {
+    orders: PgOrders,
+    store: PgStore,
+}
+
+impl FromRef<TxOrders> for PgStore {
+    fn from_ref(state: &TxOrders) -> PgStore {
+        state.store.clone()
+    }
+}
+
+impl FromRef<TxOrders> for PgOrders {
+    fn from_ref(state: &TxOrders) -> PgOrders {
+        state.orders.clone()
+    }
+}
+
+const ORDERS_TABLE: &str = "CREATE TABLE IF NOT EXISTS idem_demo_orders (
+    id bigserial PRIMARY KEY,
+    owner text NOT NULL,
+    item text NOT NULL,
+    qty integer NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+)";
+
+const INSERT_ORDER: &str = "INSERT INTO idem_demo_orders (owner, item, qty) VALUES ($1, $2, $3) RETURNING id";
+
+/// The part of a create that follows the INSERT: the delay (a crash can be aimed at it), the
+/// injected failures, and the 201.
+async fn after_insert(db: &Db, id: i64, order: NewOrder) -> Response {
+    tokio::time::sleep(db.handler_delay).await;
+    if db.failures_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+        return problem(StatusCode::INTERNAL_SERVER_ERROR, "injected failure (--fail-first); nothing was created");
+    }
+    let order = Order { id: format!("ord_{id}"), item: order.item, qty: order.qty };
+    (StatusCode::CREATED, [(header::LOCATION, format!("/orders/{}", order.id))], Json(order)).into_response()
+}
+
+fn database_problem(error: sqlx::Error) -> Response {
+    tracing::error!(%error, "the orders database failed");
+    problem(StatusCode::SERVICE_UNAVAILABLE, "the orders database is unavailable; retry with the same key")
+}
+
+/// The order and the idempotency record commit together: a 500 (or a crash) rolls both back.
+#[idempotent(required, ttl = "24h", scope = "pat", lease = "5s")]
+async fn create_order_in_tx(
+    State(state): State<TxOrders>,
+    Extension(caller): Extension<Caller>,
+    mut tx: Tx,
+    Json(order): Json<NewOrder>,
+) -> Response {
+    let inserted = sqlx::query_scalar(INSERT_ORDER)
+        .bind(&caller.0)
+        .bind(&order.item)
+        .bind(order.qty as i32)
+        .fetch_one(&mut *tx)
+        .await;
+    match inserted {
+        Ok(id) => after_insert(&state.orders.db, id, order).await,
+        Err(error) => database_problem(error),
+    }
+}
+
+/// The order commits at once; the record is written to the other store after the handler.
+#[idempotent(required, ttl = "24h", scope = "pat", lease = "5s")]
+async fn create_order_autocommit(
+    State(orders): State<PgOrders>,
+    Extension(caller): Extension<Caller>,
+    Json(order): Json<NewOrder>,
+) -> Response {
+    let inserted = sqlx::query_scalar(INSERT_ORDER)
+        .bind(&caller.0)
+        .bind(&order.item)
+        .bind(order.qty as i32)
+        .fetch_one(&orders.pool)
+        .await;
+    match inserted {
+        Ok(id) => after_insert(&orders.db, id, order).await,
+        Err(error) => database_problem(error),
+    }
+}
+
+async fn list_orders_in_db(State(orders): State<PgOrders>, Extension(caller): Extension<Caller>) -> Response {
+    let rows: Result<Vec<(i64, String, i32)>, _> =
+        sqlx::query_as("SELECT id, item, qty FROM idem_demo_orders WHERE owner = $1 ORDER BY id")
+            .bind(&caller.0)
+            .fetch_all(&orders.pool)
+            .await;
+    match rows {
+        Ok(rows) => Json(
+            rows.into_iter()
+                .map(|(id, item, qty)| Order { id: format!("ord_{id}"), item, qty: qty as u32 })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(error) => database_problem(error),
+    }
+}
+
+/// Take a note.
+#[utoipa::path(post, path = "/notes", security(("bearer" = [])), responses((status = 201, description = "The note", body = Note), Refusals))]
 #[idempotent(optional, scope = "pat")]
 async fn create_note(
     State(db): State<AppState>,
@@ -164,8 +334,37 @@ async fn create_note(
     (StatusCode::CREATED, Json(note))
 }
 
+/// The caller's notes.
+#[utoipa::path(get, path = "/notes", security(("bearer" = [])), responses(
+    (status = 200, description = "The notes", body = Vec<Note>),
+    (status = 401, description = "No `Authorization: Bearer <token>`", content_type = "application/problem+json", body = Problem),
+))]
 async fn list_notes(State(db): State<AppState>, Extension(caller): Extension<Caller>) -> Json<Vec<Note>> {
     Json(db.notes.lock().expect("notes lock").get(&caller).cloned().unwrap_or_default())
+}
+
+#[derive(OpenApi)]
+#[openapi(info(title = "orders demo"), paths(create_order, list_orders, create_note, list_notes))]
+struct ApiDoc;
+
+/// The document: what utoipa reads from the handlers, plus what idem does on each annotated one.
+fn api_doc() -> utoipa::openapi::OpenApi {
+    let mut api = ApiDoc::openapi();
+    let bearer = SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer));
+    api.components.get_or_insert_with(Default::default).add_security_scheme("bearer", bearer);
+    openapi::document(&mut api, "/orders", HttpMethod::Post, create_order).expect("documented");
+    openapi::document(&mut api, "/notes", HttpMethod::Post, create_note).expect("documented");
+    api
+}
+
+/// Where the orders live.
+enum OrdersIn {
+    Memory,
+    /// PostgreSQL: through `Tx` when `store` is set, else committed on their own.
+    Db {
+        pool: PgPool,
+        store: Option<PgStore>,
+    },
 }
 
 /// Prometheus text of every metric recorded so far.
@@ -173,20 +372,37 @@ async fn metrics(State(prometheus): State<PrometheusHandle>) -> impl IntoRespons
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], prometheus.render())
 }
 
-fn app(options: &Options, idempotency: Idempotency, prometheus: PrometheusHandle) -> Router {
+fn app(options: &Options, idempotency: Idempotency, orders_in: OrdersIn, prometheus: PrometheusHandle) -> Router {
     let db = Arc::new(Db {
         failures_left: AtomicU64::new(options.fail_first),
         handler_delay: options.handler_delay,
         ..Db::default()
     });
+    let orders = match orders_in {
+        OrdersIn::Memory => Router::new().route("/orders", post(create_order).get(list_orders)).with_state(db.clone()),
+        OrdersIn::Db { pool, store: Some(store) } => Router::new()
+            .route("/orders", post(create_order_in_tx).get(list_orders_in_db))
+            .with_state(TxOrders { orders: PgOrders { db: db.clone(), pool }, store }),
+        OrdersIn::Db { pool, store: None } => Router::new()
+            .route("/orders", post(create_order_autocommit).get(list_orders_in_db))
+            .with_state(PgOrders { db: db.clone(), pool }),
+    };
     Router::new()
-        .route("/orders", post(create_order).get(list_orders))
         .route("/notes", post(create_note).get(list_notes))
+        .with_state(db)
+        .merge(orders)
         .layer(idempotency)
         .layer(middleware::from_fn(authenticate))
-        .with_state(db)
+        .route("/openapi.json", get(Json(api_doc())))
         // Added after the authentication layer: a scraper needs no token.
         .merge(Router::new().route("/metrics", get(metrics)).with_state(prometheus))
+}
+
+/// The orders table on `url`'s database, created if missing.
+async fn orders_db(url: &str) -> Result<PgPool, sqlx::Error> {
+    let pool = PgPoolOptions::new().max_connections(10).connect(url).await?;
+    sqlx::query(ORDERS_TABLE).execute(&pool).await?;
+    Ok(pool)
 }
 
 #[tokio::main]
@@ -203,21 +419,49 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let idempotency = match options.store.as_str() {
-        "memory" => Idempotency::new(MemoryStore::new()),
+    let (idempotency, orders_in) = match options.store.as_str() {
+        "memory" => (Idempotency::new(MemoryStore::new()), OrdersIn::Memory),
         url if url.starts_with("redis://") || url.starts_with("rediss://") => match RedisStore::connect(url).await {
             // Completed records are cached in process too: a replay on a warm instance costs
             // no round trip.
-            Ok(store) => Idempotency::new(LocalTier::new(store)),
+            Ok(store) => (Idempotency::new(LocalTier::new(store)), OrdersIn::Memory),
             Err(e) => {
                 eprintln!("--store {url}: cannot reach Redis: {e}");
                 return ExitCode::FAILURE;
             }
         },
+        url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let connected = async {
+                let store = PgStore::connect(url).await.map_err(|e| e.to_string())?;
+                let pool = orders_db(url).await.map_err(|e| e.to_string())?;
+                Ok::<_, String>((store, pool))
+            };
+            match connected.await {
+                Ok((store, pool)) => (Idempotency::new(store.clone()), OrdersIn::Db { pool, store: Some(store) }),
+                Err(e) => {
+                    eprintln!("--store {url}: cannot use PostgreSQL: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         other => {
-            eprintln!("--store {other}: expected `memory` or `redis://HOST:PORT`");
+            eprintln!("--store {other}: expected `memory`, `redis://HOST:PORT` or `postgres://USER@HOST:PORT/DB`");
             return ExitCode::from(2);
         }
+    };
+    let orders_in = match (&options.orders_db, orders_in) {
+        (None, orders_in) => orders_in,
+        (Some(_), OrdersIn::Db { .. }) => {
+            eprintln!("--orders-db: with a PostgreSQL store the orders are in its database already");
+            return ExitCode::from(2);
+        }
+        (Some(url), OrdersIn::Memory) => match orders_db(url).await {
+            Ok(pool) => OrdersIn::Db { pool, store: None },
+            Err(e) => {
+                eprintln!("--orders-db {url}: cannot use PostgreSQL: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
     };
     // The recorder and its text rendering only: `GET /metrics` is served by the demo's own router.
     let prometheus = match PrometheusBuilder::new().install_recorder() {
@@ -246,7 +490,7 @@ async fn main() -> ExitCode {
     };
     let addr = listener.local_addr().expect("bound address");
     println!("orders demo listening on http://{addr} (store: {})", options.store);
-    if let Err(e) = axum::serve(listener, app(&options, idempotency, prometheus)).await {
+    if let Err(e) = axum::serve(listener, app(&options, idempotency, orders_in, prometheus)).await {
         eprintln!("server error: {e}");
         return ExitCode::FAILURE;
     }

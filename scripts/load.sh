@@ -8,7 +8,11 @@
 # figure is the median over the rounds.
 #
 #   scripts/load.sh [--duration 10] [--warmup 3] [--rounds 3] [--connections 32]
-#                   [--store memory|redis://HOST:PORT] [--profile release|dev] [--csv FILE]
+#                   [--store memory|redis://HOST:PORT|postgres://USER@HOST:PORT/DB]
+#                   [--profile release|dev] [--csv FILE]
+#
+# With a PostgreSQL store the handlers insert the order in a transaction: plain opens and
+# commits its own, miss and replay go through idem's (`Tx`), which commits the record with it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -78,6 +82,7 @@ run() { # name path seconds
 printf 'load benchmark: %s s per scenario and round, %s rounds, after %s s warm-up, %s connections, store %s, %s build, server on core %s, wrk on core %s\n' \
   "$duration" "$rounds" "$warmup" "$connections" "$store" "$profile" "$server_core" "$client_core"
 scenarios=(plain:/plain miss:/idem replay:/idem)
+[[ "$store" == postgres://* || "$store" == postgresql://* ]] && scenarios=(plain:/plain-tx miss:/idem-tx replay:/idem-tx)
 if [[ "$warmup" != 0 ]]; then
   for scenario in "${scenarios[@]}"; do run "${scenario%%:*}" "${scenario#*:}" "$warmup" > /dev/null; done
 fi

@@ -2,56 +2,11 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader};
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
+use common::demo::{demo_binary, example_binary, start, Demo};
 use common::{wire, Wire};
-
-/// The demo binary, built on demand next to this test's own binary.
-fn demo_binary() -> PathBuf {
-    example_binary("orders")
-}
-
-/// An example's binary, built on demand next to this test's own binary.
-fn example_binary(name: &str) -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--example", name])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building the demo failed");
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    profile_dir.join("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
-}
-
-struct Demo {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(args: &[&str]) -> Demo {
-    let mut child = Command::new(demo_binary())
-        .args(["--addr", "127.0.0.1:0"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("demo starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.split("http://").nth(1).and_then(|s| s.split_whitespace().next()).expect(&line);
-    Demo { child, addr: addr.parse().unwrap() }
-}
 
 const JSON: (&str, &str) = ("Content-Type", "application/json");
 
@@ -346,4 +301,99 @@ fn metrics_count_a_scripted_session_exactly() {
     for route in ["/orders", "/notes"] {
         assert_eq!(metrics.get(&request_sample("idem_claims_in_flight", route, None)), Some(&0.0), "{route}");
     }
+}
+
+/// A directory of its own under the system's temporary directory, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("idem-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The demo's OpenAPI document, fetched without authorization, and the file it is written to.
+fn openapi_document(demo: &Demo, scratch: &Scratch) -> (serde_json::Value, PathBuf) {
+    let reply = wire(demo.addr, "GET", "/openapi.json", &[], "");
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    let file = scratch.0.join("openapi.json");
+    std::fs::write(&file, &reply.body).unwrap();
+    (reply.json(), file)
+}
+
+#[test]
+fn the_openapi_document_is_valid_openapi_and_shows_idempotency() {
+    let demo = start(&[]);
+    let scratch = Scratch::new("openapi-valid");
+    let (doc, file) = openapi_document(&demo, &scratch);
+    let create = &doc["paths"]["/orders"]["post"];
+    let key = create["parameters"].as_array().unwrap().iter().find(|p| p["name"] == "Idempotency-Key").unwrap();
+    assert_eq!(key["required"], true);
+    assert!(create["responses"]["201"]["headers"].get("Idempotent-Replayed").is_some());
+    assert!(doc["paths"]["/notes"]["post"]["responses"]["409"]["headers"].get("Retry-After").is_some());
+
+    let Some(validator) = common::server_url(
+        "IDEM_TEST_OPENAPI_SPEC_VALIDATOR",
+        "~/.cache/idem-openapi-venv/bin/openapi-spec-validator (.ci/run installs it)",
+        "the_openapi_document_is_valid_openapi_and_shows_idempotency",
+    ) else {
+        return;
+    };
+    let output = Command::new(&validator).arg(&file).output().expect("openapi-spec-validator runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success() && text.contains("OK"), "{text}");
+}
+
+/// A contract-testing run against the live demo: schemathesis generates requests from the
+/// document (valid and invalid ones), sends them, and checks every response against it.
+#[test]
+fn schemathesis_finds_no_response_that_contradicts_the_document() {
+    let Some(schemathesis) = common::server_url(
+        "IDEM_TEST_SCHEMATHESIS",
+        "~/.cache/idem-openapi-venv/bin/schemathesis (.ci/run installs it)",
+        "schemathesis_finds_no_response_that_contradicts_the_document",
+    ) else {
+        return;
+    };
+    let demo = start(&[]);
+    let scratch = Scratch::new("schemathesis");
+    let (_, file) = openapi_document(&demo, &scratch);
+    let checks = [
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_headers_conformance",
+        "response_schema_conformance",
+        "missing_required_header",
+    ];
+    let output = Command::new(&schemathesis)
+        .current_dir(&scratch.0)
+        .arg("run")
+        .arg(&file)
+        .args(["--url", &format!("http://{}", demo.addr)])
+        .args(["--header", "Authorization: Bearer contract"])
+        .args(["--checks", &checks.join(",")])
+        // Fixed and small: the same cases on every run, within a few seconds.
+        .args(["--max-examples", "50", "--seed", "1", "--workers", "1", "--generation-database", "none"])
+        .args(["--request-timeout", "10"])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("schemathesis runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{text}");
+    let counts = regex::Regex::new(r"(\d+) generated, (\d+) passed").unwrap();
+    let (generated, passed) = counts
+        .captures(&text)
+        .map(|c| (c[1].parse::<u32>().unwrap(), c[2].parse::<u32>().unwrap()))
+        .unwrap_or_else(|| panic!("no test case count in: {text}"));
+    assert!(generated > 0 && passed == generated, "{text}");
 }

@@ -8,7 +8,13 @@ use std::sync::{Arc, Mutex};
 use axum::routing::post;
 use axum::Router;
 use common::{app, echo, post_to, Down};
-use idem_runtime::Idempotency;
+use idem_runtime::store::MemoryStore;
+use idem_runtime::{idempotent, Idempotency};
+
+#[idempotent(store = "layer")]
+async fn layer_only() -> &'static str {
+    "ran"
+}
 
 /// Collects formatted tracing output.
 #[derive(Clone, Default)]
@@ -32,6 +38,9 @@ fn one_event_per_outcome_with_route_and_elapsed_time_and_no_secrets() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     tracing::subscriber::with_default(subscriber, || {
         runtime.block_on(async {
+            // Before any layer in this process: zero configuration, and no warning.
+            let bare = Router::new().route("/bare", post(echo));
+            post_to("/bare").key("k").send(&bare).await;
             let (app, _) = app();
             let auth = "Bearer secret-token-1";
             let key = "secret-key-1";
@@ -41,10 +50,29 @@ fn one_event_per_outcome_with_route_and_elapsed_time_and_no_secrets() {
             post_to("/pat").send(&app).await;
             let down = Router::new().route("/echo", post(echo)).layer(Idempotency::new(Down));
             post_to("/echo").key(key).send(&down).await;
+            // A route added after the layer: refused, or served from the embedded store.
+            let late = Router::new()
+                .route("/echo", post(echo))
+                .layer(Idempotency::new(MemoryStore::new()))
+                .route("/late", post(layer_only))
+                .route("/late-echo", post(echo));
+            post_to("/late").key(key).send(&late).await;
+            post_to("/late-echo").key(key).send(&late).await;
         });
     });
     let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    for outcome in ["executed", "replayed", "mismatch", "rejected", "store-error"] {
+    let refused = text
+        .lines()
+        .find(|l| l.contains("ERROR") && l.contains("route=\"/late\""))
+        .unwrap_or_else(|| panic!("no error event naming the route outside the layer in:\n{text}"));
+    assert!(refused.contains("not behind one"), "{refused}");
+    let warned = text
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("route=\"/late-echo\""))
+        .unwrap_or_else(|| panic!("no warning naming the route served from the embedded store in:\n{text}"));
+    assert!(warned.contains("embedded store"), "{warned}");
+    assert!(!text.lines().any(|l| l.contains("WARN") && l.contains("route=\"/bare\"")), "{text}");
+    for outcome in ["executed", "replayed", "mismatch", "rejected", "store-error", "store-not-configured"] {
         let line = text
             .lines()
             .find(|l| l.contains(&format!("outcome=\"{outcome}\"")))

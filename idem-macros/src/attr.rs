@@ -35,6 +35,8 @@ const ARGUMENTS: &[(&str, &str, &str)] = &[
         "`release_status` lists status codes, e.g. `release_status(404, 410..=418)`",
     ),
     ("replay_headers", "`replay_headers(...)`", "write e.g. `replay_headers(\"location\", \"set-cookie\")`"),
+    ("defaults", "`defaults`", "write e.g. `defaults = crate::IDEM`, the path of a `const` made with `defaults!(...)`"),
+    ("store", "`store`", "write `store = \"layer\"` or `store = \"layer-or-embedded\"`"),
     ("crate", "`crate`", "write e.g. `crate = \"::my_idem\"`"),
     ("state", "`state`", "write e.g. `state = AppState`"),
 ];
@@ -117,6 +119,10 @@ pub(crate) struct Args {
     pub(crate) release: SetOnce<Vec<StatusRange>>,
     /// Lower case.
     pub(crate) replay_headers: SetOnce<Vec<String>>,
+    /// `defaults = path`: the `const` the arguments given here adjust.
+    pub(crate) defaults: SetOnce<Path>,
+    /// `store = "layer"` (true) or `"layer-or-embedded"` (false).
+    pub(crate) layer_only: SetOnce<bool>,
 }
 
 /// One `name`, `name = value` or `name(...)` as written.
@@ -199,6 +205,20 @@ impl Args {
                     None => {
                         errors.push(e.span(), "`header` takes a header name string, e.g. `header = \"Request-Id\"`")
                     }
+                },
+                ("defaults", RawValue::Eq(e)) => match e {
+                    syn::Expr::Path(syn::ExprPath { qself: None, path, attrs }) if attrs.is_empty() => {
+                        args.defaults.set(path, span, "defaults", errors)
+                    }
+                    _ => errors.push(
+                        e.span(),
+                        "`defaults` takes the path of a `const` made with `defaults!(...)`, e.g. `defaults = crate::IDEM`",
+                    ),
+                },
+                ("store", RawValue::Eq(e)) => match value::lit_str(&e).map(LitStr::value).as_deref() {
+                    Some("layer") => args.layer_only.set(true, span, "store", errors),
+                    Some("layer-or-embedded") => args.layer_only.set(false, span, "store", errors),
+                    _ => errors.push(e.span(), "expected `store = \"layer\"` or `store = \"layer-or-embedded\"`"),
                 },
                 ("crate", RawValue::Eq(e)) => match value::lit_str(&e).map(|s| (s.parse::<Path>(), s)) {
                     Some((Ok(path), _)) => args.krate.set(path, span, "crate", errors),

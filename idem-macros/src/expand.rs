@@ -24,17 +24,6 @@ pub(crate) fn expand(args: &Args, handler: &Handler<'_>) -> TokenStream {
     let spec = format_ident!("__idem_{}", name);
     let vis = &func.vis;
     let config = config(args, &private);
-    let scope_fn = match args.scope.get() {
-        Some(Scope::With(path)) => {
-            let call = quote_spanned!(path.span()=> #private::resolve_with(parts, #path));
-            quote! {
-                fn scope(parts: &#private::Parts) -> ::core::result::Result<#private::Scope, #private::Response> {
-                    #call
-                }
-            }
-        }
-        _ => TokenStream::new(),
-    };
 
     let (outer_attrs, mut inner) = split_attributes(func);
     let cfgs: Vec<&Attribute> = outer_attrs.iter().filter(|a| a.path().is_ident("cfg")).collect();
@@ -86,7 +75,6 @@ pub(crate) fn expand(args: &Args, handler: &Handler<'_>) -> TokenStream {
         #(#cfgs)*
         impl #private::HandlerSpec for #spec {
             const CONFIG: #private::HandlerConfig = #config;
-            #scope_fn
         }
 
         #(#outer_attrs)*
@@ -196,8 +184,15 @@ fn duration(d: std::time::Duration, private: &TokenStream) -> TokenStream {
     quote!(#private::Duration::new(#secs, #nanos))
 }
 
-/// `HandlerConfig::new()` and one builder call per argument given.
+/// `HandlerConfig::new()`, or the named defaults, and one builder call per argument given, in a
+/// block `const`: evaluated when the crate compiles, used or not, so that a rule only the
+/// compiler can check (an argument against the defaults it adjusts) fails there.
 fn config(args: &Args, private: &TokenStream) -> TokenStream {
+    let start = match args.defaults.get() {
+        // Spanned at the path: a `const` of another type is an error there.
+        Some(path) => quote_spanned!(path.span()=> #private::HandlerConfig::from_defaults(#path)),
+        None => quote!(#private::HandlerConfig::new()),
+    };
     let mut calls = TokenStream::new();
     if let Some(required) = args.required.get() {
         calls.extend(quote!(.required(#required)));
@@ -222,30 +217,64 @@ fn config(args: &Args, private: &TokenStream) -> TokenStream {
         Some(Scope::Global) => Some(quote!(#private::ScopeKind::Global)),
         Some(Scope::Pat) => Some(quote!(#private::ScopeKind::Pat)),
         Some(Scope::Header(h)) => Some(quote!(#private::ScopeKind::Header(#h))),
-        Some(Scope::With(_)) => Some(quote!(#private::ScopeKind::With)),
+        Some(Scope::With(path)) => {
+            // Spanned at the path: a function of the wrong type is an error there.
+            let resolve = quote_spanned!(path.span()=> #private::resolve_with(parts, #path));
+            Some(quote!(#private::ScopeKind::With(|parts| #resolve)))
+        }
     };
     if let Some(scope) = scope {
         calls.extend(quote!(.scope(#scope)));
     }
-    let ranges = |ranges: &[StatusRange]| {
-        let pairs = ranges.iter().map(|r| {
-            let (first, last) = (r.first, r.last);
-            quote!((#first, #last))
-        });
-        quote!(&[#(#pairs),*])
-    };
-    if let Some(keep) = args.keep.get() {
-        let keep = ranges(keep);
-        calls.extend(quote!(.keep_status(#keep)));
-    }
-    if let Some(release) = args.release.get() {
-        let release = ranges(release);
-        calls.extend(quote!(.release_status(#release)));
+    // The two lists are one setting: given either, both replace those of the defaults.
+    if args.keep.get().is_some() || args.release.get().is_some() {
+        let ranges = |ranges: Option<&Vec<StatusRange>>| {
+            let pairs = ranges.into_iter().flatten().map(|r| {
+                let (first, last) = (r.first, r.last);
+                quote!((#first, #last))
+            });
+            quote!(&[#(#pairs),*])
+        };
+        let (keep, release) = (ranges(args.keep.get()), ranges(args.release.get()));
+        calls.extend(quote!(.keep_status(#keep).release_status(#release)));
     }
     if let Some(names) = args.replay_headers.get() {
         calls.extend(quote!(.replay_headers(&[#(#names),*])));
     }
-    quote!(#private::HandlerConfig::new() #calls)
+    if let Some(layer_only) = args.layer_only.get() {
+        calls.extend(quote!(.layer_only(#layer_only)));
+    }
+    let mut config = quote!(#start #calls);
+    // A `ttl` or a `lease` given next to `defaults = …` alone: checked against the lease or the
+    // ttl taken from them, with the error at the argument.
+    if args.defaults.get().is_some() {
+        match (args.ttl.span(), args.lease.span()) {
+            (Some(ttl), None) => config = quote_spanned!(ttl=> (#config).ttl_outlasts_inherited_lease()),
+            (None, Some(lease)) => config = quote_spanned!(lease=> (#config).lease_within_inherited_ttl()),
+            _ => {}
+        }
+    }
+    // Not `CONFIG`: a user's defaults may be called that.
+    let name = Ident::new("__IDEM_CONFIG", Span::mixed_site());
+    quote!({
+        const #name: #private::HandlerConfig = #config;
+        #name
+    })
+}
+
+/// What `defaults!(...)` expands to: an `idem_runtime::Defaults` value, made of the
+/// arguments as [`config`] makes a handler's.
+pub(crate) fn defaults(args: &Args) -> TokenStream {
+    let private = private_path(args);
+    let config = config(args, &private);
+    quote!(#private::HandlerConfig::into_defaults(#config))
+}
+
+/// The value `defaults!(...)` gives when its arguments are wrong (next to the errors), so that
+/// the `const` it initializes still has one.
+pub(crate) fn defaults_fallback(args: &Args) -> TokenStream {
+    let private = private_path(args);
+    quote!(#private::HandlerConfig::into_defaults(#private::HandlerConfig::new()))
 }
 
 /// The type inside a parameter written `State<T>`.

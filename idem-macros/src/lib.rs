@@ -230,6 +230,56 @@ mod validate;
 /// async fn sign_up() -> &'static str { "welcome" }
 /// ```
 ///
+/// ## `defaults = path`
+///
+/// Starts from a service's defaults, a `const` made with [`defaults!`]; the other arguments
+/// given here replace the same arguments of the defaults (`keep_status` and `release_status`
+/// are one setting: either replaces both lists). A `ttl` given here must outlast the `lease`
+/// taken from the defaults, and a `lease` given here must be shorter than their `ttl`: the
+/// compiler checks both, with the error at the argument.
+///
+/// ```
+/// use idem_runtime::{defaults, idempotent, Defaults};
+///
+/// const IDEM: Defaults = defaults!(required, ttl = "7d", scope = "pat");
+///
+/// #[idempotent(defaults = IDEM)]
+/// async fn create_order() -> &'static str { "created" }
+///
+/// #[idempotent(defaults = IDEM, optional)] // and the ttl and scope of `IDEM`
+/// async fn add_note() -> &'static str { "noted" }
+/// ```
+///
+/// ```compile_fail,E0308
+/// # use idem_runtime::idempotent;
+/// const IDEM: u32 = 7;
+///
+/// #[idempotent(defaults = IDEM)] // error at `IDEM`: expected `Defaults`
+/// async fn create_order() -> &'static str { "created" }
+/// ```
+///
+/// ## `store = "layer" | "layer-or-embedded"`
+///
+/// Where the handler's store comes from. `layer-or-embedded` (default): the `Idempotency`
+/// layer the route is behind, else the process's embedded store, so that zero configuration
+/// works. `layer`: only the layer's; a request with a key that reaches the handler without one
+/// (a route added after `.layer(...)`, a router merged in without it) is refused with a 500
+/// problem (`urn:idem:problem:store-not-configured`) and an `error` event naming the route,
+/// and the handler does not run. State it once in the service's [`defaults!`].
+///
+/// ```
+/// use axum::{routing::post, Router};
+/// use idem_runtime::{idempotent, store::MemoryStore, Idempotency};
+///
+/// #[idempotent(store = "layer")]
+/// async fn pay() -> &'static str { "paid" }
+///
+/// let app: Router = Router::new()
+///     .route("/payments", post(pay))
+///     .layer(Idempotency::new(MemoryStore::new()))
+///     .route("/late", post(pay)); // refused: not behind the layer
+/// ```
+///
 /// ## `crate = "path"`
 ///
 /// Where `idem_runtime` is, when the dependency is renamed.
@@ -272,6 +322,51 @@ pub fn idempotent(args: TokenStream, item: TokenStream) -> TokenStream {
             let mut out = func.into_token_stream();
             out.extend(error.to_compile_error());
             out.into()
+        }
+    }
+}
+
+/// A service's `#[idempotent]` arguments, stated once: an `idem_runtime::Defaults` value for a
+/// `const` that handlers name with `#[idempotent(defaults = path)]`.
+///
+/// ```
+/// use axum::{routing::post, Router};
+/// use idem_runtime::{defaults, idempotent, Defaults};
+///
+/// /// The idempotency of every write this service offers.
+/// pub const IDEM: Defaults = defaults!(required, ttl = "24h", scope = "pat", store = "layer");
+///
+/// #[idempotent(defaults = IDEM)]
+/// async fn create_order() -> &'static str { "created" }
+///
+/// #[idempotent(defaults = IDEM, ttl = "7d")] // only what differs
+/// async fn transfer() -> &'static str { "sent" }
+/// ```
+///
+/// It takes the attribute's arguments that describe a service rather than one handler —
+/// `required`/`optional`, `ttl`, `lease`, `scope` (`with(f)` included), `on_conflict`,
+/// `header`, `keep_status`/`release_status`, `replay_headers`, `store`, `crate` — with the
+/// same syntax and the same compile-time checks, and `defaults = path` to start from other
+/// defaults. `fingerprint(...)`, `skip(...)` and `state` name one handler's parameters or
+/// state, and are errors here:
+///
+/// ```compile_fail
+/// # use idem_runtime::{defaults, Defaults};
+/// const IDEM: Defaults = defaults!(required, skip(body)); // error at `skip`
+/// ```
+#[proc_macro]
+pub fn defaults(args: TokenStream) -> TokenStream {
+    let mut errors = attr::Errors::default();
+    let args = attr::Args::parse(args.into(), &mut errors);
+    validate::service_wide(&args, &mut errors);
+    validate::arguments(&args, &mut errors);
+    match errors.into_result() {
+        Ok(()) => expand::defaults(&args).into(),
+        Err(error) => {
+            // A value still, so that the `const` it initializes raises no error of its own.
+            let errors = error.to_compile_error();
+            let fallback = expand::defaults_fallback(&args);
+            quote::quote!({ #errors #fallback }).into()
         }
     }
 }

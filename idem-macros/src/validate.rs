@@ -25,7 +25,10 @@ pub(crate) struct Param<'a> {
 /// Checks the arguments together: `lease` against `ttl`, and the status lists against the
 /// default status rule and each other.
 pub(crate) fn arguments(args: &Args, errors: &mut Errors) {
-    if let (Some(lease), Some(span)) = (args.lease.get(), args.lease.span()) {
+    // Next to `defaults = …` and no `ttl`, the ttl in force is the defaults', which only the
+    // compiler sees: the expansion checks it there.
+    let ttl_known = args.ttl.get().is_some() || args.defaults.get().is_none();
+    if let (Some(lease), Some(span), true) = (args.lease.get(), args.lease.span(), ttl_known) {
         let ttl = args.ttl();
         if *lease >= ttl {
             let default = if args.ttl.get().is_none() { ", the default" } else { "" };
@@ -40,6 +43,21 @@ pub(crate) fn arguments(args: &Args, errors: &mut Errors) {
         }
     }
     statuses(args, errors);
+}
+
+/// Refuses, in `defaults!(...)`, the arguments that only make sense on one handler.
+pub(crate) fn service_wide(args: &Args, errors: &mut Errors) {
+    if let (Some(select), Some(span)) = (args.select.get(), args.select.span()) {
+        let name = match select {
+            Select::Only(_) => "fingerprint(...)",
+            Select::Skip(_) => "skip(...)",
+        };
+        errors
+            .push(span, format!("`{name}` names one handler's parameters; give it on that handler's `#[idempotent]`"));
+    }
+    if let Some(span) = args.state.span() {
+        errors.push(span, "`state` names one handler's router state; give it on that handler's `#[idempotent]`");
+    }
 }
 
 /// Each status list changes something and names each status once, and no status is in both.
@@ -77,6 +95,16 @@ pub(crate) fn handler<'a>(args: &Args, func: &'a ItemFn, errors: &mut Errors) ->
     let sig = &func.sig;
     if sig.asyncness.is_none() {
         errors.push(sig.fn_token.span(), "`#[idempotent]` handlers must be `async fn`; write `async fn`");
+    }
+    for attr in &func.attrs {
+        let segments: Vec<String> = attr.path().segments.iter().map(|s| s.ident.to_string()).collect();
+        if segments == ["utoipa", "path"] {
+            errors.push(
+                attr.path().span(),
+                "`#[utoipa::path]` must come above `#[idempotent]`: below it, it would document the function the \
+                 attribute keeps inside the routable one, out of utoipa's reach; move it above `#[idempotent]`",
+            );
+        }
     }
     let mut params = Vec::new();
     for input in &sig.inputs {

@@ -32,6 +32,9 @@ pub struct HandlerConfig {
     /// When given, the only headers a replay repeats (lower case), besides the representation
     /// headers that describe the stored body.
     pub(crate) replay_headers: Option<&'static [&'static str]>,
+    /// `store = "layer"`: a covered request that reaches the handler without an `Idempotency`
+    /// layer is refused instead of served from the embedded store.
+    pub(crate) layer_only: bool,
 }
 
 impl Default for HandlerConfig {
@@ -55,7 +58,18 @@ impl HandlerConfig {
             keep_status: &[],
             release_status: &[],
             replay_headers: None,
+            layer_only: false,
         }
+    }
+
+    /// The configuration a handler with `defaults = …` starts from.
+    pub const fn from_defaults(defaults: Defaults) -> Self {
+        defaults.0
+    }
+
+    /// What `defaults!(…)` makes of its arguments.
+    pub const fn into_defaults(self) -> Defaults {
+        Defaults(self)
     }
 
     /// `required` (true) or `optional` (false).
@@ -108,6 +122,33 @@ impl HandlerConfig {
         Self { replay_headers: Some(replay_headers), ..self }
     }
 
+    /// `store = "layer"` (true) or `"layer-or-embedded"` (false).
+    pub const fn layer_only(self, layer_only: bool) -> Self {
+        Self { layer_only, ..self }
+    }
+
+    /// Checks, at compile time, a `ttl` given next to `defaults = …` against the lease it
+    /// takes from them.
+    #[track_caller]
+    pub const fn ttl_outlasts_inherited_lease(self) -> Self {
+        assert!(
+            self.lease.as_nanos() < self.ttl.as_nanos(),
+            "this `ttl` is not longer than the `lease` taken from the defaults; give a longer `ttl`, or a shorter `lease` next to it"
+        );
+        self
+    }
+
+    /// Checks, at compile time, a `lease` given next to `defaults = …` against the ttl it takes
+    /// from them.
+    #[track_caller]
+    pub const fn lease_within_inherited_ttl(self) -> Self {
+        assert!(
+            self.lease.as_nanos() < self.ttl.as_nanos(),
+            "this `lease` is not shorter than the `ttl` taken from the defaults; give a shorter `lease`, or a longer `ttl` next to it"
+        );
+        self
+    }
+
     /// Whether a response with `status` is stored: the default rule, as this handler adjusts it.
     pub(crate) fn stores(&self, status: http::StatusCode) -> bool {
         let listed =
@@ -120,6 +161,45 @@ impl HandlerConfig {
     }
 }
 
+/// A service's idempotency arguments, stated once and named by each handler's
+/// `#[idempotent(defaults = …)]`.
+///
+/// Made by [`defaults!`](crate::defaults!) from the attribute's own arguments, checked as the
+/// attribute checks them, and kept in a `const`:
+///
+/// ```
+/// use axum::{routing::post, Router};
+/// use idem_runtime::{defaults, idempotent, Defaults};
+///
+/// /// Every write of this service: a key is required, kept a week per credential.
+/// pub const IDEM: Defaults = defaults!(required, ttl = "7d", scope = "pat");
+///
+/// #[idempotent(defaults = IDEM)]
+/// async fn create_order() -> &'static str { "created" }
+///
+/// // Only what differs: this one accepts requests without a key, and keeps keys a day.
+/// #[idempotent(defaults = IDEM, optional, ttl = "24h")]
+/// async fn add_note() -> &'static str { "noted" }
+///
+/// let app: Router = Router::new().route("/orders", post(create_order)).route("/notes", post(add_note));
+/// ```
+///
+/// An argument the handler gives replaces the same argument of the defaults; `keep_status` and
+/// `release_status` are one setting (a handler giving either replaces both lists). The
+/// handler's `ttl` or `lease` is checked against the `lease` or `ttl` it inherits when the
+/// handler compiles:
+///
+/// ```compile_fail,E0080
+/// use idem_runtime::{defaults, idempotent, Defaults};
+///
+/// const IDEM: Defaults = defaults!(lease = "1m");
+///
+/// #[idempotent(defaults = IDEM, ttl = "30s")] // error: not longer than the inherited lease
+/// async fn create() -> &'static str { "created" }
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Defaults(HandlerConfig);
+
 /// Implemented by the attribute for one marker type per handler: the handler's configuration,
 /// and how its scope is found.
 #[doc(hidden)]
@@ -127,7 +207,7 @@ pub trait HandlerSpec: 'static {
     /// The handler's configuration.
     const CONFIG: HandlerConfig;
 
-    /// The handler's scope; the expansion overrides it for `scope = with(f)`.
+    /// The handler's scope.
     fn scope(parts: &Parts) -> Result<Scope, Response> {
         resolve_scope(Self::CONFIG.scope, parts)
     }
@@ -158,6 +238,16 @@ mod tests {
     }
 
     #[test]
+    fn a_ttl_given_after_defaults_keeps_their_lease_or_sets_the_one_that_follows_it() {
+        let (ttl, lease) = (Duration::from_secs(10), Duration::from_secs(2));
+        let with_lease = HandlerConfig::new().lease(lease).into_defaults();
+        assert_eq!(HandlerConfig::from_defaults(with_lease).ttl(ttl).lease, lease);
+        let with_ttl = HandlerConfig::new().ttl(Duration::from_secs(3600)).into_defaults();
+        assert_eq!(HandlerConfig::from_defaults(with_ttl).lease, idem_rules::DEFAULT_LEASE);
+        assert_eq!(HandlerConfig::from_defaults(with_ttl).ttl(ttl).lease, Duration::from_secs(5));
+    }
+
+    #[test]
     fn handler_lists_adjust_the_default_status_rule() {
         let config = HandlerConfig::new().keep_status(&[(409, 409)]).release_status(&[(404, 404), (410, 418)]);
         for (status, stored) in [(201, true), (409, true), (404, false), (415, false), (429, false), (503, false)] {
@@ -178,7 +268,7 @@ mod tests {
 }
 
 /// How a handler's scope is found, as written in `scope = …`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub enum ScopeKind {
     /// `pat` when `Authorization` is present, else `global`.
     Auto,
@@ -188,33 +278,25 @@ pub enum ScopeKind {
     Pat,
     /// The value of this (lower-case) header; 401 without it.
     Header(&'static str),
-    /// A function of the request parts (`with(path)`), called by the generated code.
-    With,
+    /// A function of the request parts (`with(path)`), wrapped by the generated code.
+    With(fn(&Parts) -> Result<Scope, Response>),
 }
 
-/// Resolves a handler's scope (all but `with(f)`, which the generated code resolves).
+/// Resolves a handler's scope.
 pub(crate) fn resolve_scope(kind: ScopeKind, parts: &Parts) -> Result<Scope, Response> {
     let auth = || parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()).filter(|v| !v.is_empty());
     match kind {
         ScopeKind::Global => Ok(Scope::global()),
         ScopeKind::Auto => Ok(auth().map_or_else(Scope::global, Scope::credential)),
-        ScopeKind::Pat => auth().map(Scope::credential).ok_or_else(|| {
-            Problem::scope_unresolved(
-                "this endpoint keeps idempotency keys per credential; send an Authorization header",
-            )
-            .into_response()
-        }),
+        ScopeKind::Pat => auth().map(Scope::credential).ok_or_else(|| Problem::no_credential().into_response()),
         ScopeKind::Header(name) => {
             let name = HeaderName::from_static(name);
             match parts.headers.get(&name).filter(|v| !v.is_empty()) {
                 Some(v) => Ok(Scope::header(&name, v.as_bytes())),
-                None => Err(Problem::scope_unresolved(format!(
-                    "this endpoint keeps idempotency keys per {name}; send that header"
-                ))
-                .into_response()),
+                None => Err(Problem::no_scope_header(&name).into_response()),
             }
         }
-        ScopeKind::With => unreachable!("`with(...)` scopes are resolved by the generated code"),
+        ScopeKind::With(resolve) => resolve(parts),
     }
 }
 

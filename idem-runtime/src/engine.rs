@@ -7,7 +7,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::response::Response;
 use futures_util::FutureExt as _;
@@ -51,6 +51,18 @@ impl<C: HandlerSpec> IdempotencyContext<C> {
     where
         F: Future<Output = Response> + Send + 'static,
     {
+        #[cfg(feature = "postgres")]
+        if let Some(store) = self.transaction.store() {
+            let store = store.clone();
+            return match self.covered {
+                None => crate::postgres::run_uncovered(self.transaction, store, C::CONFIG, handler).await,
+                Some(covered) => {
+                    let Covered { call, fingerprint } = *covered;
+                    let fingerprint = fingerprint.finish(params);
+                    crate::postgres::run_covered(call, fingerprint, self.transaction, store, handler).await
+                }
+            };
+        }
         match self.covered {
             None => handler.await,
             Some(covered) => {
@@ -88,6 +100,30 @@ impl Call {
             hooks: &self.idempotency.hooks,
             watch: &self.watch,
         }
+    }
+
+    /// The record of the handler's response, dated `now` on the store's clock: status, the
+    /// headers a replay repeats (and the request's id), and what was kept of the body.
+    pub(crate) fn record(
+        &self,
+        now: SystemTime,
+        fingerprint: Fingerprint,
+        status: StatusCode,
+        headers: &http::HeaderMap,
+        body: StoredBody,
+    ) -> Record {
+        // An absurd ttl saturates instead of overflowing the clock.
+        let expires_at = now.checked_add(self.config.ttl).unwrap_or(now + Duration::from_secs(1 << 40));
+        let mut kept = replayable_headers_only(headers, self.config.replay_headers);
+        if let Some(id) = &self.request_id {
+            kept.insert(X_REQUEST_ID, id.clone());
+        }
+        Record { fingerprint, status, headers: kept, body, expires_at }
+    }
+
+    /// The claim of this request's key, counted as held by this process until it is dropped.
+    pub(crate) fn held_claim(&self) -> HeldClaim {
+        HeldClaim::new(&self.method, self.route.as_str())
     }
 
     /// Reports an outcome idem answers itself, and gives its response.
@@ -143,11 +179,11 @@ impl Call {
         };
         let held = lease::hold(&self.idempotency.store, self.key, token, lease);
         held.let_keeper_start().await;
-        let claim = HeldClaim::new(&self.method, self.route.as_str());
+        let claim = self.held_claim();
         let owner = Owner { call: self, token, fingerprint, _lease: held, _claim: claim };
         // A client that disconnects drops this future; the handler then finishes in a task of
         // its own and its response is stored for the retry.
-        RunToCompletion(Some(Box::pin(owner.execute(handler).in_current_span()))).await
+        RunToCompletion::new(owner.execute(handler)).await
     }
 }
 
@@ -203,14 +239,7 @@ impl Owner {
     pub(crate) async fn complete(mut self, status: StatusCode, headers: &http::HeaderMap, body: StoredBody) {
         // A streamed body paused the watch while it was produced.
         self.call.watch.resume();
-        // An absurd ttl saturates instead of overflowing the clock.
-        let now = self.call.idempotency.store.now();
-        let expires_at = now.checked_add(self.call.config.ttl).unwrap_or(now + Duration::from_secs(1 << 40));
-        let mut kept = replayable_headers_only(headers, self.call.config.replay_headers);
-        if let Some(id) = &self.call.request_id {
-            kept.insert(X_REQUEST_ID, id.clone());
-        }
-        let record = Record { fingerprint: self.fingerprint, status, headers: kept, body, expires_at };
+        let record = self.call.record(self.call.idempotency.store.now(), self.fingerprint, status, headers, body);
         let store = &self.call.idempotency.store;
         match store.complete(&self.call.key, self.token, record.clone()).await {
             Ok(()) => self.call.report(Outcome::Executed(status)),
@@ -258,7 +287,13 @@ impl Owner {
 /// Polls the handler (and the storing of its response) in place, and when dropped before it
 /// finished (the client went away), hands it to a task of its own to run to completion. The
 /// common path costs no task spawn.
-struct RunToCompletion(Option<Pin<Box<dyn Future<Output = Response> + Send>>>);
+pub(crate) struct RunToCompletion(Option<Pin<Box<dyn Future<Output = Response> + Send>>>);
+
+impl RunToCompletion {
+    pub(crate) fn new(work: impl Future<Output = Response> + Send + 'static) -> Self {
+        Self(Some(Box::pin(work.in_current_span())))
+    }
+}
 
 impl Future for RunToCompletion {
     type Output = Response;

@@ -19,7 +19,7 @@ use crate::fingerprint::{FingerprintBuilder, FingerprintSource, FingerprintWrite
 use crate::key::IdempotencyKey;
 use crate::layer::Idempotency;
 use crate::observe::{self, Digests, Stopwatch};
-use crate::outcome::{self, Seen};
+use crate::outcome::{self, Answer, Seen};
 use crate::problem::Problem;
 use crate::store::RecordKey;
 
@@ -64,6 +64,9 @@ pub struct IdempotencyContext<C> {
     /// Boxed: the handler's futures move this value several times before it runs, and a pointer
     /// moves for less than the request's state.
     pub(crate) covered: Option<Box<Covered>>,
+    /// Where a [`Tx`](crate::postgres::Tx) parameter of the handler, if any, meets the engine.
+    #[cfg(feature = "postgres")]
+    pub(crate) transaction: std::sync::Arc<crate::postgres::Link>,
     _spec: PhantomData<fn() -> C>,
 }
 
@@ -83,7 +86,14 @@ impl<S: Send + Sync, C: HandlerSpec> FromRequestParts<S> for IdempotencyContext<
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
-        let inactive = Self { covered: None, _spec: PhantomData };
+        #[cfg(feature = "postgres")]
+        let transaction = crate::postgres::Link::offer(parts);
+        let inactive = Self {
+            covered: None,
+            #[cfg(feature = "postgres")]
+            transaction: transaction.clone(),
+            _spec: PhantomData,
+        };
         if is_safe(&parts.method) {
             return Ok(inactive);
         }
@@ -101,8 +111,15 @@ impl<S: Send + Sync, C: HandlerSpec> FromRequestParts<S> for IdempotencyContext<
             Ok(scope) => scope,
             Err(response) => return reject(parts, response),
         };
-        let idempotency = parts.extensions.get::<Idempotency>().cloned().unwrap_or_else(Idempotency::process_default);
         let route = Route::of(parts);
+        let idempotency = match parts.extensions.get::<Idempotency>() {
+            Some(layer) => layer.clone(),
+            None if config.layer_only => {
+                tracing::error!(target: "idem", method = %parts.method, route = route.as_str(), "this handler takes its store from an `Idempotency` layer (`store = \"layer\"`), and its route is not behind one: a route added after the layer, or merged in from a router without it; the request is refused, put the route behind the layer");
+                return Err(end_early(parts, started, |seen| outcome::answer(seen, Answer::StoreNotConfigured)));
+            }
+            None => Idempotency::embedded_for(&parts.method, route.as_str()),
+        };
         // The target as the client sent it: the outermost router keeps it before nesting or a
         // layer changes the URI the handler sees.
         let target = parts.extensions.get::<OriginalUri>().map_or(&parts.uri, |original| &original.0);
@@ -118,26 +135,31 @@ impl<S: Send + Sync, C: HandlerSpec> FromRequestParts<S> for IdempotencyContext<
             request_id,
         );
         parts.extensions.insert(Fingerprinting(call.watch.digests()));
-        Ok(Self { covered: Some(Box::new(Covered { call, fingerprint })), _spec: PhantomData })
+        Ok(Self { covered: Some(Box::new(Covered { call, fingerprint })), ..inactive })
     }
 }
 
 /// Reports a covered request refused before its claim, and gives its response as the layer's
 /// hooks shape it.
 fn reject(parts: &Parts, started: Instant, response: Response) -> Response {
-    let idempotency = parts.extensions.get::<Idempotency>().cloned().unwrap_or_else(Idempotency::process_default);
+    end_early(parts, started, |seen| outcome::reject(seen, response))
+}
+
+/// Ends a covered request before its claim: `end` reports it and gives its response, with the
+/// hooks of the layer it is behind, if any.
+fn end_early(parts: &Parts, started: Instant, end: impl FnOnce(&Seen<'_>) -> Response) -> Response {
+    let hooks = parts.extensions.get::<Idempotency>().map(|layer| layer.hooks.clone()).unwrap_or_default();
     let route = Route::of(parts);
     let span = observe::span(&parts.method, route.as_str());
-    let seen = Seen {
+    end(&Seen {
         method: &parts.method,
         route: route.as_str(),
         request_id: parts.headers.get(X_REQUEST_ID),
         started,
         span: &span,
-        hooks: &idempotency.hooks,
+        hooks: &hooks,
         watch: &Stopwatch::new(started),
-    };
-    outcome::reject(&seen, response)
+    })
 }
 
 /// A handler parameter that is part of the fingerprint: the extracted value plus the digest of

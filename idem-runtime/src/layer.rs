@@ -2,6 +2,7 @@
 //! annotated route behind it; [`WithIdempotency`] is the service it wraps routes in, which
 //! hands that configuration to the annotated handlers through the request's extensions.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
@@ -26,6 +27,11 @@ use crate::store::{DynStore, MemoryStore, Store};
 /// let store = MemoryStore::builder().max_entries(50_000).build();
 /// let app: Router = Router::new().route("/things", post(create)).layer(Idempotency::new(store));
 /// ```
+///
+/// A route added after the layer, or merged in from a router without it, is not behind it: a
+/// covered request to it uses the process's embedded store (with a `warn` event naming the
+/// route), or, when its handler says `#[idempotent(store = "layer")]`, is refused with a 500
+/// `store-not-configured` problem and an `error` event naming the route.
 ///
 /// [`Router`]: axum::Router
 #[derive(Clone)]
@@ -57,16 +63,47 @@ impl Idempotency {
         self
     }
 
+    /// Whether this is the process-wide default (no layer configured a store).
+    #[cfg(feature = "postgres")]
+    pub(crate) fn is_default(&self) -> bool {
+        Arc::ptr_eq(&self.store, &Self::process_default().store)
+    }
+
+    /// Whether the configured store is `store` (the same table of the same database).
+    #[cfg(feature = "postgres")]
+    pub(crate) fn uses(&self, store: &crate::store::PgStore) -> bool {
+        self.store.as_any().downcast_ref::<crate::store::PgStore>().is_some_and(|configured| configured.same_as(store))
+    }
+
     pub(crate) fn process_default() -> Self {
         static DEFAULT: OnceLock<Idempotency> = OnceLock::new();
         DEFAULT.get_or_init(|| Idempotency::new(MemoryStore::new())).clone()
     }
+
+    /// The store of a covered request that reached its handler without a layer: the process's
+    /// embedded store, with a warning when this process put routes behind a layer (the route may
+    /// have been meant to be behind it too).
+    pub(crate) fn embedded_for(method: &http::Method, route: &str) -> Self {
+        if LAYER_APPLIED.load(Ordering::Relaxed) {
+            tracing::warn!(
+                target: "idem",
+                %method,
+                route,
+                "this route is not behind an `Idempotency` layer, while other routes of this process are: it uses this process's embedded store, not theirs; put it behind the layer, or give its handler `store = \"layer\"` to refuse such requests"
+            );
+        }
+        Self::process_default()
+    }
 }
+
+/// Whether an [`Idempotency`] layer was put on a route in this process.
+static LAYER_APPLIED: AtomicBool = AtomicBool::new(false);
 
 impl<S> tower_layer::Layer<S> for Idempotency {
     type Service = WithIdempotency<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        LAYER_APPLIED.store(true, Ordering::Relaxed);
         WithIdempotency { inner, idempotency: self.clone() }
     }
 }

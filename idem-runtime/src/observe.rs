@@ -10,11 +10,15 @@ use tracing::Span;
 mod metered;
 #[cfg(feature = "metrics")]
 pub(crate) use metered::{record, timed, Digests, HeldClaim, Stopwatch};
+#[cfg(all(feature = "metrics", feature = "postgres"))]
+pub(crate) use metered::{time_operation, Operation};
 
 #[cfg(not(feature = "metrics"))]
 mod unmetered;
 #[cfg(not(feature = "metrics"))]
 pub(crate) use unmetered::{record, timed, Digests, HeldClaim, Stopwatch};
+#[cfg(all(not(feature = "metrics"), feature = "postgres"))]
+pub(crate) use unmetered::{time_operation, Operation};
 
 /// The span of a covered request (target `idem`, name `idem`): its method and route template,
 /// and once known its `outcome` and `status`. The handler runs inside it.

@@ -44,8 +44,14 @@ pub(crate) enum Answer {
     StoreUnavailable,
     /// The store lost in-flight claims; no new claim until this has passed.
     StoreRecovering { retry_after: Duration },
+    /// The handler takes its store from a layer, and its route is not behind one.
+    StoreNotConfigured,
     /// The handler or its response body panicked; the key was released.
     Panicked,
+    /// The handler's database transaction could not be used as the application is built (the
+    /// detail says why); nothing was committed.
+    #[cfg(feature = "postgres")]
+    TransactionUnavailable(&'static str),
 }
 
 /// How a covered request ended, as events, metrics and the layer's outcome hook name it.
@@ -67,8 +73,14 @@ pub enum OutcomeKind {
     /// The store lost its in-flight claims and grants none until every lease that may be running
     /// has run out (`503`). The handler did not run.
     StoreRecovering,
+    /// The handler takes its store from a layer and its route is behind none (`500`). The
+    /// handler did not run.
+    StoreNotConfigured,
     /// The handler or its response body panicked (`500`); the key was released.
     Panicked,
+    /// The handler's database transaction could not be used as the application is built
+    /// (`500`, feature `postgres`); nothing was committed.
+    TransactionUnavailable,
     /// The handler ran and its response is stored.
     Executed,
     /// The handler ran and its response is not stored: a status that releases the key, or a
@@ -82,8 +94,9 @@ pub enum OutcomeKind {
 
 impl OutcomeKind {
     /// The name events and metrics give it: `rejected`, `replayed`, `mismatch`, `conflict`,
-    /// `store-error`, `store-recovering`, `panicked`, `executed`, `executed-not-stored`,
-    /// `executed-store-pending`, `executed-fail-open`.
+    /// `store-error`, `store-recovering`, `store-not-configured`, `panicked`,
+    /// `transaction-unavailable`, `executed`, `executed-not-stored`, `executed-store-pending`,
+    /// `executed-fail-open`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Rejected => "rejected",
@@ -92,7 +105,9 @@ impl OutcomeKind {
             Self::Conflict => "conflict",
             Self::StoreUnavailable => "store-error",
             Self::StoreRecovering => "store-recovering",
+            Self::StoreNotConfigured => "store-not-configured",
             Self::Panicked => "panicked",
+            Self::TransactionUnavailable => "transaction-unavailable",
             Self::Executed => "executed",
             Self::ExecutedNotStored => "executed-not-stored",
             Self::ExecutedStorePending => "executed-store-pending",
@@ -111,7 +126,10 @@ impl Outcome {
             Self::Answered(Answer::Conflict) => OutcomeKind::Conflict,
             Self::Answered(Answer::StoreUnavailable) => OutcomeKind::StoreUnavailable,
             Self::Answered(Answer::StoreRecovering { .. }) => OutcomeKind::StoreRecovering,
+            Self::Answered(Answer::StoreNotConfigured) => OutcomeKind::StoreNotConfigured,
             Self::Answered(Answer::Panicked) => OutcomeKind::Panicked,
+            #[cfg(feature = "postgres")]
+            Self::Answered(Answer::TransactionUnavailable(_)) => OutcomeKind::TransactionUnavailable,
             Self::Executed(_) => OutcomeKind::Executed,
             Self::ExecutedNotStored(_) => OutcomeKind::ExecutedNotStored,
             Self::ExecutedStorePending(_) => OutcomeKind::ExecutedStorePending,
@@ -141,7 +159,10 @@ impl Answer {
             Self::Conflict => ProblemKind::InFlight,
             Self::StoreUnavailable => ProblemKind::StoreUnavailable,
             Self::StoreRecovering { .. } => ProblemKind::StoreRecovering,
+            Self::StoreNotConfigured => ProblemKind::StoreNotConfigured,
             Self::Panicked => ProblemKind::HandlerPanicked,
+            #[cfg(feature = "postgres")]
+            Self::TransactionUnavailable(_) => ProblemKind::TransactionUnavailable,
         }
     }
 
@@ -151,7 +172,10 @@ impl Answer {
             Self::Conflict => Problem::in_flight(),
             Self::StoreUnavailable => Problem::store_unavailable(),
             Self::StoreRecovering { retry_after } => Problem::store_recovering(retry_after),
+            Self::StoreNotConfigured => Problem::store_not_configured(),
             Self::Panicked => Problem::handler_panicked(),
+            #[cfg(feature = "postgres")]
+            Self::TransactionUnavailable(detail) => Problem::transaction_unavailable(detail),
         }
     }
 }

@@ -29,6 +29,9 @@ pub enum ProblemKind {
     HandlerPanicked,
     /// 503: the idempotency store is unreachable; retry after `Retry-After`.
     StoreUnavailable,
+    /// 500: the handler takes its store from an `Idempotency` layer (`store = "layer"`) and its
+    /// route is not behind one; the handler did not run.
+    StoreNotConfigured,
     /// 503: the idempotency store lost its in-flight claims (a restart without persistence, a
     /// failover); no new claim is granted until every lease that may still be running has run
     /// out. Retry after `Retry-After`.
@@ -41,6 +44,10 @@ pub enum ProblemKind {
     BodyFailed,
     /// 413: the request body is larger than the configured limit.
     BodyTooLarge,
+    /// 500: the handler's PostgreSQL transaction ([`Tx`](crate::postgres::Tx)) could not be
+    /// used as the handler is built: a mistake in the application, named in `detail`. Nothing
+    /// was committed.
+    TransactionUnavailable,
     /// 400: the request body could not be read.
     BodyUnreadable,
 }
@@ -56,11 +63,13 @@ impl ProblemKind {
             Self::KeyReused => "urn:idem:problem:key-reused",
             Self::HandlerPanicked => "urn:idem:problem:handler-panicked",
             Self::StoreUnavailable => "urn:idem:problem:store-unavailable",
+            Self::StoreNotConfigured => "urn:idem:problem:store-not-configured",
             Self::StoreRecovering => "urn:idem:problem:store-recovering",
             Self::BodyNotStored => "urn:idem:problem:body-not-stored",
             Self::BodyFailed => "urn:idem:problem:body-failed",
             Self::BodyTooLarge => "urn:idem:problem:body-too-large",
             Self::BodyUnreadable => "urn:idem:problem:body-unreadable",
+            Self::TransactionUnavailable => "urn:idem:problem:transaction-unavailable",
         }
     }
 
@@ -74,11 +83,13 @@ impl ProblemKind {
             Self::KeyReused => "Idempotency-Key is already used",
             Self::HandlerPanicked => "The handler failed; the request was not completed",
             Self::StoreUnavailable => "The idempotency store is unavailable",
+            Self::StoreNotConfigured => "The idempotency store of this endpoint is not configured",
             Self::StoreRecovering => "The idempotency store is recovering lost claims",
             Self::BodyNotStored => "The response body of this Idempotency-Key was too large to keep",
             Self::BodyFailed => "The response body of this Idempotency-Key failed while it was produced",
             Self::BodyTooLarge => "The request body is too large",
             Self::BodyUnreadable => "The request body could not be read",
+            Self::TransactionUnavailable => "The handler's database transaction is not available",
         }
     }
 
@@ -90,7 +101,9 @@ impl ProblemKind {
             Self::ScopeUnresolved => StatusCode::UNAUTHORIZED,
             Self::InFlight => StatusCode::CONFLICT,
             Self::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::HandlerPanicked => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::HandlerPanicked | Self::StoreNotConfigured | Self::TransactionUnavailable => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             Self::StoreUnavailable | Self::StoreRecovering => StatusCode::SERVICE_UNAVAILABLE,
             Self::BodyNotStored | Self::BodyFailed => StatusCode::OK,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -165,8 +178,20 @@ impl Problem {
         Self::new(ProblemKind::MalformedKey, error.to_string())
     }
 
-    pub(crate) fn scope_unresolved(detail: impl Into<String>) -> Self {
-        Self::new(ProblemKind::ScopeUnresolved, detail)
+    /// `scope = "pat"` without `Authorization`.
+    pub(crate) fn no_credential() -> Self {
+        Self::new(
+            ProblemKind::ScopeUnresolved,
+            "this endpoint keeps idempotency keys per credential; send an Authorization header",
+        )
+    }
+
+    /// `scope = header("…")` without that header.
+    pub(crate) fn no_scope_header(name: &http::HeaderName) -> Self {
+        Self::new(
+            ProblemKind::ScopeUnresolved,
+            format!("this endpoint keeps idempotency keys per {name}; send that header"),
+        )
     }
 
     pub(crate) fn in_flight() -> Self {
@@ -195,6 +220,13 @@ impl Problem {
         Self::new(ProblemKind::StoreUnavailable, "the idempotency store is unreachable; retry later").retry_after(1)
     }
 
+    pub(crate) fn store_not_configured() -> Self {
+        Self::new(
+            ProblemKind::StoreNotConfigured,
+            "this endpoint is not behind the idempotency store its application configured; the request was not run",
+        )
+    }
+
     pub(crate) fn store_recovering(retry_after: std::time::Duration) -> Self {
         let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
         Self::new(
@@ -218,6 +250,11 @@ impl Problem {
             "the request was executed; its status and headers are replayed, but its body failed while it was produced",
         )
         .with_status(status)
+    }
+
+    #[cfg(feature = "postgres")]
+    pub(crate) fn transaction_unavailable(detail: &str) -> Self {
+        Self::new(ProblemKind::TransactionUnavailable, format!("{detail}; nothing was committed"))
     }
 
     pub(crate) fn body_too_large() -> Self {

@@ -1,6 +1,8 @@
 //! A router of annotated handlers that count their executions, and helpers to drive it.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod demo;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

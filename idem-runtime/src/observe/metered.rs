@@ -10,6 +10,7 @@
 //! | `idem_claims_in_flight` | gauge | `method`, `route` |
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant, SystemTime};
@@ -20,7 +21,7 @@ use metrics::{Gauge, Label, SharedString, Unit};
 use crate::fingerprint::Fingerprint;
 use crate::outcome::OutcomeKind;
 use crate::record::Record;
-use crate::store::{Claim, ClaimToken, RecordKey, Store, StoreError};
+use crate::store::{Claim, ClaimToken, DynStore, RecordKey, Store, StoreError};
 
 const REQUESTS: &str = "idem_requests_total";
 const ADDED: &str = "idem_added_seconds";
@@ -156,12 +157,13 @@ pub(crate) fn timed<S: Store>(store: S) -> Timed<S> {
     Timed(store)
 }
 
-/// See [`timed`].
+/// See [`timed`]. It is a [`DynStore`] rather than a [`Store`], so that it hands the store
+/// itself to the checks that look at which store is configured ([`DynStore::as_any`]).
 pub(crate) struct Timed<S>(S);
 
 /// The store operations, as the `operation` label names them.
 #[derive(Clone, Copy)]
-enum Operation {
+pub(crate) enum Operation {
     Claim,
     Complete,
     Release,
@@ -170,7 +172,7 @@ enum Operation {
 
 /// Runs a store operation, recording its time; the operation is started inside the timing, for a
 /// store that does part of its work before its future is first polled.
-async fn time_operation<T, F>(operation: Operation, start: impl FnOnce() -> F) -> Result<T, StoreError>
+pub(crate) async fn time_operation<T, F>(operation: Operation, start: impl FnOnce() -> F) -> Result<T, StoreError>
 where
     F: Future<Output = Result<T, StoreError>>,
 {
@@ -208,43 +210,34 @@ fn store_histogram<T>(operation: Operation, result: &Result<T, StoreError>) -> m
     }
 }
 
-impl<S: Store> Store for Timed<S> {
-    fn claim(
-        &self,
-        key: &RecordKey,
-        fingerprint: &Fingerprint,
-        lease: Duration,
-    ) -> impl Future<Output = Result<Claim, StoreError>> + Send {
-        time_operation(Operation::Claim, move || self.0.claim(key, fingerprint, lease))
+type Boxed<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+impl<S: Store> DynStore for Timed<S> {
+    fn claim<'a>(&'a self, key: &'a RecordKey, fingerprint: &'a Fingerprint, lease: Duration) -> Boxed<'a, Claim> {
+        Box::pin(time_operation(Operation::Claim, move || Store::claim(&self.0, key, fingerprint, lease)))
     }
 
-    fn complete(
-        &self,
-        key: &RecordKey,
-        token: ClaimToken,
-        record: Record,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        time_operation(Operation::Complete, move || self.0.complete(key, token, record))
+    fn complete<'a>(&'a self, key: &'a RecordKey, token: ClaimToken, record: Record) -> Boxed<'a, ()> {
+        Box::pin(time_operation(Operation::Complete, move || Store::complete(&self.0, key, token, record)))
     }
 
-    fn release(&self, key: &RecordKey, token: ClaimToken) -> impl Future<Output = Result<(), StoreError>> + Send {
-        time_operation(Operation::Release, move || self.0.release(key, token))
+    fn release<'a>(&'a self, key: &'a RecordKey, token: ClaimToken) -> Boxed<'a, ()> {
+        Box::pin(time_operation(Operation::Release, move || Store::release(&self.0, key, token)))
     }
 
-    fn renew(
-        &self,
-        key: &RecordKey,
-        token: ClaimToken,
-        lease: Duration,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        time_operation(Operation::Renew, move || self.0.renew(key, token, lease))
+    fn renew<'a>(&'a self, key: &'a RecordKey, token: ClaimToken, lease: Duration) -> Boxed<'a, ()> {
+        Box::pin(time_operation(Operation::Renew, move || Store::renew(&self.0, key, token, lease)))
     }
 
     fn max_body_bytes(&self) -> usize {
-        self.0.max_body_bytes()
+        Store::max_body_bytes(&self.0)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        &self.0
     }
 
     fn now(&self) -> SystemTime {
-        self.0.now()
+        Store::now(&self.0)
     }
 }

@@ -56,6 +56,24 @@ pub(crate) fn timed<S>(store: S) -> S {
     store
 }
 
+/// The store operations.
+#[derive(Clone, Copy)]
+#[cfg(feature = "postgres")]
+pub(crate) enum Operation {
+    Claim,
+    Complete,
+}
+
+/// Runs a store operation, timing nothing.
+#[inline]
+#[cfg(feature = "postgres")]
+pub(crate) async fn time_operation<T, F: std::future::Future<Output = T>>(
+    _operation: Operation,
+    start: impl FnOnce() -> F,
+) -> T {
+    start().await
+}
+
 /// Records nothing.
 #[inline]
 pub(crate) fn record(_method: &Method, _route: &str, _kind: OutcomeKind, _watch: &Stopwatch) {}

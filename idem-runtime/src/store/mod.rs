@@ -49,8 +49,10 @@ pub use clock::{Clock, SystemClock, TokioClock};
 pub use local::LocalTier;
 pub use memory::{MemoryStore, MemoryStoreBuilder};
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PgStore, PgStoreBuilder};
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{RedisStore, RedisStoreBuilder};
 
 /// The address of a record: SHA-256 of (scope, key). Neither the raw key nor the credential is
@@ -258,6 +260,9 @@ pub(crate) trait DynStore: Send + Sync + 'static {
         lease: Duration,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
     fn max_body_bytes(&self) -> usize;
+    /// For the checks that a route's store is the one the application configured.
+    #[allow(dead_code)]
+    fn as_any(&self) -> &dyn std::any::Any;
     // For the engine, which dates a record's expiry on the store's clock.
     #[allow(dead_code)]
     fn now(&self) -> SystemTime;
@@ -293,6 +298,9 @@ impl<T: Store> DynStore for T {
     }
     fn max_body_bytes(&self) -> usize {
         Store::max_body_bytes(self)
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
     fn now(&self) -> SystemTime {
         Store::now(self)

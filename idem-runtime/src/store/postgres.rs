@@ -126,6 +126,9 @@ fn malformed(what: &'static str) -> StoreError {
     StoreError::Unavailable(format!("unexpected reply from PostgreSQL: {what}").into())
 }
 
+/// SQLSTATE `lock_not_available`: `lock_timeout` ran out.
+const LOCK_NOT_AVAILABLE: &str = "55P03";
+
 /// How often a claim runs again when the key keeps changing under it. Each attempt that
 /// returns nothing saw a change committed by another session; the next one sees that change.
 const CLAIM_ATTEMPTS: usize = 8;
@@ -200,8 +203,85 @@ impl PgStore {
         &self.inner.pool
     }
 
+    /// Whether `other` keeps its records in the same table of the same database.
+    pub(crate) fn same_as(&self, other: &PgStore) -> bool {
+        if Arc::ptr_eq(&self.inner, &other.inner) {
+            return true;
+        }
+        let (a, b) = (self.inner.pool.connect_options(), other.inner.pool.connect_options());
+        self.inner.names == other.inner.names
+            && a.get_host() == b.get_host()
+            && a.get_port() == b.get_port()
+            && a.get_database() == b.get_database()
+    }
+
     fn clock_arg(&self) -> Option<i64> {
         clock_arg(&self.inner.clock)
+    }
+
+    /// [`Store::claim`] inside the transaction `conn` is in, for a handler that writes through
+    /// it: the claim's row is written in the transaction and commits with it. `None`: another
+    /// transaction holds the key's lock (it is claiming or running the key right now); see
+    /// [`PgStore::wait_for_key`].
+    pub(crate) async fn claim_in(
+        &self,
+        conn: &mut PgConnection,
+        key: &RecordKey,
+        fingerprint: &Fingerprint,
+        lease: Duration,
+    ) -> Result<Option<Claim>, StoreError> {
+        self.inner.background.ensure_started();
+        for _ in 0..CLAIM_ATTEMPTS {
+            let row = sqlx::query(&self.inner.statements.claim_in_transaction)
+                .bind(self.clock_arg())
+                .bind(&key.0[..])
+                .bind(&fingerprint.as_bytes()[..])
+                .bind(millis(lease, 1))
+                .bind(self.inner.abandoned_after_ms)
+                .bind(self.lock_key(key))
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(unavailable)?;
+            if let Some(row) = row {
+                let busy: bool = row.try_get(5).map_err(unavailable)?;
+                return if busy { Ok(None) } else { claim_of(&row).map(Some) };
+            }
+        }
+        Err(malformed("the key kept changing under the claim"))
+    }
+
+    /// Waits, inside the transaction `conn` is in, until no other transaction holds `key`'s
+    /// lock, at most `timeout`; then the key's lock is this transaction's. `false`: the time ran
+    /// out, and the transaction is aborted. Claim again after `true`: the other transaction
+    /// either committed (its record is there) or rolled back (the key is free).
+    pub(crate) async fn wait_for_key(
+        &self,
+        conn: &mut PgConnection,
+        key: &RecordKey,
+        timeout: Duration,
+    ) -> Result<bool, StoreError> {
+        // One round trip (a simple query: statements without parameters); the caller's own
+        // lock_timeout is put back once the lock is held.
+        let script = format!(
+            "SELECT set_config('idem.lock_timeout', current_setting('lock_timeout'), true);
+SET LOCAL lock_timeout = '{}ms';
+SELECT pg_advisory_xact_lock({});
+SELECT set_config('lock_timeout', current_setting('idem.lock_timeout'), true);",
+            millis(timeout, 1),
+            self.lock_key(key)
+        );
+        match sqlx::Executor::execute(&mut *conn, script.as_str()).await {
+            Ok(_) => Ok(true),
+            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some(LOCK_NOT_AVAILABLE) => Ok(false),
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    /// The advisory lock of `key` in this store's table: the digest's first eight bytes, mixed
+    /// with the table's name so that stores in other tables do not share locks.
+    fn lock_key(&self, key: &RecordKey) -> i64 {
+        let head = u64::from_be_bytes(key.0[..8].try_into().expect("eight bytes"));
+        (head ^ self.inner.statements.lock_salt) as i64
     }
 
     /// [`Store::complete`] on `conn`: inside a transaction, the record commits or rolls back

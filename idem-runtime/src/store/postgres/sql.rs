@@ -83,6 +83,14 @@ pub(super) struct Statements {
     /// the live row found. No row: the key changed between the statement's snapshot and its
     /// write (a concurrent claim or sweep committed in between); running it again sees why.
     pub(super) claim: String,
+    /// `claim` inside the caller's transaction, for a handler that writes through it: the same
+    /// parameters and columns, plus `$6`, the key's advisory lock, and a last column `busy`.
+    /// A live row (completed, or claimed outside a transaction) is answered as `claim` does,
+    /// without the lock. Otherwise the key is taken only under `pg_try_advisory_xact_lock($6)`,
+    /// held until the transaction ends; when another transaction holds it, the one row has
+    /// `busy` true. The claim's row is written in the transaction: nobody else sees it until it
+    /// commits, completed, together with the handler's own writes.
+    pub(super) claim_in_transaction: String,
     /// `$1` clock, `$2` key, `$3` token, `$4` fingerprint, `$5` record, `$6` ttl ms. One row,
     /// one boolean: stored now, or stored by this token already (a retry whose first reply was
     /// lost).
@@ -97,6 +105,9 @@ pub(super) struct Statements {
     /// written into the statement: with a known limit even a generic plan (made without the
     /// parameters' values) reads the index, and stays cheap enough for no JIT.
     pub(super) sweep: String,
+    /// Mixed into every advisory lock key of this table (FNV-1a of its quoted name), so that
+    /// tables sharing a database do not share locks.
+    pub(super) lock_salt: u64,
 }
 
 impl Statements {
@@ -129,6 +140,38 @@ SELECT NULL, completed, fingerprint = $3, (extract(epoch FROM deadline - {NOW}) 
     CASE WHEN fingerprint = $3 THEN record END
 FROM found WHERE deadline > {NOW}"
         );
+        let claim_in_transaction = format!(
+            "WITH found AS (
+    SELECT completed, fingerprint, deadline, record FROM {t} WHERE record_key = $2
+),
+lock AS (
+    SELECT pg_try_advisory_xact_lock($6::int8) AS held
+    WHERE NOT EXISTS (SELECT FROM found WHERE deadline > {NOW})
+),
+taken AS (
+    UPDATE {t}
+    SET token = nextval({seq}), fingerprint = $3, completed = false, record = NULL,
+        deadline = {NOW} + {lease}, purge_at = {NOW} + {grace}
+    WHERE record_key = $2 AND deadline <= {NOW} AND (SELECT held FROM lock)
+    RETURNING token
+),
+inserted AS (
+    INSERT INTO {t} (record_key, token, fingerprint, completed, deadline, purge_at)
+    SELECT $2, nextval({seq}), $3, false, {NOW} + {lease}, {NOW} + {grace}
+    WHERE NOT EXISTS (SELECT FROM found) AND (SELECT held FROM lock)
+    ON CONFLICT (record_key) DO NOTHING
+    RETURNING token
+)
+SELECT token, NULL::boolean AS completed, NULL::boolean AS same, NULL::int8 AS left_us, NULL::bytea AS record,
+    false AS busy
+FROM taken
+UNION ALL SELECT token, NULL, NULL, NULL, NULL, false FROM inserted
+UNION ALL
+SELECT NULL, completed, fingerprint = $3, (extract(epoch FROM deadline - {NOW}) * 1000000)::int8,
+    CASE WHEN fingerprint = $3 THEN record END, false
+FROM found WHERE deadline > {NOW}
+UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, true FROM lock WHERE NOT held"
+        );
         let ttl = ms("$6");
         let complete = format!(
             "WITH stored AS (
@@ -150,7 +193,9 @@ WHERE record_key = $2 AND token = $3 AND NOT completed"
     SELECT ctid FROM {t} WHERE purge_at <= {NOW} ORDER BY purge_at LIMIT {sweep_batch} FOR UPDATE SKIP LOCKED
 ))"
         );
-        Self { claim, complete, release, renew, sweep }
+        let lock_salt =
+            t.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        Self { claim, claim_in_transaction, complete, release, renew, sweep, lock_salt }
     }
 }
 

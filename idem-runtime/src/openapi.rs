@@ -1,0 +1,433 @@
+//! OpenAPI: what an annotated handler adds to its operation in a [utoipa] document.
+//!
+//! Document the handler with `#[utoipa::path]` as usual (above `#[idempotent]`, so that utoipa
+//! reads the parameters as written), then hand the document, the route and the handler to
+//! [`document`]. The handler's own arguments decide what is added, so nothing is repeated:
+//!
+//! - the key header: `Idempotency-Key` (or the name given with `header = "…"`), required or
+//!   optional as the handler is, with its format and how long responses are kept;
+//! - an `Idempotent-Replayed` header on every response the handler's status rule stores, since
+//!   any of them may come back as a replay;
+//! - the problem responses idem can give for this handler, each `application/problem+json`
+//!   with the [`PROBLEM_SCHEMA`] schema and one example per problem type: 400 (missing key
+//!   when `required`, malformed key), 401 when the scope can fail (`pat`, `header("…")`), 409
+//!   with `Retry-After`, 413 and an unreadable body when the operation has a request body, 422,
+//!   500 when the handler panics, 503 with `Retry-After`.
+//!
+//! A response the operation documents already, such as axum's own 400 or 422 rejections, keeps
+//! what it says; idem's problem content is added next to it (as an `anyOf` when both are
+//! `application/problem+json`). Responses given by reference (`$ref`) are left as they are.
+//!
+//! ```
+//! use axum::{http::StatusCode, routing::post, Json, Router};
+//! use idem_runtime::{idempotent, openapi};
+//! use utoipa::openapi::HttpMethod;
+//! use utoipa::OpenApi;
+//!
+//! #[utoipa::path(post, path = "/orders", responses((status = 201, description = "created")))]
+//! #[idempotent(required, scope = "pat")]
+//! async fn create_order(Json(order): Json<serde_json::Value>) -> StatusCode {
+//!     # drop(order);
+//!     StatusCode::CREATED
+//! }
+//!
+//! #[derive(OpenApi)]
+//! #[openapi(paths(create_order))]
+//! struct ApiDoc;
+//!
+//! let mut api = ApiDoc::openapi();
+//! openapi::document(&mut api, "/orders", HttpMethod::Post, create_order).unwrap();
+//!
+//! let app: Router = Router::new().route("/orders", post(create_order));
+//! # drop(app);
+//! let operation = api.paths.get_path_operation("/orders", HttpMethod::Post).unwrap();
+//! assert!(operation.responses.responses.contains_key("409"));
+//! ```
+//!
+//! `document` runs once per route, next to the route itself; a [`utoipa::Modify`] that calls it
+//! for every annotated route fits `#[openapi(modifiers(…))]` as well.
+
+use std::fmt;
+use std::time::Duration;
+
+use http::{HeaderName, StatusCode};
+use serde_json::{json, Value};
+use utoipa::openapi::example::ExampleBuilder;
+use utoipa::openapi::path::{Operation, Parameter, ParameterIn};
+use utoipa::openapi::schema::{AnyOfBuilder, Schema};
+use utoipa::openapi::{Components, Content, Header, HttpMethod, OpenApi, Ref, RefOr, Response};
+
+use crate::config::{HandlerConfig, HandlerSpec, ScopeKind};
+use crate::extract::IdempotencyContext;
+use crate::key::KeyError;
+use crate::problem::{Problem, ProblemKind, PROBLEM_JSON};
+
+/// The name of the problem schema [`document`] adds to the document's components: RFC 9457's
+/// `type`, `title`, `status` and `detail`, all present in every problem idem answers with.
+pub const PROBLEM_SCHEMA: &str = "IdempotencyProblem";
+
+/// The response header that marks a replay.
+const REPLAYED: &str = "Idempotent-Replayed";
+
+/// A function annotated with `#[idempotent]`. `M` stands for its parameters and is inferred.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a handler annotated with `#[idempotent]`",
+    label = "expected a function annotated with `#[idempotent]`",
+    note = "only annotated handlers have idempotency to document: pass the function itself, as it is routed"
+)]
+pub trait IdempotentHandler<M> {
+    /// The handler's configuration, as its attribute compiled it.
+    #[doc(hidden)]
+    const CONFIG: HandlerConfig;
+}
+
+macro_rules! idempotent_handler {
+    ($($param:ident),*) => {
+        impl<F, Fut, S, $($param,)*> IdempotentHandler<(S, $($param,)*)> for F
+        where
+            F: FnOnce(IdempotencyContext<S>, $($param,)*) -> Fut,
+            S: HandlerSpec,
+        {
+            const CONFIG: HandlerConfig = S::CONFIG;
+        }
+    };
+}
+
+idempotent_handler!();
+idempotent_handler!(T1);
+idempotent_handler!(T1, T2);
+idempotent_handler!(T1, T2, T3);
+idempotent_handler!(T1, T2, T3, T4);
+idempotent_handler!(T1, T2, T3, T4, T5);
+idempotent_handler!(T1, T2, T3, T4, T5, T6);
+idempotent_handler!(T1, T2, T3, T4, T5, T6, T7);
+idempotent_handler!(T1, T2, T3, T4, T5, T6, T7, T8);
+idempotent_handler!(T1, T2, T3, T4, T5, T6, T7, T8, T9);
+idempotent_handler!(T1, T2, T3, T4, T5, T6, T7, T8, T9, T10);
+idempotent_handler!(T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11);
+idempotent_handler!(T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12);
+idempotent_handler!(T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12, T13);
+idempotent_handler!(T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12, T13, T14);
+idempotent_handler!(T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12, T13, T14, T15);
+
+/// The document has no operation for the route given to [`document`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingOperation {
+    method: &'static str,
+    path: String,
+}
+
+impl fmt::Display for MissingOperation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the OpenAPI document has no `{} {}` operation: document the handler with \
+             `#[utoipa::path({}, path = \"{}\")]` and list it in the document before describing its idempotency",
+            self.method.to_ascii_uppercase(),
+            self.path,
+            self.method,
+            self.path
+        )
+    }
+}
+
+impl std::error::Error for MissingOperation {}
+
+/// Adds what the annotated `handler` routed at `method path` does to that operation of
+/// `openapi`: its key header, the `Idempotent-Replayed` header and idem's problem responses
+/// (see the [module](self) documentation), and the [`PROBLEM_SCHEMA`] schema to the
+/// components.
+///
+/// A safe method (GET, HEAD, OPTIONS, TRACE) is never covered, so its operation is left as it
+/// is. Describing an operation twice leaves it as describing it once.
+///
+/// # Errors
+///
+/// [`MissingOperation`] when the document has no such operation.
+pub fn document<H, M>(openapi: &mut OpenApi, path: &str, method: HttpMethod, handler: H) -> Result<(), MissingOperation>
+where
+    H: IdempotentHandler<M>,
+{
+    let _ = handler;
+    let (name, safe) = method_name(&method);
+    let operation = openapi
+        .paths
+        .paths
+        .get_mut(path)
+        .and_then(|item| operation_mut(item, &method))
+        .ok_or_else(|| MissingOperation { method: name, path: path.to_owned() })?;
+    if safe {
+        return Ok(());
+    }
+    describe(operation, &H::CONFIG);
+    let components = openapi.components.get_or_insert_with(Components::new);
+    components.schemas.insert(PROBLEM_SCHEMA.to_owned(), RefOr::T(problem_schema()));
+    Ok(())
+}
+
+fn method_name(method: &HttpMethod) -> (&'static str, bool) {
+    match method {
+        HttpMethod::Get => ("get", true),
+        HttpMethod::Head => ("head", true),
+        HttpMethod::Options => ("options", true),
+        HttpMethod::Trace => ("trace", true),
+        HttpMethod::Post => ("post", false),
+        HttpMethod::Put => ("put", false),
+        HttpMethod::Patch => ("patch", false),
+        HttpMethod::Delete => ("delete", false),
+    }
+}
+
+fn operation_mut<'a>(item: &'a mut utoipa::openapi::PathItem, method: &HttpMethod) -> Option<&'a mut Operation> {
+    match method {
+        HttpMethod::Get => item.get.as_mut(),
+        HttpMethod::Head => item.head.as_mut(),
+        HttpMethod::Options => item.options.as_mut(),
+        HttpMethod::Trace => item.trace.as_mut(),
+        HttpMethod::Post => item.post.as_mut(),
+        HttpMethod::Put => item.put.as_mut(),
+        HttpMethod::Patch => item.patch.as_mut(),
+        HttpMethod::Delete => item.delete.as_mut(),
+    }
+}
+
+fn describe(operation: &mut Operation, config: &HandlerConfig) {
+    key_parameter(operation, config);
+    for (status, response) in &mut operation.responses.responses {
+        if let RefOr::T(response) = response {
+            // idem's own problems are never stored; what the application answers may be.
+            if may_be_replayed(status, config) && !only_idem_problems(response) {
+                response.headers.insert(REPLAYED.to_owned(), RefOr::T(replayed_header()));
+            }
+        }
+    }
+    let problems = problems(config, operation.request_body.is_some());
+    let mut statuses: Vec<StatusCode> = problems.iter().map(Problem::status).collect();
+    statuses.dedup();
+    for status in statuses {
+        let group: Vec<&Problem> = problems.iter().filter(|p| p.status() == status).collect();
+        add_problem_response(operation, status, &group);
+    }
+}
+
+/// Every problem idem can answer this handler with, in status order, as it answers them.
+fn problems(config: &HandlerConfig, has_body: bool) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if config.required {
+        problems.push(Problem::missing_key());
+    }
+    problems.push(Problem::malformed_key(&KeyError::Empty));
+    if has_body {
+        let error = axum::Error::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        problems.push(Problem::body_unreadable(&error));
+    }
+    match config.scope {
+        ScopeKind::Pat => problems.push(Problem::no_credential()),
+        ScopeKind::Header(name) => problems.push(Problem::no_scope_header(&HeaderName::from_static(name))),
+        // `with(f)` answers with whatever `f` rejects with: the application documents it.
+        ScopeKind::Auto | ScopeKind::Global | ScopeKind::With(_) => {}
+    }
+    problems.push(Problem::in_flight());
+    if has_body {
+        problems.push(Problem::body_too_large());
+    }
+    problems.push(Problem::key_reused());
+    problems.push(Problem::handler_panicked());
+    problems.push(Problem::store_unavailable());
+    problems.push(Problem::store_recovering(config.lease));
+    problems.sort_by_key(|p| p.status());
+    problems
+}
+
+/// Whether a documented response (`"201"`, `"2XX"`, `"default"`) may be a replay.
+fn may_be_replayed(status: &str, config: &HandlerConfig) -> bool {
+    let stores = |code: u16| StatusCode::from_u16(code).is_ok_and(|s| config.stores(s));
+    match status.as_bytes() {
+        [class @ b'1'..=b'5', b'X' | b'x', b'X' | b'x'] => {
+            let first = u16::from(class - b'0') * 100;
+            (first..first + 100).any(stores)
+        }
+        _ => status.parse::<u16>().map_or(status == "default", stores),
+    }
+}
+
+fn key_parameter(operation: &mut Operation, config: &HandlerConfig) {
+    let name = config.header.map_or_else(|| "Idempotency-Key".to_owned(), title_case);
+    let parameters = operation.parameters.get_or_insert_with(Vec::new);
+    parameters.retain(
+        |p| !matches!(p, RefOr::T(p) if p.parameter_in == ParameterIn::Header && p.name.eq_ignore_ascii_case(&name)),
+    );
+    let alternatives = match config.header {
+        Some(_) => "`Idempotency-Key` and `X-Idempotency-Key` are accepted as well",
+        None => "`X-Idempotency-Key` is accepted as well",
+    };
+    let without = if config.required {
+        "A request without a key is refused (400)."
+    } else {
+        "A request without a key runs without idempotency."
+    };
+    let description = format!(
+        "A unique value for this request, e.g. a UUID: 1 to 255 visible ASCII characters, bare or as a quoted \
+         string. A retry with the same key and the same request receives the response of the first (marked \
+         `{REPLAYED}: true`) for {ttl} after it completed, and the operation does not run again; the same key \
+         with a different request is refused (422). {without} {alternatives}, with the same value.",
+        ttl = human(config.ttl),
+    );
+    let parameter: Parameter = from_json(json!({
+        "name": name,
+        "in": "header",
+        "required": config.required,
+        "description": description,
+        "schema": {
+            "type": "string",
+            // Bare: visible ASCII but `,`, not starting with `"`. Quoted: a Structured Field
+            // string whose content is visible ASCII, `"` and `\` escaped.
+            "pattern": r#"^(?:[\x21\x23-\x2b\x2d-\x7e][\x21-\x2b\x2d-\x7e]{0,254}|"(?:[\x21\x23-\x5b\x5d-\x7e]|\\[\x22\x5c]){1,255}")$"#,
+            "examples": ["0190b4a2-7c1e-7f4b-9d2a-5e8f3c6b1a90"],
+        },
+    }));
+    parameters.push(RefOr::T(parameter));
+}
+
+fn replayed_header() -> Header {
+    from_json(json!({
+        "description": format!(
+            "`true` when this response is the stored response of an earlier request with the same key: the \
+             operation did not run again. Such a replay also carries that request's `X-Request-Id`, when it had \
+             one. If the stored response's body could not be kept (too large, or it failed while it was \
+             produced), the replay has its status and headers and an `{PROBLEM_JSON}` body of type `{}` or `{}`.",
+            ProblemKind::BodyNotStored.type_uri(),
+            ProblemKind::BodyFailed.type_uri(),
+        ),
+        "schema": { "type": "string", "enum": ["true"] },
+    }))
+}
+
+fn retry_after_header() -> Header {
+    from_json(json!({
+        "description": "How many seconds to wait before retrying with the same key.",
+        "schema": { "type": "integer", "minimum": 1 },
+    }))
+}
+
+fn problem_schema() -> Schema {
+    from_json(json!({
+        "type": "object",
+        "description": "An RFC 9457 problem, as idem answers with it.",
+        "required": ["type", "title", "status", "detail"],
+        "properties": {
+            "type": {
+                "type": "string",
+                "format": "uri-reference",
+                "description": "What went wrong: a stable URI per kind of problem, such as `urn:idem:problem:key-reused`.",
+            },
+            "title": { "type": "string", "description": "A short summary of the kind of problem." },
+            "status": { "type": "integer", "minimum": 100, "maximum": 599, "description": "The response's status." },
+            "detail": { "type": "string", "description": "What to do about this occurrence." },
+        },
+    }))
+}
+
+fn add_problem_response(operation: &mut Operation, status: StatusCode, problems: &[&Problem]) {
+    let ours = problems.iter().map(|p| format!("{} (`{}`)", p.kind().title(), p.kind().type_uri()));
+    let description = format!("{}.", ours.collect::<Vec<_>>().join(". "));
+    let retry_after = problems.iter().any(|p| p.retry_after_seconds().is_some());
+    let our_ref = RefOr::Ref(Ref::from_schema_name(PROBLEM_SCHEMA));
+    let examples = problems.iter().map(|p| {
+        let slug = p.kind().type_uri().rsplit(':').next().unwrap_or_default().to_owned();
+        let value: Value = serde_json::from_str(&p.to_json()).expect("a problem is JSON");
+        (slug, ExampleBuilder::new().summary(p.kind().title()).value(Some(value)).build())
+    });
+    let response =
+        operation.responses.responses.entry(status.as_str().to_owned()).or_insert_with(|| RefOr::T(Response::new("")));
+    let RefOr::T(response) = response else { return };
+    let content =
+        response.content.entry(PROBLEM_JSON.to_owned()).or_insert_with(|| RefOr::T(Content::new(None::<Schema>)));
+    let RefOr::T(content) = content else { return };
+    content.schema = match content.schema.take() {
+        None => Some(our_ref.clone()),
+        Some(schema) if mentions(&schema, &our_ref) => Some(schema),
+        Some(theirs) => Some(RefOr::T(AnyOfBuilder::new().item(theirs).item(our_ref.clone()).build().into())),
+    };
+    for (name, example) in examples {
+        content.examples.entry(name).or_insert(RefOr::T(example));
+    }
+    if !response.description.contains(&description) {
+        response.description = if response.description.is_empty() {
+            description
+        } else {
+            format!("{}\n\n{description}", response.description)
+        };
+    }
+    if retry_after {
+        response.headers.entry("Retry-After".to_owned()).or_insert_with(|| RefOr::T(retry_after_header()));
+    }
+}
+
+/// Whether a response says nothing but what [`add_problem_response`] adds.
+fn only_idem_problems(response: &Response) -> bool {
+    let ours = RefOr::Ref(Ref::from_schema_name(PROBLEM_SCHEMA));
+    response.content.len() == 1
+        && matches!(response.content.get(PROBLEM_JSON), Some(RefOr::T(c)) if c.schema.as_ref() == Some(&ours))
+}
+
+/// Whether `schema` is `wanted` or an `anyOf` holding it.
+fn mentions(schema: &RefOr<Schema>, wanted: &RefOr<Schema>) -> bool {
+    schema == wanted || matches!(schema, RefOr::T(Schema::AnyOf(any)) if any.items.contains(wanted))
+}
+
+/// `x-request-key` as `X-Request-Key`.
+fn title_case(name: &str) -> String {
+    let words = name.split('-').map(|word| {
+        let mut chars = word.chars();
+        chars.next().map_or_else(String::new, |first| first.to_ascii_uppercase().to_string() + chars.as_str())
+    });
+    words.collect::<Vec<_>>().join("-")
+}
+
+/// `24 hours`, `90 seconds`, `1500 ms`.
+fn human(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (n, unit) = match secs {
+        _ if d.subsec_nanos() != 0 => return format!("{} ms", d.as_millis()),
+        s if s % 86_400 == 0 => (s / 86_400, "day"),
+        s if s % 3_600 == 0 => (s / 3_600, "hour"),
+        s if s % 60 == 0 => (s / 60, "minute"),
+        s => (s, "second"),
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> T {
+    serde_json::from_value(value).expect("a well-formed OpenAPI fragment")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_written() {
+        let cases = [(86_400, "1 day"), (172_800, "2 days"), (7_200, "2 hours"), (90, "90 seconds"), (60, "1 minute")];
+        for (secs, text) in cases {
+            assert_eq!(human(Duration::from_secs(secs)), text);
+        }
+        assert_eq!(human(Duration::from_millis(1500)), "1500 ms");
+    }
+
+    #[test]
+    fn header_names_are_shown_in_title_case() {
+        assert_eq!(title_case("x-request-key"), "X-Request-Key");
+        assert_eq!(title_case("idempotency-token"), "Idempotency-Token");
+    }
+
+    #[test]
+    fn ranges_and_default_may_be_replayed_when_a_status_in_them_is_stored() {
+        let config = HandlerConfig::new();
+        for (status, replayed) in
+            [("201", true), ("409", false), ("503", false), ("2XX", true), ("5XX", false), ("default", true)]
+        {
+            assert_eq!(may_be_replayed(status, &config), replayed, "{status}");
+        }
+    }
+}

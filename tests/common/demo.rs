@@ -1,0 +1,50 @@
+//! The demo (and the other examples) as real processes.
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+/// The demo binary, built on demand next to this test's own binary.
+pub fn demo_binary() -> PathBuf {
+    example_binary("orders")
+}
+
+/// An example's binary, built on demand next to this test's own binary.
+pub fn example_binary(name: &str) -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--example", name])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building the demo failed");
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    profile_dir.join("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
+}
+
+pub struct Demo {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn start(args: &[&str]) -> Demo {
+    let mut child = Command::new(demo_binary())
+        .args(["--addr", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("demo starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.split("http://").nth(1).and_then(|s| s.split_whitespace().next()).expect(&line);
+    Demo { child, addr: addr.parse().unwrap() }
+}
