@@ -54,7 +54,7 @@ struct KeySpaces {
     touched: Mutex<Touched>,
 }
 
-type Touched = Arc<Mutex<HashSet<String>>>;
+type Touched = Arc<Mutex<HashSet<Vec<u8>>>>;
 
 impl KeySpaces {
     fn new(url: String) -> Self {
@@ -78,7 +78,7 @@ impl KeySpaces {
             .await
             .expect("Redis is reachable");
         let touched = self.touched.lock().unwrap().clone();
-        touched.lock().unwrap().insert(store.marker_key().to_owned());
+        touched.lock().unwrap().extend(store.marker_keys().into_iter().map(String::into_bytes));
         Subject::new(Noting { store, touched: touched.clone() }).forgetting(move || {
             let (mut conn, touched) = (conn.clone(), touched.clone());
             async move { delete(&mut conn, &touched).await }
@@ -88,7 +88,7 @@ impl KeySpaces {
 
 /// Deletes the keys in `touched`.
 async fn delete(conn: &mut redis::aio::MultiplexedConnection, touched: &Touched) {
-    let keys: Vec<String> = touched.lock().unwrap().iter().cloned().collect();
+    let keys: Vec<Vec<u8>> = touched.lock().unwrap().iter().cloned().collect();
     if !keys.is_empty() {
         redis::cmd("DEL").arg(&keys).exec_async(conn).await.unwrap();
     }
