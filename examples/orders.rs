@@ -1,7 +1,8 @@
 //! The orders demo: an axum service whose create endpoints are idempotent.
 //!
 //! ```text
-//! cargo run --example orders -- [--addr 127.0.0.1:3000] [--store memory|redis://HOST:PORT]
+//! cargo run --example orders -- [--addr 127.0.0.1:3000]
+//!                                [--store memory|redis://HOST:PORT|redis-cluster://HOST:PORT[,HOST:PORT…]]
 //!                                [--handler-delay-ms N] [--fail-first N]
 //! ```
 //!
@@ -34,7 +35,8 @@ struct Options {
 }
 
 const USAGE: &str =
-    "usage: orders [--addr 127.0.0.1:3000] [--store memory|redis://HOST:PORT] [--handler-delay-ms N] [--fail-first N]";
+    "usage: orders [--addr 127.0.0.1:3000] [--store memory|redis://HOST:PORT|redis-cluster://HOST:PORT[,HOST:PORT…]] \
+     [--handler-delay-ms N] [--fail-first N]";
 
 fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut options = Options {
@@ -196,18 +198,24 @@ async fn main() -> ExitCode {
     };
     let idempotency = match options.store.as_str() {
         "memory" => Idempotency::new(MemoryStore::new()),
-        url if url.starts_with("redis://") || url.starts_with("rediss://") => match RedisStore::connect(url).await {
-            // Completed records are cached in process too: a replay on a warm instance costs
-            // no round trip.
-            Ok(store) => Idempotency::new(LocalTier::new(store)),
-            Err(e) => {
-                eprintln!("--store {url}: cannot reach Redis: {e}");
-                return ExitCode::FAILURE;
+        store => {
+            let builder = if store.starts_with("redis://") || store.starts_with("rediss://") {
+                RedisStore::builder(store)
+            } else if let Some(nodes) = store.strip_prefix("redis-cluster://") {
+                RedisStore::cluster_builder(nodes.split(',').map(|node| format!("redis://{node}")))
+            } else {
+                eprintln!("--store {store}: expected `memory`, `redis://HOST:PORT` or `redis-cluster://HOST:PORT[,HOST:PORT…]`");
+                return ExitCode::from(2);
+            };
+            match builder.connect().await {
+                // Completed records are cached in process too: a replay on a warm instance
+                // costs no round trip.
+                Ok(store) => Idempotency::new(LocalTier::new(store)),
+                Err(e) => {
+                    eprintln!("--store {store}: cannot reach Redis: {e}");
+                    return ExitCode::FAILURE;
+                }
             }
-        },
-        other => {
-            eprintln!("--store {other}: expected `memory` or `redis://HOST:PORT`");
-            return ExitCode::from(2);
         }
     };
     let listener = match tokio::net::TcpListener::bind(options.addr).await {
