@@ -178,8 +178,18 @@ fn main() {
         });
     }
     let (set, miss, replay) = (median(set), median(miss), median(replay));
+    let stats: String = redis::cmd("INFO").arg("commandstats").query(&mut sync).unwrap();
+    let server_time = |command: &str| -> f64 {
+        let line = stats.lines().find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:"))).unwrap_or_default();
+        line.split(',').find_map(|kv| kv.strip_prefix("usec_per_call=")).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+    };
     println!("median of {ROUNDS} rounds of {OPS_PER_ROUND} operations each:");
     println!("  bare SET (167-byte value)  {set:7.1} µs");
     println!("  miss (claim + complete)    {miss:7.1} µs  {:.2}× SET", miss / set);
     println!("  replay (claim)             {replay:7.1} µs  {:.2}× SET", replay / set);
+    println!(
+        "server time per command (INFO commandstats): SET {:.2} µs, EVALSHA {:.2} µs",
+        server_time("set"),
+        server_time("evalsha")
+    );
 }
