@@ -5,8 +5,9 @@
 //!   the 36-byte JSON body `{"id":"ord_1","item":"book","qty":1}`) through a real `Router`;
 //!   `MEMORY USAGE` of every record key (min / median / max) and `used_memory` per record;
 //! - round trips: a miss (claim + complete), a replay (claim of a completed key) and a bare
-//!   `SET` of a value as large as the record, on connections of the same kind, in
-//!   interleaved rounds of the same run; medians per operation and their ratios.
+//!   `SET` of a value as large as the record, on connections of the same kind, interleaved one
+//!   by one in the same run; the median of each and their ratios, and the server's own time
+//!   per `SET` and per script (`INFO commandstats`).
 //!
 //! `cargo bench -p idem-runtime --features redis --bench redis_record`
 
@@ -26,8 +27,7 @@ use redis::aio::ConnectionManager;
 use tower::ServiceExt as _;
 
 const RECORDS: usize = 10_000;
-const ROUNDS: usize = 5;
-const OPS_PER_ROUND: usize = 2_000;
+const OPERATIONS: usize = 20_000;
 const BODY: &str = r#"{"id":"ord_1","item":"book","qty":1}"#;
 
 /// The demo's answer to a new order, byte for byte (its id fixed, so every body is 36 bytes).
@@ -142,48 +142,43 @@ fn main() {
         store.complete(&replayed, token, record(fingerprint(1), Duration::from_secs(3600), body)).await.unwrap();
     });
     let (mut set, mut miss, mut replay) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        rt.block_on(async {
+    rt.block_on(async {
+        for i in 0..OPERATIONS {
             let started = Instant::now();
-            for i in 0..OPS_PER_ROUND {
-                let () = redis::cmd("SET")
-                    .arg(format!("set:{i}"))
-                    .arg(&value)
-                    .arg("PX")
-                    .arg(3_600_000)
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
-            }
-            set.push(started.elapsed().as_secs_f64() * 1e6 / OPS_PER_ROUND as f64);
+            let () = redis::cmd("SET")
+                .arg(format!("set:{i}"))
+                .arg(&value)
+                .arg("PX")
+                .arg(3_600_000)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            set.push(started.elapsed().as_secs_f64() * 1e6);
+
+            let key = fresh_key();
+            let body = Some(Bytes::from_static(BODY.as_bytes()));
+            let stored = record(fingerprint(1), Duration::from_secs(3600), body);
+            let started = Instant::now();
+            let Claim::Acquired(token) = store.claim(&key, &fingerprint(1), Duration::from_secs(30)).await.unwrap()
+            else {
+                panic!("a fresh key is acquired")
+            };
+            store.complete(&key, token, stored).await.unwrap();
+            miss.push(started.elapsed().as_secs_f64() * 1e6);
 
             let started = Instant::now();
-            for _ in 0..OPS_PER_ROUND {
-                let key = fresh_key();
-                let Claim::Acquired(token) = store.claim(&key, &fingerprint(1), Duration::from_secs(30)).await.unwrap()
-                else {
-                    panic!("a fresh key is acquired")
-                };
-                let body = Some(Bytes::from_static(BODY.as_bytes()));
-                store.complete(&key, token, record(fingerprint(1), Duration::from_secs(3600), body)).await.unwrap();
-            }
-            miss.push(started.elapsed().as_secs_f64() * 1e6 / OPS_PER_ROUND as f64);
-
-            let started = Instant::now();
-            for _ in 0..OPS_PER_ROUND {
-                let claim = store.claim(&replayed, &fingerprint(1), Duration::from_secs(30)).await.unwrap();
-                assert!(matches!(claim, Claim::Completed(_)));
-            }
-            replay.push(started.elapsed().as_secs_f64() * 1e6 / OPS_PER_ROUND as f64);
-        });
-    }
+            let claim = store.claim(&replayed, &fingerprint(1), Duration::from_secs(30)).await.unwrap();
+            replay.push(started.elapsed().as_secs_f64() * 1e6);
+            assert!(matches!(claim, Claim::Completed(_)));
+        }
+    });
     let (set, miss, replay) = (median(set), median(miss), median(replay));
     let stats: String = redis::cmd("INFO").arg("commandstats").query(&mut sync).unwrap();
     let server_time = |command: &str| -> f64 {
         let line = stats.lines().find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:"))).unwrap_or_default();
         line.split(',').find_map(|kv| kv.strip_prefix("usec_per_call=")).and_then(|v| v.parse().ok()).unwrap_or(0.0)
     };
-    println!("median of {ROUNDS} rounds of {OPS_PER_ROUND} operations each:");
+    println!("median of {OPERATIONS} of each, interleaved one by one:");
     println!("  bare SET (167-byte value)  {set:7.1} µs");
     println!("  miss (claim + complete)    {miss:7.1} µs  {:.2}× SET", miss / set);
     println!("  replay (claim)             {replay:7.1} µs  {:.2}× SET", replay / set);
