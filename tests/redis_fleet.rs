@@ -177,3 +177,10 @@ async fn a_value_in_a_layout_the_store_does_not_read_is_an_error_never_a_record(
     let own = fresh_key();
     assert!(matches!(store.claim(&own, &fingerprint(1), lease).await, Ok(Claim::Acquired(_))));
 }
+
+#[test]
+#[should_panic(expected = "holds a brace")]
+fn a_prefix_with_a_brace_is_refused() {
+    // Its brace would make the prefix, not the store's bucket, the hash tag of every key.
+    let _ = RedisStore::builder("redis://127.0.0.1:6379").prefix("shop:{idem}:");
+}
