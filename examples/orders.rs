@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo run --example orders -- [--addr 127.0.0.1:3000]
-//!                                [--store memory|redis://HOST:PORT|postgres://USER@HOST:PORT/DB]
+//!                                [--store memory|redis://HOST:PORT|redis-cluster://HOST:PORT[,HOST:PORT…]
+//!                                         |postgres://USER@HOST:PORT/DB]
 //!                                [--orders-db postgres://USER@HOST:PORT/DB]
 //!                                [--handler-delay-ms N] [--fail-first N]
 //! ```
@@ -50,7 +51,9 @@ struct Options {
     fail_first: u64,
 }
 
-const USAGE: &str = "usage: orders [--addr 127.0.0.1:3000] [--store memory|redis://HOST:PORT|postgres://USER@HOST:PORT/DB] [--orders-db postgres://USER@HOST:PORT/DB] [--handler-delay-ms N] [--fail-first N]";
+const USAGE: &str = "usage: orders [--addr 127.0.0.1:3000] \
+     [--store memory|redis://HOST:PORT|redis-cluster://HOST:PORT[,HOST:PORT…]|postgres://USER@HOST:PORT/DB] \
+     [--orders-db postgres://USER@HOST:PORT/DB] [--handler-delay-ms N] [--fail-first N]";
 
 fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut options = Options {
@@ -421,15 +424,6 @@ async fn main() -> ExitCode {
     };
     let (idempotency, orders_in) = match options.store.as_str() {
         "memory" => (Idempotency::new(MemoryStore::new()), OrdersIn::Memory),
-        url if url.starts_with("redis://") || url.starts_with("rediss://") => match RedisStore::connect(url).await {
-            // Completed records are cached in process too: a replay on a warm instance costs
-            // no round trip.
-            Ok(store) => (Idempotency::new(LocalTier::new(store)), OrdersIn::Memory),
-            Err(e) => {
-                eprintln!("--store {url}: cannot reach Redis: {e}");
-                return ExitCode::FAILURE;
-            }
-        },
         url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             let connected = async {
                 let store = PgStore::connect(url).await.map_err(|e| e.to_string())?;
@@ -444,9 +438,26 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        other => {
-            eprintln!("--store {other}: expected `memory`, `redis://HOST:PORT` or `postgres://USER@HOST:PORT/DB`");
-            return ExitCode::from(2);
+        store => {
+            let builder = if store.starts_with("redis://") || store.starts_with("rediss://") {
+                RedisStore::builder(store)
+            } else if let Some(nodes) = store.strip_prefix("redis-cluster://") {
+                RedisStore::cluster_builder(nodes.split(',').map(|node| format!("redis://{node}")))
+            } else {
+                eprintln!(
+                    "--store {store}: expected `memory`, `redis://HOST:PORT`, `redis-cluster://HOST:PORT[,HOST:PORT…]` or `postgres://USER@HOST:PORT/DB`"
+                );
+                return ExitCode::from(2);
+            };
+            match builder.connect().await {
+                // Completed records are cached in process too: a replay on a warm instance
+                // costs no round trip.
+                Ok(store) => (Idempotency::new(LocalTier::new(store)), OrdersIn::Memory),
+                Err(e) => {
+                    eprintln!("--store {store}: cannot reach Redis: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
         }
     };
     let orders_in = match (&options.orders_db, orders_in) {

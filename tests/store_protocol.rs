@@ -5,7 +5,11 @@
 //! `IDEM_MODEL_CASES` sets the number of cases per store (`IDEM_MODEL_STEPS` the steps per
 //! case, `IDEM_MODEL_SEED` the seed), e.g. for a long run:
 //! `IDEM_MODEL_CASES=20000 cargo test --release --all-features --test store_protocol -- --nocapture`
+//!
+//! The Redis store runs on the shared server (`IDEM_TEST_REDIS_URL`) and on a three-master Redis
+//! Cluster the test starts on free loopback ports.
 
+mod cluster_common;
 mod common;
 
 use std::collections::HashSet;
@@ -54,7 +58,7 @@ struct KeySpaces {
     touched: Mutex<Touched>,
 }
 
-type Touched = Arc<Mutex<HashSet<String>>>;
+type Touched = Arc<Mutex<HashSet<Vec<u8>>>>;
 
 impl KeySpaces {
     fn new(url: String) -> Self {
@@ -78,7 +82,7 @@ impl KeySpaces {
             .await
             .expect("Redis is reachable");
         let touched = self.touched.lock().unwrap().clone();
-        touched.lock().unwrap().insert(store.marker_key().to_owned());
+        touched.lock().unwrap().extend(store.marker_keys().into_iter().map(String::into_bytes));
         Subject::new(Noting { store, touched: touched.clone() }).forgetting(move || {
             let (mut conn, touched) = (conn.clone(), touched.clone());
             async move { delete(&mut conn, &touched).await }
@@ -88,7 +92,7 @@ impl KeySpaces {
 
 /// Deletes the keys in `touched`.
 async fn delete(conn: &mut redis::aio::MultiplexedConnection, touched: &Touched) {
-    let keys: Vec<String> = touched.lock().unwrap().iter().cloned().collect();
+    let keys: Vec<Vec<u8>> = touched.lock().unwrap().iter().cloned().collect();
     if !keys.is_empty() {
         redis::cmd("DEL").arg(&keys).exec_async(conn).await.unwrap();
     }
@@ -180,4 +184,57 @@ fn redis_store_behind_a_local_tier_follows_the_protocol_and_survives_forgetting(
         "LocalTier<RedisStore>",
         LocalTier::new,
     );
+}
+
+/// Key spaces on a private Redis Cluster, one per case, on one cluster connection that every
+/// case's store shares. The cluster is dropped with the test, so nothing is cleaned up.
+struct ClusterSpaces {
+    urls: Vec<String>,
+    cases: AtomicU64,
+    conn: tokio::sync::OnceCell<redis::cluster_async::ClusterConnection>,
+}
+
+impl ClusterSpaces {
+    /// A store on `clock` in a fresh key space of the cluster, and how to make the cluster
+    /// forget it: each of its keys deleted (one by one: they live in different slots).
+    async fn subject(&self, clock: ManualClock) -> Subject<Noting> {
+        let conn = self
+            .conn
+            .get_or_init(|| async {
+                let client = redis::cluster::ClusterClient::new(self.urls.clone()).unwrap();
+                client.get_async_connection().await.expect("the cluster is reachable")
+            })
+            .await
+            .clone();
+        let store = RedisStore::builder_with_cluster_connection(conn.clone())
+            .prefix(format!("model:{}:", self.cases.fetch_add(1, Ordering::Relaxed)))
+            .max_lease(MODEL_MAX_LEASE)
+            .clock(clock)
+            .new_key_space()
+            .connect()
+            .await
+            .expect("the cluster is reachable");
+        let touched = Touched::default();
+        touched.lock().unwrap().extend(store.marker_keys().into_iter().map(String::into_bytes));
+        Subject::new(Noting { store, touched: touched.clone() }).forgetting(move || {
+            let (conn, touched) = (conn.clone(), touched.clone());
+            async move {
+                let keys: Vec<Vec<u8>> = touched.lock().unwrap().iter().cloned().collect();
+                futures_util::future::join_all(keys.into_iter().map(|key| {
+                    let mut conn = conn.clone();
+                    async move { redis::cmd("DEL").arg(key).exec_async(&mut conn).await.unwrap() }
+                }))
+                .await;
+            }
+        })
+    }
+}
+
+#[test]
+fn redis_store_on_a_cluster_follows_the_protocol_and_survives_forgetting() {
+    let Some(cluster) = cluster_common::RedisCluster::start("protocol on a cluster") else { return };
+    let spaces = ClusterSpaces { urls: cluster.urls(), cases: AtomicU64::new(0), conn: tokio::sync::OnceCell::new() };
+    let started = Instant::now();
+    let run = check_protocol(|clock| spaces.subject(clock), CASES);
+    report("RedisStore on a three-master cluster", started, run);
 }

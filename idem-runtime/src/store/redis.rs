@@ -1,60 +1,74 @@
 //! A store in Redis, shared by every server of a fleet.
 
 mod builder;
+mod connection;
+mod layout;
 mod owners;
 mod scripts;
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use redis::aio::ConnectionManager;
 use redis::{Script, ScriptInvocation, Value};
 
 pub use self::builder::RedisStoreBuilder;
 use self::builder::Source;
+use self::connection::Connection;
+use self::layout::{bucket, KeySpace, BUCKETS, HEADER_LEN};
 use self::owners::{Owner, Owners};
 use self::scripts::scripts;
 use super::{Claim, ClaimToken, Clock, RecordKey, Store, StoreError, SystemClock};
 use crate::fingerprint::Fingerprint;
 use crate::record::Record;
 
-/// A [`Store`] in Redis, for several servers sharing one set of keys (feature `redis`).
+/// A [`Store`] in Redis, for several servers sharing one set of keys (feature `redis`), on one
+/// server or on a Redis Cluster (feature `redis-cluster`).
 ///
 /// Every operation is one round trip (a Lua script, by `EVALSHA`): a miss costs two (claim,
-/// complete), a replay one. Connections go through [`ConnectionManager`], which reconnects on
-/// its own: while Redis is away operations fail fast with [`StoreError::Unavailable`]
-/// (annotated handlers answer 503, or run without idempotency under
+/// complete), a replay one. Connections go through [`ConnectionManager`] (or the cluster
+/// client), which reconnects on its own: while Redis is away operations fail fast with
+/// [`StoreError::Unavailable`] (annotated handlers answer 503, or run without idempotency under
 /// [`fail_open`](crate::Idempotency::fail_open)), and they succeed again once it is back.
 ///
-/// Layout: one hash per record at `{prefix}{<hex SHA-256 of scope and key>}`; the braces are a
-/// Redis Cluster hash tag, so a record lives in one slot. Fields: `s` state (`i` in flight,
-/// `c` completed), `t` claim token, `f` fingerprint (32 bytes), `d` lease or expiry deadline
-/// (ms), `r` the [`Record`] encoding. No field holds a raw key or credential. Beside them one
-/// marker per key space, `{prefix}epoch`, without expiry: fields `c` (when this key space's
-/// memory began, ms) and `q` (until when new claims wait, ms; 0 for none).
+/// Layout: one string per record at `{prefix}{TT}<digest>`: the 32 bytes of the record's
+/// [`RecordKey`] after `{TT}`, the two-character tag of one of 256 buckets (the digest's first
+/// byte). The braces are a Redis Cluster hash tag: each bucket lives in one slot, and the
+/// buckets spread evenly over the slot space. The value packs the state (in flight or
+/// completed), the claim token, the lease deadline or expiry (ms) and then the fingerprint (in
+/// flight) or the [`Record`] encoding (completed). No key or value holds a raw key or
+/// credential. Beside them one marker per bucket, `{prefix}{TT}epoch`, without expiry: fields
+/// `c` (when this bucket's memory began, ms) and `q` (until when new claims wait, ms; 0 for
+/// none).
 ///
 /// # When Redis forgets
 ///
 /// Redis can lose what it held while the application runs: a restart without persistence, a
-/// failover to a replica that had not received the last writes, a flush. A claim it forgot
-/// may belong to a handler still running; granting its key again would run that handler a
-/// second time. Every script therefore checks the marker in the same step. When the marker is
+/// failover to a replica that had not received the last writes, a flush, one shard of a
+/// cluster restarted empty. A claim it forgot may belong to a handler still running; granting
+/// its key again would run that handler a second time. Every script therefore checks its
+/// bucket's marker in the same step (the marker shares the record's slot). When the marker is
 /// gone, the script that notices writes a new one with a quarantine of
-/// [`max_lease`](RedisStoreBuilder::max_lease): until it ends, a claim that would acquire a
-/// key gets [`StoreError::Recovering`] (a replay, a conflict or a mismatch still answers as
-/// usual). Meanwhile a running handler's next renewal re-asserts its forgotten claim (the
-/// store remembers, per claim it granted, the fingerprint and the lease deadline it obtained:
-/// a claim that vanished while its lease held was forgotten, not taken over), and its response
-/// is stored as usual; a retry then gets 409 and, once the handler finished, its replay. A
-/// claim is re-asserted only where no other claim or record holds the key.
+/// [`max_lease`](RedisStoreBuilder::max_lease), and the store at once opens every other bucket
+/// whose marker is gone the same way, so that a loss is quarantined from the moment it is
+/// first noticed, not from each bucket's next request. Until the quarantine ends, a claim that
+/// would acquire a key of a bucket that lost its marker gets [`StoreError::Recovering`] (a
+/// replay, a conflict or a mismatch still answers as usual); buckets that kept theirs (on
+/// shards that did not restart) are not held back. Meanwhile a running handler's next renewal
+/// re-asserts its forgotten claim (the store remembers, per claim it granted, the fingerprint
+/// and the lease deadline it obtained: a claim that vanished while its lease held was
+/// forgotten, not taken over), and its response is stored as usual; a retry then gets 409 and,
+/// once the handler finished, its replay. A claim is re-asserted only where no other claim or
+/// record holds the key.
 ///
 /// At connect a missing marker is ambiguous: a new key space, or a server that restarted
-/// empty moments ago. If the server has been up for less than `max_lease`, the quarantine
-/// runs until `max_lease` after its start; otherwise the key space counts as new (and
-/// [`new_key_space`](RedisStoreBuilder::new_key_space) says so outright). What each
+/// empty moments ago. If the server holding the bucket has been up for less than `max_lease`,
+/// its quarantine runs until `max_lease` after the server's start; otherwise the bucket counts
+/// as new (and [`new_key_space`](RedisStoreBuilder::new_key_space) says so outright). What each
 /// Redis setting guarantees is in the README ("Several instances: the Redis store").
 ///
 /// ```no_run
@@ -67,9 +81,8 @@ use crate::record::Record;
 /// ```
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
-    prefix: Arc<str>,
-    marker: Arc<str>,
+    conn: Connection,
+    keys: Arc<KeySpace>,
     max_body_bytes: usize,
     /// `None`: the scripts read the server's clock.
     clock: Option<Arc<dyn Clock>>,
@@ -82,12 +95,14 @@ struct Shared {
     max_lease_ms: AtomicU64,
     /// The claims this store granted and that are not finished yet.
     owners: Owners,
+    /// Set while the store opens every bucket after noticing a loss.
+    spreading: AtomicBool,
 }
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
-            .field("prefix", &self.prefix)
+            .field("prefix", &self.keys.prefix())
             .field("max_lease", &Duration::from_millis(self.shared.max_lease_ms.load(Ordering::Relaxed)))
             .field("server_clock", &self.clock.is_none())
             .finish_non_exhaustive()
@@ -147,21 +162,48 @@ impl RedisStore {
         RedisStoreBuilder::new(Source::Manager(conn))
     }
 
+    /// Configures a store on a Redis Cluster (feature `redis-cluster`), given the URLs of some
+    /// of its nodes (`redis://host:port`, or `rediss://` with one of the `redis` crate's TLS
+    /// features): the store discovers the rest and sends each script to the master of its
+    /// keys' slot.
+    #[cfg(feature = "redis-cluster")]
+    pub fn cluster_builder<I, S>(nodes: I) -> RedisStoreBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        RedisStoreBuilder::new(Source::ClusterNodes(nodes.into_iter().map(Into::into).collect()))
+    }
+
+    /// Configures a store on the application's own cluster client (feature `redis-cluster`):
+    /// its nodes, TLS, credentials and timeouts; the store opens a connection on it.
+    #[cfg(feature = "redis-cluster")]
+    pub fn builder_with_cluster_client(client: redis::cluster::ClusterClient) -> RedisStoreBuilder {
+        RedisStoreBuilder::new(Source::ClusterClient(Box::new(client)))
+    }
+
+    /// Configures a store on the application's own cluster connection (feature
+    /// `redis-cluster`), shared with the rest of the application and used as it is.
+    #[cfg(feature = "redis-cluster")]
+    pub fn builder_with_cluster_connection(conn: redis::cluster_async::ClusterConnection) -> RedisStoreBuilder {
+        RedisStoreBuilder::new(Source::ClusterConnection(conn))
+    }
+
     /// Connects to `url` with the defaults.
     pub async fn connect(url: impl Into<String>) -> Result<Self, StoreError> {
         Self::builder(url).connect().await
     }
 
-    /// The Redis key of a record: `{prefix}{<hex digest>}`.
-    pub fn redis_key(&self, key: &RecordKey) -> String {
-        format!("{}{{{}}}", self.prefix, key.to_hex())
+    /// The Redis key of a record: `{prefix}{TT}` and the 32 bytes of its digest.
+    pub fn redis_key(&self, key: &RecordKey) -> Vec<u8> {
+        self.keys.record(key)
     }
 
-    /// The Redis key of the key space's marker, `{prefix}epoch`: its disappearance tells the
-    /// store that Redis forgot its keys. It has no expiry; keep it out of reach of eviction
-    /// (see the README on `maxmemory-policy`).
-    pub fn marker_key(&self) -> &str {
-        &self.marker
+    /// The Redis keys of the key space's markers, one per bucket, `{prefix}{TT}epoch`: the
+    /// disappearance of one tells the store that Redis forgot that bucket's keys. They have no
+    /// expiry; keep them out of reach of eviction (see the README on `maxmemory-policy`).
+    pub fn marker_keys(&self) -> Vec<String> {
+        (0..BUCKETS).map(|b| self.keys.marker(b)).collect()
     }
 
     /// The longest lease the quarantine after a loss covers: the builder's `max_lease`, or the
@@ -197,7 +239,11 @@ impl RedisStore {
     /// An operation script's invocation with its keys and common arguments.
     fn invocation(&self, script: &'static Script, key: &RecordKey, max_lease_ms: u64) -> ScriptInvocation<'static> {
         let mut invocation = script.prepare_invoke();
-        invocation.key(self.redis_key(key)).key(&*self.marker).arg(self.clock_arg()).arg(max_lease_ms);
+        invocation
+            .key(self.keys.record(key))
+            .key(self.keys.marker(bucket(key)))
+            .arg(self.clock_arg())
+            .arg(max_lease_ms);
         invocation
     }
 
@@ -205,57 +251,95 @@ impl RedisStore {
         invocation.invoke_async(&mut self.conn.clone()).await.map_err(unavailable)
     }
 
-    /// Reports a script's finding that the marker was gone.
-    fn note_forgotten(&self, flag: &Value, max_lease_ms: u64) {
-        if matches!(flag, Value::Int(1)) {
-            tracing::warn!(
-                target: "idem",
-                prefix = &*self.prefix,
-                quarantine_ms = max_lease_ms,
-                "Redis forgot the idempotency keys (a restart without persistence, a failover or a flush): \
-                 no new claim is granted until every lease that may still be running has run out"
-            );
+    /// After a script found its bucket's marker gone: reports it, and opens every other bucket
+    /// whose marker is gone with the same quarantine, so that a loss is quarantined from the
+    /// moment it is first noticed rather than from each bucket's next request. A bucket this
+    /// misses (Redis went away again) opens itself the same way when next used.
+    async fn noticed(&self, flag: &Value, max_lease_ms: u64) {
+        if !matches!(flag, Value::Int(1)) {
+            return;
         }
+        tracing::warn!(
+            target: "idem",
+            prefix = self.keys.prefix(),
+            quarantine_ms = max_lease_ms,
+            "Redis forgot idempotency keys (a restart without persistence, a failover or a flush): \
+             no new claim on them is granted until every lease that may still be running has run out"
+        );
+        // One opening at a time: another one is already doing the same.
+        if self.shared.spreading.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Err(error) = self.open_buckets(Opening::Loss).await {
+            tracing::warn!(target: "idem", %error, "could not quarantine the other buckets after a loss; each will when next used");
+        }
+        self.shared.spreading.store(false, Ordering::Release);
     }
 
-    /// Writes the marker if missing; see the type's docs.
-    async fn open_key_space(&self, new: bool) -> Result<(), StoreError> {
+    /// Writes every bucket's marker that is missing; see the type's docs. Returns the longest
+    /// quarantine left among the buckets, in ms.
+    async fn open_buckets(&self, opening: Opening) -> Result<u64, StoreError> {
         let max_lease = self.shared.max_lease_ms.load(Ordering::Relaxed);
-        let wait =
-            if new { Ok(0) } else { self.server_uptime_ms().await.map(|uptime| max_lease.saturating_sub(uptime)) };
-        let wait = match wait {
-            Ok(wait) => wait,
-            Err(error) => {
-                tracing::warn!(target: "idem", %error, "could not read the Redis server's uptime; a missing marker counts as a loss");
-                max_lease
-            }
+        let (wait, shorten) = match opening {
+            Opening::New => (0, "0"),
+            Opening::Connect => (max_lease, "1"),
+            Opening::Loss => (max_lease, "0"),
         };
-        let mut invocation = scripts().connect.prepare_invoke();
-        invocation.key(&*self.marker).arg(self.clock_arg()).arg(wait);
-        let reply: Vec<i64> = invocation.invoke_async(&mut self.conn.clone()).await.map_err(unavailable)?;
-        match reply.as_slice() {
-            [1, left] if *left > 0 => tracing::warn!(
+        let clock = self.clock_arg();
+        let markers: Vec<String> = (0..BUCKETS).map(|b| self.keys.marker(b)).collect();
+        // One server takes every marker in one script; a cluster one script per bucket, since
+        // each bucket is a slot of its own.
+        let groups: Vec<&[String]> = match self.conn {
+            Connection::Single(_) => vec![&markers[..]],
+            #[cfg(feature = "redis-cluster")]
+            Connection::Cluster(_) => markers.chunks(1).collect(),
+        };
+        let replies = futures_util::future::join_all(groups.into_iter().map(|group| {
+            let mut invocation = scripts().open.prepare_invoke();
+            for marker in group {
+                invocation.key(marker);
+            }
+            invocation.arg(&clock).arg(wait).arg(shorten);
+            let mut conn = self.conn.clone();
+            async move { invocation.invoke_async::<Vec<i64>>(&mut conn).await }
+        }))
+        .await;
+        let mut left = 0;
+        for reply in replies {
+            match reply.map_err(unavailable)?.as_slice() {
+                [_, bucket_left] => left = left.max((*bucket_left).max(0) as u64),
+                _ => return Err(malformed("open")),
+            }
+        }
+        Ok(left)
+    }
+
+    /// Opens the key space at connect; see the type's docs.
+    async fn open_key_space(&self, new: bool) -> Result<(), StoreError> {
+        let left = self.open_buckets(if new { Opening::New } else { Opening::Connect }).await?;
+        if left > 0 {
+            tracing::warn!(
                 target: "idem",
-                prefix = &*self.prefix,
+                prefix = self.keys.prefix(),
                 quarantine_ms = left,
-                "no idempotency marker on a Redis server that started less than max_lease ago: it may have lost \
-                 claims of handlers still running, so no new claim is granted until their leases have run out"
-            ),
-            [_, _] => {}
-            _ => return Err(malformed("connect")),
+                "idempotency markers missing on a Redis server that started less than max_lease ago: it may have \
+                 lost claims of handlers still running, so no new claim on its keys is granted until their leases \
+                 have run out"
+            );
         }
         Ok(())
     }
+}
 
-    async fn server_uptime_ms(&self) -> Result<u64, StoreError> {
-        let info: String =
-            redis::cmd("INFO").arg("server").query_async(&mut self.conn.clone()).await.map_err(unavailable)?;
-        info.lines()
-            .find_map(|line| line.strip_prefix("uptime_in_seconds:"))
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .map(|s| s.saturating_mul(1000))
-            .ok_or_else(|| malformed("INFO server without uptime_in_seconds"))
-    }
+/// How a bucket whose marker is missing opens.
+#[derive(Clone, Copy)]
+enum Opening {
+    /// The key space is declared new: nothing to wait for.
+    New,
+    /// At connect: a quarantine only if the bucket's server started less than `max_lease` ago.
+    Connect,
+    /// After a loss was noticed: a full quarantine.
+    Loss,
 }
 
 /// The deadline argument of a re-assertion: empty when the store does not know the claim.
@@ -269,10 +353,14 @@ impl Store for RedisStore {
         let max_lease = self.observe_lease(lease_ms);
         let token = fresh_token();
         let mut invocation = self.invocation(&scripts().claim, key, max_lease);
-        invocation.arg(&fingerprint.as_bytes()[..]).arg(token.0).arg(lease_ms).arg(self.claim_expiry(lease_ms));
+        invocation
+            .arg(&fingerprint.as_bytes()[..])
+            .arg(&token.0.to_be_bytes()[..])
+            .arg(lease_ms)
+            .arg(self.claim_expiry(lease_ms));
         let mut reply = self.invoke(invocation).await?;
         let [forgot, Value::BulkString(tag), rest @ ..] = reply.as_mut_slice() else { return Err(malformed("claim")) };
-        self.note_forgotten(forgot, max_lease);
+        self.noticed(forgot, max_lease).await;
         match (tag.as_slice(), rest) {
             (b"A", [Value::Int(deadline)]) => {
                 let owner = Owner { fingerprint: *fingerprint.as_bytes(), deadline_ms: (*deadline).max(0) as u64 };
@@ -281,8 +369,8 @@ impl Store for RedisStore {
             }
             (b"M", []) => Ok(Claim::Mismatch),
             (b"I", [Value::Int(ms)]) => Ok(Claim::InFlight { lease_left: Duration::from_millis((*ms).max(0) as u64) }),
-            (b"C", [Value::BulkString(bytes)]) => {
-                let bytes = bytes::Bytes::from(std::mem::take(bytes));
+            (b"C", [Value::BulkString(value)]) if value.len() > HEADER_LEN => {
+                let bytes = Bytes::from(std::mem::take(value)).slice(HEADER_LEN..);
                 let record = Record::decode_shared(&bytes).map_err(|e| StoreError::Unavailable(Box::new(e)))?;
                 Ok(Claim::Completed(Arc::new(record)))
             }
@@ -302,20 +390,19 @@ impl Store for RedisStore {
         let ttl_ms = millis(ttl, 1);
         let mut invocation = self.invocation(&scripts().complete, key, max_lease);
         invocation
-            .arg(token.0)
+            .arg(&token.0.to_be_bytes()[..])
             .arg(record.encode())
             .arg(ttl_ms)
             .arg(self.key_expiry(ttl_ms))
-            .arg(&record.fingerprint.as_bytes()[..])
             .arg(deadline_arg(self.shared.owners.get(token.0)));
         let reply = self.invoke(invocation).await?;
         let [forgot, Value::Int(done)] = reply.as_slice() else { return Err(malformed("complete")) };
-        self.note_forgotten(forgot, max_lease);
+        self.noticed(forgot, max_lease).await;
         self.shared.owners.remove(token.0);
         match done {
             1 => Ok(()),
             2 => {
-                tracing::info!(target: "idem", prefix = &*self.prefix, "stored a response whose claim Redis had forgotten");
+                tracing::info!(target: "idem", prefix = self.keys.prefix(), "stored a response whose claim Redis had forgotten");
                 Ok(())
             }
             _ => Err(StoreError::LeaseLost),
@@ -326,10 +413,10 @@ impl Store for RedisStore {
         self.shared.owners.remove(token.0);
         let max_lease = self.shared.max_lease_ms.load(Ordering::Relaxed);
         let mut invocation = self.invocation(&scripts().release, key, max_lease);
-        invocation.arg(token.0);
+        invocation.arg(&token.0.to_be_bytes()[..]);
         let reply = self.invoke(invocation).await?;
         let [forgot, Value::Int(done)] = reply.as_slice() else { return Err(malformed("release")) };
-        self.note_forgotten(forgot, max_lease);
+        self.noticed(forgot, max_lease).await;
         if *done == 1 {
             Ok(())
         } else {
@@ -343,7 +430,7 @@ impl Store for RedisStore {
         let owner = self.shared.owners.get(token.0);
         let mut invocation = self.invocation(&scripts().renew, key, max_lease);
         invocation
-            .arg(token.0)
+            .arg(&token.0.to_be_bytes()[..])
             .arg(lease_ms)
             .arg(self.claim_expiry(lease_ms))
             .arg(owner.as_ref().map_or(&[][..], |owner| &owner.fingerprint[..]))
@@ -352,11 +439,11 @@ impl Store for RedisStore {
         let [forgot, Value::Int(done), Value::Int(deadline)] = reply.as_slice() else {
             return Err(malformed("renew"));
         };
-        self.note_forgotten(forgot, max_lease);
+        self.noticed(forgot, max_lease).await;
         match done {
             1 | 2 => {
                 if *done == 2 {
-                    tracing::info!(target: "idem", prefix = &*self.prefix, "re-asserted a claim Redis had forgotten");
+                    tracing::info!(target: "idem", prefix = self.keys.prefix(), "re-asserted a claim Redis had forgotten");
                 }
                 self.shared.owners.set_deadline(token.0, (*deadline).max(0) as u64);
                 Ok(())

@@ -1,11 +1,13 @@
 //! Configuring and connecting a [`RedisStore`].
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use super::connection::Connection;
+use super::layout::{valid_prefix, KeySpace};
 use super::owners::Owners;
 use super::scripts::scripts;
 use super::{millis, unavailable, RedisStore, Shared};
@@ -20,6 +22,16 @@ pub(super) enum Source {
     Client(redis::Client),
     /// The application's connection manager, used as it is (its timeouts and retries too).
     Manager(ConnectionManager),
+    /// A Redis Cluster's nodes (some or all): the store opens a cluster client with its own
+    /// timeouts.
+    #[cfg(feature = "redis-cluster")]
+    ClusterNodes(Vec<String>),
+    /// The application's cluster client: the store opens a connection on it.
+    #[cfg(feature = "redis-cluster")]
+    ClusterClient(Box<redis::cluster::ClusterClient>),
+    /// The application's cluster connection, used as it is.
+    #[cfg(feature = "redis-cluster")]
+    ClusterConnection(redis::cluster_async::ClusterConnection),
 }
 
 /// Configures a [`RedisStore`].
@@ -60,9 +72,19 @@ impl RedisStoreBuilder {
         }
     }
 
-    /// The prefix of every key ["idem:"].
+    /// The prefix of every key ["idem:"]. It holds no brace: the store's keys carry a hash
+    /// tag of their own after it.
+    ///
+    /// # Panics
+    ///
+    /// If `prefix` holds `{` or `}`.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
+        let prefix = prefix.into();
+        assert!(
+            valid_prefix(&prefix),
+            "RedisStore: the prefix {prefix:?} holds a brace; the store adds its own hash tag"
+        );
+        self.prefix = prefix;
         self
     }
 
@@ -110,40 +132,56 @@ impl RedisStoreBuilder {
     }
 
     /// Connects (failing if Redis cannot be reached now), loads the scripts and opens the key
-    /// space: its marker is written if missing, with a quarantine if the server started less
-    /// than `max_lease` ago (see [`RedisStore`]).
+    /// space: each bucket's marker is written if missing, with a quarantine if its server
+    /// started less than `max_lease` ago (see [`RedisStore`]).
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
-        let client = match &self.source {
-            Source::Url(url) => redis::Client::open(url.as_str()).map_err(unavailable)?,
-            Source::Client(client) => client.clone(),
-            Source::Manager(conn) => {
-                let conn = conn.clone();
-                return self.open(conn).await;
+        let conn = match &self.source {
+            Source::Url(url) => self.manager(redis::Client::open(url.as_str()).map_err(unavailable)?).await?,
+            Source::Client(client) => self.manager(client.clone()).await?,
+            Source::Manager(conn) => Connection::Single(conn.clone()),
+            #[cfg(feature = "redis-cluster")]
+            Source::ClusterNodes(nodes) => {
+                let client = redis::cluster::ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+                    .connection_timeout(self.timeout)
+                    .response_timeout(self.timeout)
+                    .build()
+                    .map_err(unavailable)?;
+                Connection::Cluster(client.get_async_connection().await.map_err(unavailable)?)
             }
+            #[cfg(feature = "redis-cluster")]
+            Source::ClusterClient(client) => {
+                Connection::Cluster(client.get_async_connection().await.map_err(unavailable)?)
+            }
+            #[cfg(feature = "redis-cluster")]
+            Source::ClusterConnection(conn) => Connection::Cluster(conn.clone()),
         };
+        self.open(conn).await
+    }
+
+    /// A connection manager on `client` with the builder's timeout.
+    async fn manager(&self, client: redis::Client) -> Result<Connection, StoreError> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200));
-        let conn = ConnectionManager::new_with_config(client, config).await.map_err(unavailable)?;
-        self.open(conn).await
+        Ok(Connection::Single(ConnectionManager::new_with_config(client, config).await.map_err(unavailable)?))
     }
 
     /// The store on `conn`: loads the scripts and opens the key space.
-    async fn open(self, mut conn: ConnectionManager) -> Result<RedisStore, StoreError> {
+    async fn open(self, mut conn: Connection) -> Result<RedisStore, StoreError> {
         for script in scripts().all() {
             script.load_async(&mut conn).await.map_err(unavailable)?;
         }
         let store = RedisStore {
             conn,
-            marker: format!("{}epoch", self.prefix).into(),
-            prefix: self.prefix.into(),
+            keys: Arc::new(KeySpace::new(&self.prefix)),
             max_body_bytes: self.max_body_bytes,
             clock: self.clock,
             shared: Arc::new(Shared {
                 max_lease_ms: AtomicU64::new(millis(self.max_lease, 0)),
                 owners: Owners::default(),
+                spreading: AtomicBool::new(false),
             }),
         };
         store.open_key_space(self.new_key_space).await?;

@@ -1,14 +1,16 @@
 //! The Lua scripts of the Redis store: each operation is one script, so one atomic step and
 //! one round trip.
 //!
-//! Every operation script takes KEYS[1] the record and KEYS[2] the key space's marker, ARGV[1]
-//! the caller's clock in ms (empty: the server's `TIME`, the one clock a fleet shares) and
-//! ARGV[2] the quarantine after a loss in ms. Its reply starts with 1 when it found the marker
+//! Every operation script takes KEYS[1] the record and KEYS[2] its bucket's marker (one hash
+//! tag, so one slot in a cluster), ARGV[1] the caller's clock in ms (empty: the server's
+//! `TIME`, the one clock a fleet shares) and ARGV[2] the quarantine after a loss in ms. Its reply starts with 1 when it found the marker
 //! gone (the store forgot what it held, and this call started the quarantine), else 0.
 
 use std::sync::OnceLock;
 
 use redis::Script;
+
+use super::layout::{COMPLETED, HEADER_LEN, IN_FLIGHT, RECORD_FINGERPRINT_AT};
 
 /// What every script does first: `now`, in milliseconds, from the server's clock, or from
 /// ARGV[1] when the store has a clock injected.
@@ -23,10 +25,34 @@ else
 end
 ";
 
-/// What every operation does next: check the marker. A missing marker
-/// means the store lost its keys (a restart without persistence, a failover to a replica that
-/// missed it, a flush): claims it held may still be running, so no claim is granted until
-/// every lease that could have been running has run out. The marker has no expiry.
+/// What every operation does next: read the record's value (see the layout module). A value
+/// in no layout this version reads is an error, never a record.
+const READ: &str = r"
+local v = redis.call('GET', KEYS[1])
+local state, deadline = 0, 0
+if v then
+  state = string.byte(v, 1)
+  if (state ~= @IN_FLIGHT@ and state ~= @COMPLETED@) or #v < @HEADER_LEN@ then
+    return redis.error_reply('idem: the value at this key is not in a layout this version of the idempotency store reads')
+  end
+  deadline = struct.unpack('>I8', v, 10)
+end
+local function token_of()
+  return string.sub(v, 2, 9)
+end
+local function fingerprint_of()
+  if state == @IN_FLIGHT@ then return string.sub(v, @FP_IN_FLIGHT@, @FP_IN_FLIGHT@ + 31) end
+  return string.sub(v, @FP_COMPLETED@, @FP_COMPLETED@ + 31)
+end
+local function in_flight(token, d, fingerprint)
+  return '\@IN_FLIGHT@' .. token .. struct.pack('>I8', d) .. fingerprint
+end
+";
+
+/// Then check the bucket's marker (KEYS[2]). A missing marker means the store lost this
+/// bucket's keys (a restart without persistence, a failover to a replica that missed it, a
+/// flush): claims it held may still be running, so no claim is granted until every lease that
+/// could have been running has run out. The marker has no expiry.
 const PRELUDE: &str = r"
 local forgot = 0
 local quarantine = tonumber(redis.call('HGET', KEYS[2], 'q'))
@@ -37,21 +63,19 @@ if not quarantine then
 end
 ";
 
-/// Claim-or-report. ARGV[3] fingerprint, ARGV[4] token, ARGV[5] lease ms, ARGV[6] key expiry ms.
-/// Replies `{_, 'A', deadline}` acquired, `{_, 'C', record}` completed, `{_, 'M'}` mismatch,
-/// `{_, 'I', ms left}` in flight, `{_, 'R', ms left}` recovering (quarantine).
+/// Claim-or-report. ARGV[3] fingerprint, ARGV[4] token (8 bytes), ARGV[5] lease ms, ARGV[6]
+/// key expiry ms. Replies `{_, 'A', deadline}` acquired, `{_, 'C', value}` completed,
+/// `{_, 'M'}` mismatch, `{_, 'I', ms left}` in flight, `{_, 'R', ms left}` recovering
+/// (quarantine).
 const CLAIM: &str = r"
-local h = redis.call('HMGET', KEYS[1], 's', 'f', 'd', 'r')
-if h[1] and tonumber(h[3]) > now then
-  if h[2] ~= ARGV[3] then return {forgot, 'M'} end
-  if h[1] == 'c' then return {forgot, 'C', h[4]} end
-  return {forgot, 'I', tonumber(h[3]) - now}
+if state ~= 0 and deadline > now then
+  if fingerprint_of() ~= ARGV[3] then return {forgot, 'M'} end
+  if state == @COMPLETED@ then return {forgot, 'C', v} end
+  return {forgot, 'I', deadline - now}
 end
 if quarantine > now then return {forgot, 'R', quarantine - now} end
 local d = now + tonumber(ARGV[5])
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 's', 'i', 't', ARGV[4], 'f', ARGV[3], 'd', d)
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('SET', KEYS[1], in_flight(ARGV[4], d, ARGV[3]), 'PX', ARGV[6])
 return {forgot, 'A', d}
 ";
 
@@ -61,36 +85,30 @@ return {forgot, 'A', d}
 /// store, and its owner re-asserts it, unless another claim or a record holds the key.
 /// Replies `{_, 1, deadline}` renewed, `{_, 2, deadline}` re-asserted, `{_, 0, 0}` lost.
 const RENEW: &str = r"
-local h = redis.call('HMGET', KEYS[1], 's', 't', 'd')
 local d = now + tonumber(ARGV[4])
-if h[1] == 'i' and h[2] == ARGV[3] then
-  redis.call('HSET', KEYS[1], 'd', d)
-  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+if state == @IN_FLIGHT@ and token_of() == ARGV[3] then
+  redis.call('SET', KEYS[1], in_flight(ARGV[3], d, fingerprint_of()), 'PX', ARGV[5])
   return {forgot, 1, d}
 end
-if (not h[1] or tonumber(h[3]) <= now) and ARGV[7] ~= '' and tonumber(ARGV[7]) > now then
-  redis.call('DEL', KEYS[1])
-  redis.call('HSET', KEYS[1], 's', 'i', 't', ARGV[3], 'f', ARGV[6], 'd', d)
-  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+if (state == 0 or deadline <= now) and ARGV[7] ~= '' and tonumber(ARGV[7]) > now then
+  redis.call('SET', KEYS[1], in_flight(ARGV[3], d, ARGV[6]), 'PX', ARGV[5])
   return {forgot, 2, d}
 end
 return {forgot, 0, 0}
 ";
 
-/// Owner only: the claim with token ARGV[3] becomes the record ARGV[4], kept ARGV[5] ms (key
-/// expiry ARGV[6] ms). ARGV[7] the record's fingerprint, ARGV[8] the deadline the owner last
-/// obtained (empty when unknown), to store a record whose claim the store forgot, as in RENEW.
-/// A record this owner already stored (an attempt whose reply was lost) counts as stored.
+/// Owner only: the claim with token ARGV[3] becomes the record ARGV[4] (its byte encoding),
+/// kept ARGV[5] ms (key expiry ARGV[6] ms). ARGV[7] the deadline the owner last obtained
+/// (empty when unknown), to store a record whose claim the store forgot, as in RENEW. A
+/// record this owner already stored (an attempt whose reply was lost) counts as stored.
 /// Replies `{_, 1}` stored, `{_, 2}` stored over a forgotten claim, `{_, 0}` lost.
 const COMPLETE: &str = r"
-local h = redis.call('HMGET', KEYS[1], 's', 't', 'd')
-local mine = h[2] == ARGV[3]
-if h[1] == 'c' and mine then return {forgot, 1} end
-local held = h[1] == 'i' and mine
-if held or ((not h[1] or tonumber(h[3]) <= now) and ARGV[8] ~= '' and tonumber(ARGV[8]) > now) then
-  redis.call('DEL', KEYS[1])
-  redis.call('HSET', KEYS[1], 's', 'c', 't', ARGV[3], 'f', ARGV[7], 'r', ARGV[4], 'd', now + tonumber(ARGV[5]))
-  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+local mine = state ~= 0 and token_of() == ARGV[3]
+if state == @COMPLETED@ and mine then return {forgot, 1} end
+local held = state == @IN_FLIGHT@ and mine
+if held or ((state == 0 or deadline <= now) and ARGV[7] ~= '' and tonumber(ARGV[7]) > now) then
+  local d = now + tonumber(ARGV[5])
+  redis.call('SET', KEYS[1], '\@COMPLETED@' .. ARGV[3] .. struct.pack('>I8', d) .. ARGV[4], 'PX', ARGV[6])
   if held then return {forgot, 1} end
   return {forgot, 2}
 end
@@ -99,24 +117,37 @@ return {forgot, 0}
 
 /// Owner only: drop the in-flight claim with token ARGV[3]. Replies `{_, 1}` or `{_, 0}` lost.
 const RELEASE: &str = r"
-local h = redis.call('HMGET', KEYS[1], 's', 't')
-if h[1] == 'i' and h[2] == ARGV[3] then
+if state == @IN_FLIGHT@ and token_of() == ARGV[3] then
   redis.call('DEL', KEYS[1])
   return {forgot, 1}
 end
 return {forgot, 0}
 ";
 
-/// At connect: KEYS[1] the marker, ARGV[1] the clock as above, ARGV[2] how long to quarantine
-/// from now if the marker is missing (0: not at all). Replies `{created, ms of quarantine left}`.
-const CONNECT: &str = r"
-local q = tonumber(redis.call('HGET', KEYS[1], 'q'))
-if q then return {0, math.max(q - now, 0)} end
+/// Opens buckets: KEYS their markers, ARGV[1] the clock as above, ARGV[2] how long to
+/// quarantine from now a bucket whose marker is missing (0: not at all), ARGV[3] `1` to shorten
+/// that by the server's uptime (at connect: a server that started a while ago lost nothing
+/// since, and a missing marker is a new bucket). Replies `{markers written, longest ms of
+/// quarantine left}`.
+const OPEN: &str = r"
 local wait = tonumber(ARGV[2])
-q = 0
-if wait > 0 then q = now + wait end
-redis.call('HSET', KEYS[1], 'q', q, 'c', now)
-return {1, math.max(wait, 0)}
+if ARGV[3] == '1' then
+  local info = redis.pcall('INFO', 'server')
+  local up = type(info) == 'string' and tonumber(string.match(info, 'uptime_in_seconds:(%d+)'))
+  if up then wait = wait - up * 1000 end
+end
+local written, left = 0, 0
+for _, marker in ipairs(KEYS) do
+  local q = tonumber(redis.call('HGET', marker, 'q'))
+  if not q then
+    written = written + 1
+    q = 0
+    if wait > 0 then q = now + wait end
+    redis.call('HSET', marker, 'q', q, 'c', now)
+  end
+  left = math.max(left, q - now)
+end
+return {written, left}
 ";
 
 pub(super) struct Scripts {
@@ -124,25 +155,35 @@ pub(super) struct Scripts {
     pub(super) renew: Script,
     pub(super) complete: Script,
     pub(super) release: Script,
-    pub(super) connect: Script,
+    pub(super) open: Script,
 }
 
 pub(super) fn scripts() -> &'static Scripts {
     static SCRIPTS: OnceLock<Scripts> = OnceLock::new();
     SCRIPTS.get_or_init(|| {
-        let operation = |body: &str| Script::new(&format!("{CLOCK}{PRELUDE}{body}"));
+        let operation = |body: &str| Script::new(&with_layout(&format!("{CLOCK}{READ}{PRELUDE}{body}")));
         Scripts {
             claim: operation(CLAIM),
             renew: operation(RENEW),
             complete: operation(COMPLETE),
             release: operation(RELEASE),
-            connect: Script::new(&format!("{CLOCK}{CONNECT}")),
+            open: Script::new(&format!("{CLOCK}{OPEN}")),
         }
     })
 }
 
+/// `script` with the value layout's constants written in (Lua strings are 1-based).
+fn with_layout(script: &str) -> String {
+    script
+        .replace("@IN_FLIGHT@", &IN_FLIGHT.to_string())
+        .replace("@COMPLETED@", &COMPLETED.to_string())
+        .replace("@HEADER_LEN@", &HEADER_LEN.to_string())
+        .replace("@FP_IN_FLIGHT@", &(HEADER_LEN + 1).to_string())
+        .replace("@FP_COMPLETED@", &(HEADER_LEN + RECORD_FINGERPRINT_AT + 1).to_string())
+}
+
 impl Scripts {
     pub(super) fn all(&self) -> [&Script; 5] {
-        [&self.claim, &self.renew, &self.complete, &self.release, &self.connect]
+        [&self.claim, &self.renew, &self.complete, &self.release, &self.open]
     }
 }
