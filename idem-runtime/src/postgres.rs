@@ -24,7 +24,8 @@
 //! #[derive(Deserialize)]
 //! struct NewOrder { item: String, qty: i32 }
 //!
-//! #[idempotent(required)]
+//! // No `State<App>` parameter: `state = App` names the router's state for the compile-time check.
+//! #[idempotent(required, state = App)]
 //! async fn create_order(mut tx: Tx, Json(order): Json<NewOrder>) -> Result<(StatusCode, String), StatusCode> {
 //!     let id: i64 = sqlx::query_scalar("INSERT INTO orders (item, qty) VALUES ($1, $2) RETURNING id")
 //!         .bind(&order.item)
@@ -69,7 +70,8 @@
 //! # Misuse
 //!
 //! The store comes from the router's state (`PgStore: FromRef<S>`), so a route whose state
-//! has none does not compile. What only a request can show is answered 500
+//! has none does not compile (a handler without a `State<…>` parameter names the state with
+//! `state = S` in the attribute, so that the check sees it). What only a request can show is answered 500
 //! `transaction-unavailable`, nothing committed: a handler without `#[idempotent]`, two `Tx`
 //! parameters, a `Tx` still held somewhere (a spawned task) when the handler returned, or a
 //! router whose [`Idempotency`](crate::Idempotency) layer configures a store other than the
