@@ -72,7 +72,7 @@
 //! | --- | --- |
 //! | [`store::MemoryStore`] | one instance; the embedded default, with bounds of your choice |
 //! | [`store::RedisStore`] (feature `redis`) | a fleet sharing one set of keys |
-//! | [`store::PgStore`] (feature `postgres`) | a fleet, with records next to the data the handlers write |
+//! | [`store::PgStore`] (feature `postgres`) | a fleet, with records next to the data the handlers write; with [`postgres::Tx`], the handler's writes and its record commit in one transaction, so a crash never runs the side effect twice |
 //! | [`store::LocalTier`] | in front of a shared store: replays on a warm instance without a round trip |
 //! | your own [`store::Store`] | four atomic operations; the `testkit` feature checks it against the contract |
 //!
@@ -115,7 +115,9 @@
 //! | --- | --- |
 //! | `macros` (default) | the [`idempotent`] attribute and [`defaults!`] |
 //! | `redis` | [`store::RedisStore`] |
-//! | `postgres` | [`store::PgStore`] |
+//! | `redis-cluster` | [`store::RedisStore`] on a Redis Cluster |
+//! | `postgres` | [`store::PgStore`], and [`postgres::Tx`]: the handler's writes and its record in one transaction |
+//! | `utoipa` | [`openapi`]: annotated handlers describe their key header, replay header and problems in a utoipa document |
 //! | `metrics` | counters and histograms per route and outcome, store latency and claims in flight, through the `metrics` facade |
 //! | `client` | [`client`]: reqwest middleware that sends one key per logical call and retries safely |
 //! | `testkit` | [`testkit`]: the store contract suite, for store implementers |
@@ -128,8 +130,10 @@ pub mod fingerprint;
 pub mod hooks;
 pub mod key;
 #[cfg(feature = "utoipa")]
+#[cfg_attr(docsrs, doc(cfg(feature = "utoipa")))]
 pub mod openapi;
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
 pub mod problem;
 pub mod record;
