@@ -15,16 +15,16 @@ use http_body_util::BodyExt as _;
 
 use crate::config::HandlerSpec;
 use crate::engine::{Call, X_REQUEST_ID};
-use crate::fingerprint::{FingerprintBuilder, FingerprintSource, FingerprintWriter, RequestInput};
+use crate::fingerprint::{FingerprintBuilder, FingerprintSource, RequestInput};
 use crate::key::IdempotencyKey;
 use crate::layer::Idempotency;
 use crate::outcome::{self, Outcome};
 use crate::problem::Problem;
 use crate::store::RecordKey;
 
-/// Present in a request's extensions when its fingerprint is needed.
+/// Present in a request's extensions when its fingerprint is needed: the record it addresses.
 #[derive(Clone, Copy)]
-pub(crate) struct Fingerprinting;
+pub(crate) struct Fingerprinting(RecordKey);
 
 fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
@@ -114,22 +114,15 @@ impl<S: Send + Sync, C: HandlerSpec> FromRequestParts<S> for IdempotencyContext<
             Err(response) => return reject(parts, response),
         };
         let idempotency = parts.extensions.get::<Idempotency>().cloned().unwrap_or_else(Idempotency::process_default);
-        parts.extensions.insert(Fingerprinting);
+        let record = RecordKey::new(&scope, &key);
+        parts.extensions.insert(Fingerprinting(record));
         let route = Route::of(parts);
         // The target as the client sent it: the outermost router keeps it before nesting or a
         // layer changes the URI the handler sees.
         let target = parts.extensions.get::<OriginalUri>().map_or(&parts.uri, |original| &original.0);
         let fingerprint = FingerprintBuilder::new(&key, &parts.method, route.as_str(), target);
         let request_id = parts.headers.get(X_REQUEST_ID).cloned();
-        let call = Call::new(
-            idempotency,
-            RecordKey::new(&scope, &key),
-            parts.method.clone(),
-            route,
-            config,
-            started,
-            request_id,
-        );
+        let call = Call::new(idempotency, record, parts.method.clone(), route, config, started, request_id);
         Ok(Self { covered: Some(Box::new(Covered { call, fingerprint })), ..inactive })
     }
 }
@@ -153,12 +146,6 @@ impl<E> Fingerprinted<E> {
     }
 }
 
-fn digest_of<E: FingerprintSource>(input: &RequestInput<'_>) -> [u8; 32] {
-    let mut writer = FingerprintWriter::new();
-    E::write(input, &mut writer);
-    writer.finish()
-}
-
 impl<S, E> FromRequestParts<S> for Fingerprinted<E>
 where
     S: Send + Sync,
@@ -168,7 +155,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let value = E::from_request_parts(parts, state).await?;
-        let digest = parts.extensions.get::<Fingerprinting>().map(|_| digest_of::<E>(&RequestInput::parts(parts)));
+        let digest = parts.extensions.get::<Fingerprinting>().map(|_| E::digest(&RequestInput::parts(parts)));
         Ok(Self { value, digest })
     }
 }
@@ -181,13 +168,13 @@ where
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
-        if req.extensions().get::<Fingerprinting>().is_none() {
+        let Some(&Fingerprinting(record)) = req.extensions().get::<Fingerprinting>() else {
             let value = E::from_request(req, state).await.map_err(IntoResponse::into_response)?;
             return Ok(Self { value, digest: None });
-        }
+        };
         let (parts, body) = req.with_limited_body().into_parts();
         let bytes = read_whole(body).await.map_err(body_problem)?;
-        let digest = Some(digest_of::<E>(&RequestInput::with_body(&parts, &bytes)));
+        let digest = Some(E::digest(&RequestInput::with_body(&parts, &bytes, record)));
         let req = Request::from_parts(parts, Body::from(bytes));
         let value = E::from_request(req, state).await.map_err(IntoResponse::into_response)?;
         Ok(Self { value, digest })

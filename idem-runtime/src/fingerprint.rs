@@ -6,12 +6,16 @@
 //! input is encoded by implementing [`FingerprintSource`]; idem implements it for axum's
 //! extractors, and you can implement it for your own.
 
+use std::cell::Cell;
+use std::sync::Mutex;
+
 use axum::extract::{Extension, Form, Json, MatchedPath, OriginalUri, Path, Query, State};
 use bytes::Bytes;
 use http::{request::Parts, Method, Uri};
 use sha2::{Digest, Sha256};
 
 use crate::key::IdempotencyKey;
+use crate::store::RecordKey;
 
 /// A request fingerprint: a SHA-256 keyed by the idempotency key, over the method, route, request
 /// target and selected parameters.
@@ -96,17 +100,19 @@ impl FingerprintBuilder {
 pub struct RequestInput<'a> {
     parts: &'a Parts,
     body: Option<&'a [u8]>,
+    /// The record the request addresses, when it is covered.
+    record: Option<RecordKey>,
 }
 
 impl<'a> RequestInput<'a> {
     /// Input for an extractor that reads the request head only.
     pub(crate) fn parts(parts: &'a Parts) -> Self {
-        Self { parts, body: None }
+        Self { parts, body: None, record: None }
     }
 
-    /// Input for an extractor that reads the body.
-    pub(crate) fn with_body(parts: &'a Parts, body: &'a [u8]) -> Self {
-        Self { parts, body: Some(body) }
+    /// Input for an extractor that reads the body of a request addressing `record`.
+    pub(crate) fn with_body(parts: &'a Parts, body: &'a [u8], record: RecordKey) -> Self {
+        Self { parts, body: Some(body), record: Some(record) }
     }
 
     /// The request head.
@@ -160,6 +166,7 @@ impl FingerprintWriter {
     /// escapes normalized, numbers by their exact decimal value (never rounded through a float).
     /// Input that is not JSON is written as raw bytes.
     pub fn json(&mut self, raw: &[u8]) {
+        CANONICALIZED.set(CANONICALIZED.get() + 1);
         let mut canonical = Vec::with_capacity(raw.len());
         match crate::canonical::canonical_json(raw, &mut canonical) {
             Ok(()) => {
@@ -220,11 +227,41 @@ impl FingerprintWriter {
 pub trait FingerprintSource {
     /// Writes the canonical encoding of this extractor's input.
     fn write(input: &RequestInput<'_>, out: &mut FingerprintWriter);
+
+    /// The digest of this extractor's input: what [`write`](Self::write) writes into a fresh
+    /// writer. idem's `Json` answers a byte-identical retry from the digests of recent bodies
+    /// instead of canonicalizing the body again; there is no reason to override it elsewhere.
+    #[doc(hidden)]
+    fn digest(input: &RequestInput<'_>) -> [u8; 32] {
+        let mut writer = FingerprintWriter::new();
+        Self::write(input, &mut writer);
+        writer.finish()
+    }
 }
 
 impl<T> FingerprintSource for Json<T> {
     fn write(input: &RequestInput<'_>, out: &mut FingerprintWriter) {
         out.json(input.body().unwrap_or_default());
+    }
+
+    /// A body byte for byte the same as the one last fingerprinted for its record (the usual
+    /// retry) has the same canonical digest: it is taken from the digests of recent bodies
+    /// rather than computed again. Any other body is canonicalized.
+    fn digest(input: &RequestInput<'_>) -> [u8; 32] {
+        let body = input.body().unwrap_or_default();
+        let canonical = || {
+            let mut writer = FingerprintWriter::new();
+            writer.json(body);
+            writer.finish()
+        };
+        let Some(record) = input.record else { return canonical() };
+        let raw: [u8; 32] = Sha256::digest(body).into();
+        if let Some(digest) = recent::digest_of(&record, &raw) {
+            return digest;
+        }
+        let digest = canonical();
+        recent::remember(record, raw, digest);
+        digest
     }
 }
 
@@ -299,6 +336,59 @@ impl FingerprintSource for Method {
     fn write(_: &RequestInput<'_>, _: &mut FingerprintWriter) {}
 }
 
+thread_local! {
+    /// JSON bodies canonicalized on this thread.
+    static CANONICALIZED: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many JSON bodies this thread has canonicalized so far: lets tests tell a retry answered
+/// from the digests of recent bodies from one whose body was canonicalized again.
+#[doc(hidden)]
+pub fn canonicalized_on_this_thread() -> u64 {
+    CANONICALIZED.get()
+}
+
+/// The canonical digest of the JSON body last fingerprinted for each record, by the SHA-256 of
+/// its raw bytes: a retry sends the same bytes, and a body byte for byte the same has the same
+/// canonical form, so its digest is looked up instead of parsing the body again. Any other body
+/// (written differently, or different) misses and is canonicalized: the digest, and so the
+/// fingerprint, is the canonical one either way.
+///
+/// A fixed table of slots, one per record key modulo its size, each remembering the last body of
+/// one record: memory stays the same however many records a store holds, and a retry finds its
+/// body as long as no request for a record sharing its slot came in between.
+mod recent {
+    use super::*;
+
+    const SLOTS: usize = 8192;
+
+    struct Entry {
+        record: RecordKey,
+        raw: [u8; 32],
+        digest: [u8; 32],
+    }
+
+    static TABLE: [Mutex<Option<Entry>>; SLOTS] = [const { Mutex::new(None) }; SLOTS];
+
+    fn slot(record: &RecordKey) -> std::sync::MutexGuard<'static, Option<Entry>> {
+        // Bytes of the digest that neither the embedded store's shards nor its map hash on.
+        let (_, tail) = record.as_bytes().split_last_chunk::<8>().expect("32 bytes");
+        let slot = &TABLE[u64::from_le_bytes(*tail) as usize % SLOTS];
+        // Every update is one assignment: a poisoned slot is still consistent.
+        slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The canonical digest of the body whose raw bytes hash to `raw`, if it was the last one
+    /// fingerprinted for `record`.
+    pub(super) fn digest_of(record: &RecordKey, raw: &[u8; 32]) -> Option<[u8; 32]> {
+        slot(record).as_ref().filter(|e| e.record == *record && e.raw == *raw).map(|e| e.digest)
+    }
+
+    pub(super) fn remember(record: RecordKey, raw: [u8; 32], digest: [u8; 32]) {
+        *slot(&record) = Some(Entry { record, raw, digest });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,6 +421,24 @@ mod tests {
         assert_eq!(pairs("a=1&b=2"), pairs("b=2&a=1"));
         assert_eq!(pairs("a=%20"), pairs("a=+"));
         assert_ne!(pairs("a=1&a=2"), pairs("a=2&a=1"));
+    }
+
+    #[test]
+    fn recent_digests_answer_only_their_own_record_and_bytes() {
+        let record = |first: u8| {
+            let mut digest = [9; 32];
+            digest[0] = first;
+            RecordKey::from_digest(digest)
+        };
+        // Two records sharing a slot (the same last 8 bytes).
+        let (a, b) = (record(1), record(2));
+        recent::remember(a, [1; 32], [10; 32]);
+        assert_eq!(recent::digest_of(&a, &[1; 32]), Some([10; 32]));
+        assert_eq!(recent::digest_of(&a, &[2; 32]), None, "other bytes");
+        assert_eq!(recent::digest_of(&b, &[1; 32]), None, "another record in the same slot");
+        recent::remember(b, [1; 32], [20; 32]);
+        assert_eq!(recent::digest_of(&b, &[1; 32]), Some([20; 32]));
+        assert_eq!(recent::digest_of(&a, &[1; 32]), None, "the slot now remembers the other record");
     }
 
     #[test]
