@@ -40,6 +40,7 @@ use crate::scope::Scope;
 mod clock;
 mod local;
 mod memory;
+mod packed;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "redis")]
