@@ -16,7 +16,6 @@ use http_body_util::BodyExt as _;
 use crate::config::HandlerSpec;
 use crate::engine::{Call, X_REQUEST_ID};
 use crate::fingerprint::{FingerprintBuilder, FingerprintSource, RequestInput};
-use crate::key::IdempotencyKey;
 use crate::layer::Idempotency;
 use crate::outcome::{self, Outcome};
 use crate::problem::Problem;
@@ -103,7 +102,7 @@ impl<S: Send + Sync, C: HandlerSpec> FromRequestParts<S> for IdempotencyContext<
             Err(response)
         };
         let extra = config.header.map(HeaderName::from_static);
-        let key = match IdempotencyKey::from_headers(&parts.headers, extra.as_ref()) {
+        let key = match crate::key::find_key(&parts.headers, extra.as_ref()) {
             Ok(Some(key)) => key,
             Ok(None) if config.required => return reject(parts, Problem::missing_key().into_response()),
             Ok(None) => return Ok(inactive),
@@ -114,7 +113,7 @@ impl<S: Send + Sync, C: HandlerSpec> FromRequestParts<S> for IdempotencyContext<
             Err(response) => return reject(parts, response),
         };
         let idempotency = parts.extensions.get::<Idempotency>().cloned().unwrap_or_else(Idempotency::process_default);
-        let record = RecordKey::new(&scope, &key);
+        let record = RecordKey::of(&scope, &key);
         parts.extensions.insert(Fingerprinting(record));
         let route = Route::of(parts);
         // The target as the client sent it: the outermost router keeps it before nesting or a

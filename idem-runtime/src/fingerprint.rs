@@ -14,7 +14,6 @@ use bytes::Bytes;
 use http::{request::Parts, Method, Uri};
 use sha2::{Digest, Sha256};
 
-use crate::key::IdempotencyKey;
 use crate::store::RecordKey;
 
 /// A request fingerprint: a SHA-256 keyed by the idempotency key, over the method, route, request
@@ -54,12 +53,12 @@ pub(crate) struct FingerprintBuilder(Sha256);
 
 impl FingerprintBuilder {
     /// Starts a fingerprint with the request line.
-    pub(crate) fn new(key: &IdempotencyKey, method: &Method, route: &str, target: &Uri) -> Self {
+    pub(crate) fn new(key: &str, method: &Method, route: &str, target: &Uri) -> Self {
         let mut mac = Sha256::new();
         mac.update(b"idem-fp-v2\0");
         // A key is at most 255 bytes.
-        mac.update([key.as_str().len() as u8]);
-        mac.update(key.as_str().as_bytes());
+        mac.update([key.len() as u8]);
+        mac.update(key.as_bytes());
         mac.update(method.as_str().as_bytes());
         mac.update([0]);
         mac.update((route.len() as u64).to_be_bytes());
@@ -167,13 +166,19 @@ impl FingerprintWriter {
     /// Input that is not JSON is written as raw bytes.
     pub fn json(&mut self, raw: &[u8]) {
         CANONICALIZED.set(CANONICALIZED.get() + 1);
-        let mut canonical = Vec::with_capacity(raw.len());
+        let mut canonical = SPARE_TEXT.take();
+        canonical.reserve(raw.len());
         match crate::canonical::canonical_json(raw, &mut canonical) {
             Ok(()) => {
                 self.tag(b'j', canonical.len());
                 self.hasher.update(&canonical);
             }
             Err(()) => self.bytes(raw),
+        }
+        // Kept for the next document on this thread, unless a large one made it large.
+        if canonical.capacity() <= SPARE_TEXT_LIMIT {
+            canonical.clear();
+            SPARE_TEXT.set(canonical);
         }
     }
 
@@ -339,7 +344,12 @@ impl FingerprintSource for Method {
 thread_local! {
     /// JSON bodies canonicalized on this thread.
     static CANONICALIZED: Cell<u64> = const { Cell::new(0) };
+    /// The buffer the last canonical text on this thread was written in, for the next one.
+    static SPARE_TEXT: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
+
+/// The largest buffer kept for the next canonical text.
+const SPARE_TEXT_LIMIT: usize = 16 << 10;
 
 /// How many JSON bodies this thread has canonicalized so far: lets tests tell a retry answered
 /// from the digests of recent bodies from one whose body was canonicalized again.
