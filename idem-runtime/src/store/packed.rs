@@ -21,7 +21,7 @@ use crate::fingerprint::Fingerprint;
 use crate::record::{Record, StoredBody, MAX_EXPIRY_MS};
 
 /// Header names a response commonly carries, written as one byte.
-const NAMES: [HeaderName; 16] = [
+static NAMES: [HeaderName; 16] = [
     header::CONTENT_TYPE,
     header::CONTENT_ENCODING,
     header::LOCATION,
