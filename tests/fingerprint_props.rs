@@ -449,5 +449,14 @@ async fn a_byte_identical_retry_replays_without_canonicalizing_its_body() {
     let other_key = send("order-2", body).await;
     assert_eq!(other_key.status, 201);
     assert!(!other_key.replayed(), "the same bytes under another key are another request");
-    assert_eq!(hits.get("required"), 2);
+
+    // A body in canonical form already: the same for its retries.
+    let canonical = r#"{"item":"book","qty":2}"#;
+    assert_eq!(send("order-3", canonical).await.status, 201);
+    let canonicalized = canonicalized_on_this_thread();
+    assert!(send("order-3", canonical).await.replayed());
+    assert_eq!(canonicalized_on_this_thread(), canonicalized, "a byte-identical retry is not canonicalized");
+    assert!(send("order-3", r#"{"qty":2,"item":"book"}"#).await.replayed());
+    send("order-3", r#"{"item":"book","qty":3}"#).await.assert_problem(422, "urn:idem:problem:key-reused");
+    assert_eq!(hits.get("required"), 3);
 }

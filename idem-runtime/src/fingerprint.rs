@@ -165,21 +165,39 @@ impl FingerprintWriter {
     /// escapes normalized, numbers by their exact decimal value (never rounded through a float).
     /// Input that is not JSON is written as raw bytes.
     pub fn json(&mut self, raw: &[u8]) {
+        self.json_is_canonical(raw);
+    }
+
+    /// [`json`](Self::json), telling whether `raw` was canonical JSON already.
+    fn json_is_canonical(&mut self, raw: &[u8]) -> bool {
         CANONICALIZED.set(CANONICALIZED.get() + 1);
         let mut canonical = SPARE_TEXT.take();
         canonical.reserve(raw.len());
-        match crate::canonical::canonical_json(raw, &mut canonical) {
+        let is_canonical = match crate::canonical::canonical_json(raw, &mut canonical) {
             Ok(()) => {
                 self.tag(b'j', canonical.len());
                 self.hasher.update(&canonical);
+                canonical == raw
             }
-            Err(()) => self.bytes(raw),
-        }
+            Err(()) => {
+                self.bytes(raw);
+                false
+            }
+        };
         // Kept for the next document on this thread, unless a large one made it large.
         if canonical.capacity() <= SPARE_TEXT_LIMIT {
             canonical.clear();
             SPARE_TEXT.set(canonical);
         }
+        is_canonical
+    }
+
+    /// The digest of a fresh writer given one JSON document, and whether the document was
+    /// canonical already.
+    fn json_digest(raw: &[u8]) -> ([u8; 32], bool) {
+        let mut writer = Self::new();
+        let is_canonical = writer.json_is_canonical(raw);
+        (writer.finish(), is_canonical)
     }
 
     /// `application/x-www-form-urlencoded` pairs (a query string or a form body), decoded and
@@ -254,20 +272,30 @@ impl<T> FingerprintSource for Json<T> {
     /// rather than computed again. Any other body is canonicalized.
     fn digest(input: &RequestInput<'_>) -> [u8; 32] {
         let body = input.body().unwrap_or_default();
-        let canonical = || {
-            let mut writer = FingerprintWriter::new();
-            writer.json(body);
-            writer.finish()
-        };
-        let Some(record) = input.record else { return canonical() };
-        let raw: [u8; 32] = Sha256::digest(body).into();
-        if let Some(digest) = recent::digest_of(&record, &raw) {
-            return digest;
+        let Some(record) = input.record else { return FingerprintWriter::json_digest(body).0 };
+        // A retry finds its record's last body: compare the bytes' digest first.
+        let last = recent::last_of(&record);
+        let raw = last.map(|_| raw_digest(body));
+        if let (Some(last), Some(raw)) = (last, raw) {
+            if last.raw == raw {
+                return last.digest;
+            }
         }
-        let digest = canonical();
+        let (digest, raw_is_canonical) = FingerprintWriter::json_digest(body);
+        // The bytes' digest is the canonical one when they are canonical already.
+        let raw = raw.unwrap_or_else(|| if raw_is_canonical { digest } else { raw_digest(body) });
         recent::remember(record, raw, digest);
         digest
     }
+}
+
+/// The digest of a JSON body's bytes, as [`FingerprintWriter::json`] would write them if they
+/// were canonical: equal to the canonical digest exactly when they are.
+fn raw_digest(body: &[u8]) -> [u8; 32] {
+    let mut writer = FingerprintWriter::new();
+    writer.tag(b'j', body.len());
+    writer.hasher.update(body);
+    writer.finish()
 }
 
 impl<T> FingerprintSource for Form<T> {
@@ -358,24 +386,35 @@ pub fn canonicalized_on_this_thread() -> u64 {
     CANONICALIZED.get()
 }
 
-/// The canonical digest of the JSON body last fingerprinted for each record, by the SHA-256 of
+/// The canonical digest of the JSON body last fingerprinted for each record, with the SHA-256 of
 /// its raw bytes: a retry sends the same bytes, and a body byte for byte the same has the same
 /// canonical form, so its digest is looked up instead of parsing the body again. Any other body
-/// (written differently, or different) misses and is canonicalized: the digest, and so the
-/// fingerprint, is the canonical one either way.
+/// (written differently, or different) is canonicalized: the digest, and so the fingerprint, is
+/// the canonical one either way. A request whose record the table does not hold (the first one
+/// of a key) hashes its bytes only if they are not canonical already: otherwise their digest is
+/// the canonical one.
 ///
 /// A fixed table of slots, one per record key modulo its size, each remembering the last body of
 /// one record: memory stays the same however many records a store holds, and a retry finds its
-/// body as long as no request for a record sharing its slot came in between.
+/// body as long as no request for a record sharing its slot came in between. The table is kept
+/// small enough to stay in the CPU's caches: a first request, which finds nothing, would
+/// otherwise pay a memory access that costs more than canonicalizing a small body.
 mod recent {
     use super::*;
 
-    const SLOTS: usize = 8192;
+    const SLOTS: usize = 512;
 
     struct Entry {
         record: RecordKey,
         raw: [u8; 32],
         digest: [u8; 32],
+    }
+
+    /// A record's last body: the digest of its bytes, and its canonical digest.
+    #[derive(Clone, Copy)]
+    pub(super) struct Last {
+        pub(super) raw: [u8; 32],
+        pub(super) digest: [u8; 32],
     }
 
     static TABLE: [Mutex<Option<Entry>>; SLOTS] = [const { Mutex::new(None) }; SLOTS];
@@ -388,10 +427,9 @@ mod recent {
         slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The canonical digest of the body whose raw bytes hash to `raw`, if it was the last one
-    /// fingerprinted for `record`.
-    pub(super) fn digest_of(record: &RecordKey, raw: &[u8; 32]) -> Option<[u8; 32]> {
-        slot(record).as_ref().filter(|e| e.record == *record && e.raw == *raw).map(|e| e.digest)
+    /// What the table remembers of `record`'s last body, if its slot holds that record.
+    pub(super) fn last_of(record: &RecordKey) -> Option<Last> {
+        slot(record).as_ref().filter(|e| e.record == *record).map(|e| Last { raw: e.raw, digest: e.digest })
     }
 
     pub(super) fn remember(record: RecordKey, raw: [u8; 32], digest: [u8; 32]) {
@@ -434,21 +472,32 @@ mod tests {
     }
 
     #[test]
-    fn recent_digests_answer_only_their_own_record_and_bytes() {
+    fn recent_digests_answer_only_their_own_record() {
         let record = |first: u8| {
             let mut digest = [9; 32];
             digest[0] = first;
             RecordKey::from_digest(digest)
         };
+        let last = |record| recent::last_of(&record).map(|last| (last.raw, last.digest));
         // Two records sharing a slot (the same last 8 bytes).
         let (a, b) = (record(1), record(2));
         recent::remember(a, [1; 32], [10; 32]);
-        assert_eq!(recent::digest_of(&a, &[1; 32]), Some([10; 32]));
-        assert_eq!(recent::digest_of(&a, &[2; 32]), None, "other bytes");
-        assert_eq!(recent::digest_of(&b, &[1; 32]), None, "another record in the same slot");
+        assert_eq!(last(a), Some(([1; 32], [10; 32])));
+        assert_eq!(last(b), None, "another record in the same slot");
         recent::remember(b, [1; 32], [20; 32]);
-        assert_eq!(recent::digest_of(&b, &[1; 32]), Some([20; 32]));
-        assert_eq!(recent::digest_of(&a, &[1; 32]), None, "the slot now remembers the other record");
+        assert_eq!(last(b), Some(([1; 32], [20; 32])));
+        assert_eq!(last(a), None, "the slot now remembers the other record");
+    }
+
+    #[test]
+    fn the_digest_of_canonical_bytes_is_their_canonical_digest() {
+        for (raw, canonical) in [(r#"{"a":1,"b":[true,null]}"#, true), (r#"{"b":1,"a":2}"#, false), ("[1.0]", false)] {
+            let (digest, is_canonical) = FingerprintWriter::json_digest(raw.as_bytes());
+            assert_eq!(digest, json(raw));
+            assert_eq!(is_canonical, canonical, "{raw}");
+            assert_eq!(raw_digest(raw.as_bytes()) == digest, canonical, "{raw}");
+        }
+        assert!(!FingerprintWriter::json_digest(b"not json").1);
     }
 
     #[test]
