@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Instructions per request, counted by valgrind's callgrind: the same count whatever else the
 # machine is doing. Runs the `instructions` bench driver (idem-runtime/benches/instructions.rs)
-# once per kind of request — N requests through a real Router after a warm-up, callgrind
-# counting only the function that sends them — and prints, per kind, the instructions per
-# request and what the engine adds to the plain handler.
+# once per kind of request — N requests through a real Router after a warm-up, counting only
+# the function that sends them — and prints, per kind, the instructions and
+# allocations per request and what the engine adds to the plain handler's.
 #
 # valgrind hides the CPU's SHA extensions, so SHA-256 runs in software under it (about 3 400
 # instructions a block, against about 150 cycles natively with the extensions). Each figure is
@@ -13,8 +13,8 @@
 #   scripts/callgrind.sh [--requests 2000] [--kinds "plain miss replay mismatch conflict"]
 #                        [--out DIR] [--csv FILE]
 #
-# The callgrind profiles stay in DIR (default bench/callgrind): `callgrind_annotate
-# --inclusive=yes DIR/replay.out` shows where a replay's instructions go.
+# The callgrind profiles of the measured requests stay in DIR (default bench/callgrind):
+# `callgrind_annotate --inclusive=yes DIR/replay.out` shows where a replay's instructions go.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,31 +46,56 @@ for line in sys.stdin:
         print(m["executable"])')
 mkdir -p "$out"
 
-# Instructions inside the measured function, and those of SHA-256 compression, per request.
+# Per request: the instructions inside the measured function, those of SHA-256 compression,
+# and the allocations (calls to malloc and calloc). callgrind dumps its counts when the measured
+# function is entered, so the profile it writes last holds the measured requests (and the
+# driver's exit, which frees but allocates nothing).
 count() { # kind requests
-  valgrind --tool=callgrind --callgrind-out-file="$out/$1.out" --toggle-collect='*measured_requests*' \
+  valgrind --tool=callgrind --callgrind-out-file="$out/$1.out" --dump-before='*measured_requests*' \
     "$driver" "$1" "$2" 2>/dev/null
+  rm -f "$out/$1.out.1"
+  local allocations
+  allocations=$(python3 -c '
+import re, sys
+names, callee, calls = {}, None, 0
+for line in open(sys.argv[1], errors="replace"):
+    m = re.match(r"(c?)fn=\((\d+)\)(?: (.*))?$", line.rstrip("\n"))
+    if m:
+        if m.group(3):
+            names[m.group(2)] = m.group(3)
+        callee = names.get(m.group(2)) if m.group(1) else None
+    elif line.startswith("calls="):
+        if callee in ("malloc", "calloc"):
+            calls += int(line[6:].split()[0])
+        callee = None
+print(f"{calls / int(sys.argv[2]):.1f}")' "$out/$1.out" "$2")
+  local measured
+  measured=$(callgrind_annotate --inclusive=yes --threshold=100 --auto=no "$out/$1.out" |
+    awk '/::measured_requests/ { gsub(",", "", $1); if ($1 + 0 > max + 0) max = $1 + 0 } END { print max }')
   callgrind_annotate --inclusive=no --threshold=100 --auto=no "$out/$1.out" |
-    awk -v n="$2" '
-      /PROGRAM TOTALS/ { gsub(",", "", $1); total = $1 }
+    awk -v n="$2" -v measured="$measured" -v allocations="$allocations" '
       /sha2::sha256::compress256/ { gsub(",", "", $1); sha += $1 }
-      END { printf "%.0f %.0f\n", total / n, sha / n }'
+      END { printf "%.0f %.0f %s\n", measured / n, sha / n, allocations }'
 }
 
-read -r block _ < <(count sha256-block 10000)
+read -r block _ _ < <(count sha256-block 10000)
 printf 'callgrind: %s requests per kind after a warm-up; one SHA-256 block = %s instructions in software\n' "$requests" "$block"
-printf '%-10s %14s %12s %16s %12s %14s\n' kind "instr/request" "beyond plain" "without SHA-256" "beyond plain" "SHA-256 blocks"
-[[ -n "$csv" ]] && echo "kind,instructions,beyond_plain,instructions_without_sha256,beyond_plain_without_sha256,sha256_blocks,sha256_blocks_beyond_plain" > "$csv"
-plain_total="" plain_rest="" plain_blocks=""
+printf '%-10s %14s %12s %16s %12s %14s %14s\n' kind "instr/request" "beyond plain" "without SHA-256" "beyond plain" "SHA-256 blocks" "allocations"
+[[ -n "$csv" ]] && echo "kind,instructions,beyond_plain,instructions_without_sha256,beyond_plain_without_sha256,sha256_blocks,sha256_blocks_beyond_plain,allocations,allocations_beyond_plain" > "$csv"
+plain_total="" plain_rest="" plain_blocks="" plain_allocations=""
 for kind in plain $kinds; do
   [[ "$kind" == plain && -n "$plain_total" ]] && continue
-  read -r total sha < <(count "$kind" "$requests")
+  read -r total sha allocations < <(count "$kind" "$requests")
   rest=$((total - sha))
   blocks=$(awk -v s="$sha" -v b="$block" 'BEGIN { printf "%.1f", s / b }')
-  if [[ -z "$plain_total" ]]; then plain_total=$total plain_rest=$rest plain_blocks=$blocks; fi
+  if [[ -z "$plain_total" ]]; then
+    plain_total=$total plain_rest=$rest plain_blocks=$blocks plain_allocations=$allocations
+  fi
   beyond=$((total - plain_total)) beyond_rest=$((rest - plain_rest))
   beyond_blocks=$(awk -v a="$blocks" -v b="$plain_blocks" 'BEGIN { printf "%.1f", a - b }')
-  printf '%-10s %14s %12s %16s %12s %14s\n' "$kind" "$total" "$beyond" "$rest" "$beyond_rest" "$blocks (+$beyond_blocks)"
-  [[ -n "$csv" ]] && echo "$kind,$total,$beyond,$rest,$beyond_rest,$blocks,$beyond_blocks" >> "$csv"
+  beyond_allocations=$(awk -v a="$allocations" -v b="$plain_allocations" 'BEGIN { printf "%.1f", a - b }')
+  printf '%-10s %14s %12s %16s %12s %14s %14s\n' "$kind" "$total" "$beyond" "$rest" "$beyond_rest" \
+    "$blocks (+$beyond_blocks)" "$allocations (+$beyond_allocations)"
+  [[ -n "$csv" ]] && echo "$kind,$total,$beyond,$rest,$beyond_rest,$blocks,$beyond_blocks,$allocations,$beyond_allocations" >> "$csv"
 done
 exit 0

@@ -1,7 +1,7 @@
 //! The driver `scripts/callgrind.sh` runs under `valgrind --tool=callgrind`: N requests of one
 //! kind through a real `Router` (the same handler plain and under `#[idempotent]`, as in the
 //! `engine` bench), after a warm-up, all inside `measured_requests` so that callgrind can count
-//! that function's instructions alone (`--toggle-collect`). The engine's cost per request of a
+//! that function's instructions and allocations alone (`--dump-before`). The engine's cost per request of a
 //! kind is its count per request minus the plain handler's.
 //!
 //! ```text
@@ -193,7 +193,7 @@ async fn fill(store: &MemoryStore) {
     }
 }
 
-/// The requests callgrind counts: `--toggle-collect` names this function.
+/// The requests callgrind counts: `--dump-before` names this function.
 #[inline(never)]
 fn measured_requests(driver: &mut Driver, n: u64) {
     for _ in 0..n {
