@@ -10,13 +10,18 @@
 #   scripts/load.sh [--duration 10] [--warmup 3] [--rounds 3] [--connections 32]
 #                   [--store memory|redis://HOST:PORT|postgres://USER@HOST:PORT/DB]
 #                   [--profile release|dev] [--csv FILE]
+#                   [--server-bin PATH --scenarios "NAME:PATH ..."]
+#
+# --server-bin runs another server (taking --addr) instead of building examples/bench_server,
+# with the given scenarios: each NAME ends in plain, miss or replay (`peer-miss`), which says
+# what it sends; the first one is the plain scenario the ratios are taken against.
 #
 # With a PostgreSQL store the handlers insert the order in a transaction: plain opens and
 # commits its own, miss and replay go through idem's (`Tx`), which commits the record with it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-duration=10 warmup=3 rounds=3 connections=32 store=memory profile=release csv=""
+duration=10 warmup=3 rounds=3 connections=32 store=memory profile=release csv="" server_bin="" scenario_list=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --duration) duration=$2; shift 2 ;;
@@ -26,6 +31,8 @@ while [[ $# -gt 0 ]]; do
     --store) store=$2; shift 2 ;;
     --profile) profile=$2; shift 2 ;;
     --csv) csv=$2; shift 2 ;;
+    --server-bin) server_bin=$2; shift 2 ;;
+    --scenarios) scenario_list=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -39,13 +46,17 @@ fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/idem-target}"
 flag=(); dir=debug
 [[ "$profile" == release ]] && { flag=(--release); dir=release; }
-cargo build --quiet "${flag[@]}" --example bench_server
-server_bin="$CARGO_TARGET_DIR/$dir/examples/bench_server"
+if [[ -z "$server_bin" ]]; then
+  cargo build --quiet "${flag[@]}" --example bench_server
+  server_bin="$CARGO_TARGET_DIR/$dir/examples/bench_server"
+fi
 
 cores=$(nproc)
 server_core=0 client_core=$(( cores > 1 ? 1 : 0 ))
 port=$(( 20000 + RANDOM % 20000 ))
-taskset -c "$server_core" "$server_bin" --addr "127.0.0.1:$port" --store "$store" > /dev/null &
+server_args=(--addr "127.0.0.1:$port")
+[[ -z "$scenario_list" ]] && server_args+=(--store "$store")
+taskset -c "$server_core" "$server_bin" "${server_args[@]}" > /dev/null &
 server_pid=$!
 trap 'kill $server_pid 2>/dev/null || true; wait $server_pid 2>/dev/null || true; rm -rf "$lua_dir"' EXIT
 lua_dir=$(mktemp -d)
@@ -74,8 +85,21 @@ request = function()
   return wrk.format()
 end' > "$lua_dir/miss.lua"
 
+# One request with the replay scenario's key, alone, before it runs: the record may have been
+# evicted by the misses in between (the default store keeps 100 000), and the first of 32
+# concurrent requests would run the handler while the others got 409.
+prime() { # path
+  local body='{"item":"book","qty":1}'
+  exec 4<>"/dev/tcp/127.0.0.1/$port"
+  printf 'POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nIdempotency-Key: %s\r\nContent-Length: %s\r\nConnection: close\r\n\r\n%s' \
+    "$1" 0190d6a4-0000-7000-8000-000000000000 "${#body}" "$body" >&4
+  cat <&4 > /dev/null
+  exec 4<&-
+}
+
 run() { # name path seconds
-  taskset -c "$client_core" wrk -t1 -c"$connections" -d"${3}s" --timeout 5s -s "$lua_dir/$1.lua" \
+  [[ "$1" == *replay ]] && prime "$2"
+  taskset -c "$client_core" wrk -t1 -c"$connections" -d"${3}s" --timeout 5s -s "$lua_dir/${1##*-}.lua" \
     "http://127.0.0.1:$port$2" | awk '/^RESULT/ {print $2, $3, $4, $5, $6}'
 }
 
@@ -83,6 +107,7 @@ printf 'load benchmark: %s s per scenario and round, %s rounds, after %s s warm-
   "$duration" "$rounds" "$warmup" "$connections" "$store" "$profile" "$server_core" "$client_core"
 scenarios=(plain:/plain miss:/idem replay:/idem)
 [[ "$store" == postgres://* || "$store" == postgresql://* ]] && scenarios=(plain:/plain-tx miss:/idem-tx replay:/idem-tx)
+[[ -n "$scenario_list" ]] && read -r -a scenarios <<< "$scenario_list"
 if [[ "$warmup" != 0 ]]; then
   for scenario in "${scenarios[@]}"; do run "${scenario%%:*}" "${scenario#*:}" "$warmup" > /dev/null; done
 fi
@@ -108,7 +133,8 @@ done
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 printf '%-12s %12s %10s %10s %8s %18s\n' scenario "requests/s" "p50 ms" "p99 ms" ratio "server µs/req u+s"
 [[ -n "$csv" ]] && echo "scenario,requests_per_s,p50_ms,p99_ms,ratio_to_plain,errors,server_user_us,server_sys_us" > "$csv"
-plain_rps=$(median <<< "${rps_of[plain]}")
+first=${scenarios[0]}
+plain_rps=$(median <<< "${rps_of[${first%%:*}]}")
 for scenario in "${scenarios[@]}"; do
   name=${scenario%%:*}
   rps=$(median <<< "${rps_of[$name]}")

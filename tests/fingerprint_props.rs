@@ -5,7 +5,7 @@
 mod common;
 
 use common::{app, post_to};
-use idem_runtime::fingerprint::FingerprintWriter;
+use idem_runtime::fingerprint::{canonicalized_on_this_thread, FingerprintWriter};
 use proptest::prelude::*;
 use serde_json::{Map, Number, Value};
 
@@ -136,6 +136,44 @@ proptest! {
         let mut w = FingerprintWriter::new();
         w.json(&bytes);
         let _ = w.finish();
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Through a handler, one key: the first request runs; retries replay whether they send the
+    /// same bytes (answered from the digest of the last body) or the value written another way
+    /// (canonicalized); a changed value is refused, and the original bytes still replay after it.
+    #[test]
+    fn retries_replay_however_the_value_is_written_and_a_changed_value_is_refused(
+        v in value(),
+        at in any::<prop::sample::Index>(),
+        how in any::<prop::sample::Index>(),
+        with in any::<prop::sample::Index>(),
+    ) {
+        let mut rewritten = String::new();
+        rewrite(&v, &mut rewritten);
+        let mut changed = v.clone();
+        let mut node = at.index(count_nodes(&v));
+        change(&mut changed, &mut node, how, with);
+        let (original, changed) = (v.to_string(), changed.to_string());
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let (app, hits) = app();
+            let send = |body: &str| send(&app, "k", body.to_owned());
+            let first = send(&original).await;
+            prop_assert_eq!(first.status.as_u16(), 201);
+            for body in [&original, &rewritten, &original] {
+                let retry = send(body).await;
+                prop_assert!(retry.replayed(), "{} after {}", body, original);
+                prop_assert_eq!(&retry.body, &first.body);
+            }
+            send(&changed).await.assert_problem(422, "urn:idem:problem:key-reused");
+            prop_assert!(send(&original).await.replayed(), "{} after {}", original, changed);
+            prop_assert_eq!(hits.get("required"), 1);
+            Ok(())
+        })?;
     }
 }
 
@@ -369,4 +407,56 @@ async fn amounts_equal_only_as_floats_are_different_requests() {
     let same = post_to("/required").key("pay").json(r#"{ "amount" : 10e-1 }"#).send(&app).await;
     assert!(same.replayed(), "1.0 and 10e-1 are one amount");
     assert_eq!(hits.get("required"), 1);
+}
+
+/// Sends `body` to the `/required` handler with `key`.
+async fn send(app: &axum::Router, key: &str, body: String) -> common::Reply {
+    post_to("/required").key(key).json(&body).send(app).await
+}
+
+/// A retry sending the same bytes as the request that ran is answered without canonicalizing its
+/// body: the digest of the last body fingerprinted for its key serves. The fingerprint is the
+/// canonical one all the same: a retry written differently replays too, a different body is
+/// refused, and the same bytes under another key are another request.
+#[tokio::test]
+async fn a_byte_identical_retry_replays_without_canonicalizing_its_body() {
+    let (app, hits) = app();
+    let body = r#"{"qty": 2, "item": "book", "tags": ["a", "b"]}"#;
+    let send = |key: &'static str, body: &'static str| send(&app, key, body.to_owned());
+    let canonicalized = canonicalized_on_this_thread();
+    let first = send("order-1", body).await;
+    assert_eq!(first.status, 201);
+    assert_eq!(canonicalized_on_this_thread() - canonicalized, 1, "the first request's body is canonicalized");
+
+    for _ in 0..3 {
+        let canonicalized = canonicalized_on_this_thread();
+        let retry = send("order-1", body).await;
+        assert!(retry.replayed());
+        assert_eq!(retry.body, first.body);
+        assert_eq!(canonicalized_on_this_thread(), canonicalized, "a byte-identical retry is not canonicalized");
+    }
+
+    let canonicalized = canonicalized_on_this_thread();
+    let rewritten = send("order-1", r#"{"tags":["a","b"],"item":"book","qty":2}"#).await;
+    assert!(rewritten.replayed(), "the same value written differently replays");
+    assert_eq!(canonicalized_on_this_thread() - canonicalized, 1, "bytes that differ are canonicalized");
+
+    send("order-1", r#"{"qty": 3, "item": "book", "tags": ["a", "b"]}"#)
+        .await
+        .assert_problem(422, "urn:idem:problem:key-reused");
+    assert!(send("order-1", body).await.replayed(), "the original bytes replay after a refused body");
+
+    let other_key = send("order-2", body).await;
+    assert_eq!(other_key.status, 201);
+    assert!(!other_key.replayed(), "the same bytes under another key are another request");
+
+    // A body in canonical form already: the same for its retries.
+    let canonical = r#"{"item":"book","qty":2}"#;
+    assert_eq!(send("order-3", canonical).await.status, 201);
+    let canonicalized = canonicalized_on_this_thread();
+    assert!(send("order-3", canonical).await.replayed());
+    assert_eq!(canonicalized_on_this_thread(), canonicalized, "a byte-identical retry is not canonicalized");
+    assert!(send("order-3", r#"{"qty":2,"item":"book"}"#).await.replayed());
+    send("order-3", r#"{"item":"book","qty":3}"#).await.assert_problem(422, "urn:idem:problem:key-reused");
+    assert_eq!(hits.get("required"), 3);
 }

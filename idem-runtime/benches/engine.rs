@@ -1,7 +1,8 @@
 //! What the engine adds per request, through a real `Router`: the same handler plain and
 //! under `#[idempotent]`, for a miss (into a store with room, and into a full default store
 //! where each miss evicts the oldest record), a replay, a mismatch and an in-flight conflict on
-//! the embedded store. The engine's cost is each idem figure minus `plain`.
+//! the embedded store, and a miss and a replay of a 4 KiB JSON body (whose plain figure is
+//! `plain_handler_4k_body`). The engine's cost is each idem figure minus its plain one.
 //!
 //! `cargo bench -p idem-runtime --bench engine`
 //!
@@ -122,11 +123,11 @@ impl Fixture {
         f
     }
 
-    fn send(&self, path: &str, key: &str, body: &'static str) -> StatusCode {
+    fn send(&self, path: &str, key: &str, body: impl Into<Body>) -> StatusCode {
         let request = Request::post(path)
             .header("content-type", "application/json")
             .header("idempotency-key", key)
-            .body(Body::from(body))
+            .body(body.into())
             .unwrap();
         self.runtime.block_on(async {
             let response = self.app.clone().oneshot(request).await.unwrap();
@@ -143,32 +144,59 @@ fn plain_handler(bencher: Bencher<'_, '_>) {
     bencher.bench_local(|| assert_eq!(f.send("/plain", "k", BODY), StatusCode::CREATED));
 }
 
+/// A 4 KiB body: the order with a long note, its keys out of order and spaced as a client may
+/// send them.
+fn large_body() -> Bytes {
+    Bytes::from(format!(r#"{{ "qty": 1, "note": "{}", "item": "book" }}"#, "n".repeat(4096 - 40)))
+}
+
 /// Requests with a fresh key each.
-fn misses(bencher: Bencher<'_, '_>, f: &Fixture) {
+fn misses(bencher: Bencher<'_, '_>, f: &Fixture, body: Bytes) {
     let mut n = 0u64;
     bencher
         .with_inputs(|| {
             n += 1;
             format!("miss-{n}")
         })
-        .bench_local_refs(|key| assert_eq!(f.send("/idem", key, BODY), StatusCode::CREATED));
+        .bench_local_refs(|key| assert_eq!(f.send("/idem", key, body.clone()), StatusCode::CREATED));
 }
 
 #[divan::bench]
 fn miss(bencher: Bencher<'_, '_>) {
-    misses(bencher, &Fixture::new());
+    misses(bencher, &Fixture::new(), Bytes::from_static(BODY.as_bytes()));
 }
 
 #[divan::bench]
 fn miss_full_store(bencher: Bencher<'_, '_>) {
-    misses(bencher, &Fixture::full());
+    misses(bencher, &Fixture::full(), Bytes::from_static(BODY.as_bytes()));
+}
+
+#[divan::bench]
+fn miss_4k_body(bencher: Bencher<'_, '_>) {
+    misses(bencher, &Fixture::new(), large_body());
+}
+
+fn replays(bencher: Bencher<'_, '_>, body: Bytes) {
+    let f = Fixture::new();
+    f.send("/idem", "replayed", body.clone());
+    bencher.bench_local(|| assert_eq!(f.send("/idem", "replayed", body.clone()), StatusCode::CREATED));
 }
 
 #[divan::bench]
 fn replay(bencher: Bencher<'_, '_>) {
+    replays(bencher, Bytes::from_static(BODY.as_bytes()));
+}
+
+#[divan::bench]
+fn replay_4k_body(bencher: Bencher<'_, '_>) {
+    replays(bencher, large_body());
+}
+
+#[divan::bench]
+fn plain_handler_4k_body(bencher: Bencher<'_, '_>) {
     let f = Fixture::new();
-    f.send("/idem", "replayed", BODY);
-    bencher.bench_local(|| assert_eq!(f.send("/idem", "replayed", BODY), StatusCode::CREATED));
+    let body = large_body();
+    bencher.bench_local(|| assert_eq!(f.send("/plain", "k", body.clone()), StatusCode::CREATED));
 }
 
 #[divan::bench]

@@ -56,40 +56,42 @@ fn main() {
     println!("records: {RECORDS}, body: {} B, headers: content-type", BODY.len());
     println!("resident memory added: {:.1} MiB", (after - before) as f64 / (1 << 20) as f64);
     println!("per record: {per_record:.0} B, beyond the body: {:.0} B", per_record - BODY.len() as f64);
-    let floor = moka_floor();
+    let floor = moka_floor(false);
+    let with_expiry = moka_floor(true);
     println!(
-        "of which moka's own entry (32-byte key, empty value, LRU, per-entry expiry): {floor:.0} B; \
-         the encoded record with its body: {:.0} B, beyond the body: {:.0} B",
-        per_record - floor,
+        "of which moka's own entry (32-byte key, empty value, configured as the store's cache: LRU, a weigher, no \
+         per-entry expiry): {floor:.0} B ({with_expiry:.0} B with per-entry expiry); what idem adds beyond moka's \
+         entry and the body: {:.0} B",
         per_record - floor - BODY.len() as f64
     );
     drop(store);
 }
 
 /// Resident bytes per entry of a moka cache configured as the store's (LRU eviction, a weigher,
-/// per-entry expiry) holding a 32-byte key and nothing else: the floor any record kept in moka
-/// costs.
-fn moka_floor() -> f64 {
+/// and no per-entry expiry: the store checks a record's expiry on every read), or with
+/// per-entry expiry added, holding a 32-byte key and nothing else: the floor any record kept in
+/// moka costs. The cache is never dropped, so that no later measure reuses its memory.
+fn moka_floor(per_entry_expiry: bool) -> f64 {
     struct Hour;
     impl moka::Expiry<RecordKey, ()> for Hour {
         fn expire_after_create(&self, _: &RecordKey, _: &(), _: std::time::Instant) -> Option<Duration> {
             Some(Duration::from_secs(3600))
         }
     }
-    let cache = moka::sync::Cache::builder()
+    let builder = moka::sync::Cache::builder()
         .eviction_policy(moka::policy::EvictionPolicy::lru())
         .max_capacity(1 << 30)
-        .weigher(|_: &RecordKey, _: &()| 1)
-        .expire_after(Hour)
-        .build();
+        .weigher(|_: &RecordKey, _: &()| 1);
+    let cache = if per_entry_expiry { builder.expire_after(Hour).build() } else { builder.build() };
+    let offset = if per_entry_expiry { 2 * RECORDS } else { RECORDS };
     let before = rss_bytes();
     for i in 0..RECORDS {
         let mut digest = [0u8; 32];
-        digest[..8].copy_from_slice(&(i + RECORDS).to_be_bytes());
+        digest[..8].copy_from_slice(&(i + offset).to_be_bytes());
         cache.insert(RecordKey::from_digest(digest), ());
     }
     cache.run_pending_tasks();
     let per_entry = (rss_bytes() - before) as f64 / RECORDS as f64;
-    drop(cache);
+    std::mem::forget(cache);
     per_entry
 }

@@ -239,9 +239,12 @@ impl Owner {
     pub(crate) async fn complete(mut self, status: StatusCode, headers: &http::HeaderMap, body: StoredBody) {
         // A streamed body paused the watch while it was produced.
         self.call.watch.resume();
-        let record = self.call.record(self.call.idempotency.store.now(), self.fingerprint, status, headers, body);
+        let now = self.call.idempotency.store.now();
+        // A body is shared, not copied; the record is made again in the rare case it must be kept
+        // for a later write.
+        let record = self.call.record(now, self.fingerprint, status, headers, body.clone());
         let store = &self.call.idempotency.store;
-        match store.complete(&self.call.key, self.token, record.clone()).await {
+        match store.complete(&self.call.key, self.token, record).await {
             Ok(()) => self.call.report(Outcome::Executed(status)),
             Err(StoreError::LeaseLost) => {
                 tracing::error!(target: "idem", route = self.call.route.as_str(), "the handler ran but its lease was taken over; its response is not stored");
@@ -250,6 +253,7 @@ impl Owner {
             Err(error) => {
                 tracing::warn!(target: "idem", route = self.call.route.as_str(), %error, "the handler ran but the store is unreachable; storing its response once the store is back");
                 self.call.report(Outcome::ExecutedStorePending(status));
+                let record = self.call.record(now, self.fingerprint, status, headers, body);
                 tokio::spawn(self.complete_later(record));
             }
         }

@@ -15,18 +15,17 @@ use http_body_util::BodyExt as _;
 
 use crate::config::HandlerSpec;
 use crate::engine::{Call, X_REQUEST_ID};
-use crate::fingerprint::{FingerprintBuilder, FingerprintSource, FingerprintWriter, RequestInput};
-use crate::key::IdempotencyKey;
+use crate::fingerprint::{FingerprintBuilder, FingerprintSource, RequestInput};
 use crate::layer::Idempotency;
 use crate::observe::{self, Digests, Stopwatch};
 use crate::outcome::{self, Answer, Seen};
 use crate::problem::Problem;
 use crate::store::RecordKey;
 
-/// Present in a request's extensions when its fingerprint is needed; the digests of the
-/// selected parameters add their time to it.
+/// Present in a request's extensions when its fingerprint is needed: the record it addresses,
+/// and the digests of the selected parameters, which add their time to idem's.
 #[derive(Clone)]
-pub(crate) struct Fingerprinting(Digests);
+pub(crate) struct Fingerprinting(RecordKey, Digests);
 
 fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
@@ -101,7 +100,7 @@ impl<S: Send + Sync, C: HandlerSpec> FromRequestParts<S> for IdempotencyContext<
         let started = Instant::now();
         let reject = |parts: &Parts, response: Response| Err(reject(parts, started, response));
         let extra = config.header.map(HeaderName::from_static);
-        let key = match IdempotencyKey::from_headers(&parts.headers, extra.as_ref()) {
+        let key = match crate::key::find_key(&parts.headers, extra.as_ref()) {
             Ok(Some(key)) => key,
             Ok(None) if config.required => return reject(parts, Problem::missing_key().into_response()),
             Ok(None) => return Ok(inactive),
@@ -111,6 +110,7 @@ impl<S: Send + Sync, C: HandlerSpec> FromRequestParts<S> for IdempotencyContext<
             Ok(scope) => scope,
             Err(response) => return reject(parts, response),
         };
+        let record = RecordKey::of(&scope, &key);
         let route = Route::of(parts);
         let idempotency = match parts.extensions.get::<Idempotency>() {
             Some(layer) => layer.clone(),
@@ -125,16 +125,8 @@ impl<S: Send + Sync, C: HandlerSpec> FromRequestParts<S> for IdempotencyContext<
         let target = parts.extensions.get::<OriginalUri>().map_or(&parts.uri, |original| &original.0);
         let fingerprint = FingerprintBuilder::new(&key, &parts.method, route.as_str(), target);
         let request_id = parts.headers.get(X_REQUEST_ID).cloned();
-        let call = Call::new(
-            idempotency,
-            RecordKey::new(&scope, &key),
-            parts.method.clone(),
-            route,
-            config,
-            started,
-            request_id,
-        );
-        parts.extensions.insert(Fingerprinting(call.watch.digests()));
+        let call = Call::new(idempotency, record, parts.method.clone(), route, config, started, request_id);
+        parts.extensions.insert(Fingerprinting(record, call.watch.digests()));
         Ok(Self { covered: Some(Box::new(Covered { call, fingerprint })), ..inactive })
     }
 }
@@ -181,12 +173,6 @@ impl<E> Fingerprinted<E> {
     }
 }
 
-fn digest_of<E: FingerprintSource>(input: &RequestInput<'_>) -> [u8; 32] {
-    let mut writer = FingerprintWriter::new();
-    E::write(input, &mut writer);
-    writer.finish()
-}
-
 impl<S, E> FromRequestParts<S> for Fingerprinted<E>
 where
     S: Send + Sync,
@@ -199,7 +185,7 @@ where
         let digest = parts
             .extensions
             .get::<Fingerprinting>()
-            .map(|Fingerprinting(digests)| digests.time(|| digest_of::<E>(&RequestInput::parts(parts))));
+            .map(|Fingerprinting(_, digests)| digests.time(|| E::digest(&RequestInput::parts(parts))));
         Ok(Self { value, digest })
     }
 }
@@ -212,7 +198,7 @@ where
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
-        let Some(Fingerprinting(digests)) = req.extensions().get::<Fingerprinting>().cloned() else {
+        let Some(Fingerprinting(record, digests)) = req.extensions().get::<Fingerprinting>().cloned() else {
             let value = E::from_request(req, state).await.map_err(IntoResponse::into_response)?;
             return Ok(Self { value, digest: None });
         };
@@ -227,7 +213,7 @@ where
                 });
             }
         };
-        let digest = Some(digests.time(|| digest_of::<E>(&RequestInput::with_body(&parts, &bytes))));
+        let digest = Some(digests.time(|| E::digest(&RequestInput::with_body(&parts, &bytes, record))));
         let req = Request::from_parts(parts, Body::from(bytes));
         let value = E::from_request(req, state).await.map_err(IntoResponse::into_response)?;
         Ok(Self { value, digest })

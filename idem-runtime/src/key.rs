@@ -5,6 +5,7 @@
 //! After unquoting it is 1 to 255 visible ASCII characters. A repeated header line, a
 //! comma-separated list, or two header names carrying different keys are rejected.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -34,50 +35,14 @@ impl IdempotencyKey {
     /// assert!(IdempotencyKey::parse(b"a, b").is_err());
     /// ```
     pub fn parse(value: &[u8]) -> Result<Self, KeyError> {
-        let value = trim_sp(value);
-        let key = if value.first() == Some(&b'"') {
-            parse_sf_string(value)?
-        } else {
-            if value.contains(&b',') {
-                return Err(KeyError::List);
-            }
-            value.to_vec()
-        };
-        if key.is_empty() {
-            return Err(KeyError::Empty);
-        }
-        if key.len() > MAX_KEY_LEN {
-            return Err(KeyError::TooLong(key.len()));
-        }
-        if let Some(&b) = key.iter().find(|b| !(0x21..=0x7e).contains(*b)) {
-            return Err(KeyError::InvalidChar(b));
-        }
-        // Only visible ASCII remains, so this cannot fail.
-        String::from_utf8(key).map(Self).map_err(|_| KeyError::InvalidString)
+        parse_key(value).map(|key| Self(key.into_owned()))
     }
 
     /// Finds the key among `headers`: `Idempotency-Key`, `X-Idempotency-Key` and `extra`.
     ///
     /// `Ok(None)` means no key header is present at all.
     pub fn from_headers(headers: &HeaderMap, extra: Option<&HeaderName>) -> Result<Option<Self>, KeyError> {
-        let standard = [IDEMPOTENCY_KEY, X_IDEMPOTENCY_KEY];
-        let mut found: Option<(Self, &HeaderName)> = None;
-        for name in standard.iter().chain(extra) {
-            let mut values = headers.get_all(name).iter();
-            let Some(value) = values.next() else { continue };
-            if values.next().is_some() {
-                return Err(KeyError::Repeated(name.clone()));
-            }
-            let key = Self::parse(value.as_bytes())?;
-            match &found {
-                Some((first, first_name)) if *first != key => {
-                    return Err(KeyError::Conflicting((*first_name).clone(), name.clone()));
-                }
-                Some(_) => {}
-                None => found = Some((key, name)),
-            }
-        }
-        Ok(found.map(|(key, _)| key))
+        find_key(headers, extra).map(|key| key.map(|key| Self(key.into_owned())))
     }
 
     /// The key as the client sent it, unquoted.
@@ -89,6 +54,59 @@ impl IdempotencyKey {
     pub fn to_header_value(&self) -> HeaderValue {
         HeaderValue::from_str(&self.0).expect("a validated key is a valid header value")
     }
+}
+
+/// [`IdempotencyKey::parse`], borrowing the key from `value` when it is there as it is (the
+/// bare form): a request's key lives no longer than the request.
+pub(crate) fn parse_key(value: &[u8]) -> Result<Cow<'_, str>, KeyError> {
+    let value = trim_sp(value);
+    let key = if value.first() == Some(&b'"') {
+        Cow::Owned(parse_sf_string(value)?)
+    } else {
+        if value.contains(&b',') {
+            return Err(KeyError::List);
+        }
+        Cow::Borrowed(value)
+    };
+    if key.is_empty() {
+        return Err(KeyError::Empty);
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(KeyError::TooLong(key.len()));
+    }
+    if let Some(&b) = key.iter().find(|b| !(0x21..=0x7e).contains(*b)) {
+        return Err(KeyError::InvalidChar(b));
+    }
+    // Only visible ASCII remains, so this cannot fail.
+    match key {
+        Cow::Borrowed(key) => std::str::from_utf8(key).map(Cow::Borrowed).map_err(|_| KeyError::InvalidString),
+        Cow::Owned(key) => String::from_utf8(key).map(Cow::Owned).map_err(|_| KeyError::InvalidString),
+    }
+}
+
+/// [`IdempotencyKey::from_headers`], borrowing the key from `headers` when it can.
+pub(crate) fn find_key<'a>(
+    headers: &'a HeaderMap,
+    extra: Option<&HeaderName>,
+) -> Result<Option<Cow<'a, str>>, KeyError> {
+    let standard = [IDEMPOTENCY_KEY, X_IDEMPOTENCY_KEY];
+    let mut found: Option<(Cow<'a, str>, &HeaderName)> = None;
+    for name in standard.iter().chain(extra) {
+        let mut values = headers.get_all(name).iter();
+        let Some(value) = values.next() else { continue };
+        if values.next().is_some() {
+            return Err(KeyError::Repeated(name.clone()));
+        }
+        let key = parse_key(value.as_bytes())?;
+        match &found {
+            Some((first, first_name)) if *first != key => {
+                return Err(KeyError::Conflicting((*first_name).clone(), name.clone()));
+            }
+            Some(_) => {}
+            None => found = Some((key, name)),
+        }
+    }
+    Ok(found.map(|(key, _)| key))
 }
 
 impl fmt::Debug for IdempotencyKey {

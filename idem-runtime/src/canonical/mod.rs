@@ -40,26 +40,45 @@ const MAX_DEPTH: usize = 128;
 /// was) if it is not JSON.
 pub(crate) fn canonical_json(input: &[u8], out: &mut Vec<u8>) -> Result<(), ()> {
     let base = out.len();
-    let mut parser = Parser {
-        s: input,
-        i: 0,
-        base,
-        open: Vec::new(),
-        noted: Vec::new(),
-        members: Vec::new(),
-        reordered: 0,
-        region: Vec::new(),
-    };
-    if parser.document(out).is_err() {
+    let Buffers { open, noted, members, region } = SPARE.take();
+    let mut parser = Parser { s: input, i: 0, base, open, noted, members, reordered: 0, region };
+    let parsed = parser.document(out);
+    if parsed.is_err() {
         out.truncate(base);
-        return Err(());
-    }
-    if !parser.noted.is_empty() {
+    } else if !parser.noted.is_empty() {
         let text = out.split_off(base);
         let mut writer = Writer::new(&text, &parser.noted, &parser.members);
         writer.span(0..text.len(), 0..parser.noted.len(), out);
     }
-    Ok(())
+    let Parser { mut open, mut noted, mut members, mut region, .. } = parser;
+    let kept = open.capacity() + noted.capacity() + members.capacity() + region.capacity();
+    if kept <= SPARE_LIMIT {
+        open.clear();
+        noted.clear();
+        members.clear();
+        region.clear();
+        SPARE.set(Buffers { open, noted, members, region });
+    }
+    parsed
+}
+
+/// The working buffers of a [`Parser`], kept per thread between documents so that the usual
+/// small document allocates none; those of a large document are dropped instead.
+#[derive(Default)]
+struct Buffers {
+    open: Vec<Member>,
+    noted: Vec<Noted>,
+    members: Vec<Member>,
+    region: Vec<u8>,
+}
+
+/// The most items (members, objects, bytes) the kept buffers may hold room for.
+const SPARE_LIMIT: usize = 4096;
+
+thread_local! {
+    static SPARE: std::cell::Cell<Buffers> = const {
+        std::cell::Cell::new(Buffers { open: Vec::new(), noted: Vec::new(), members: Vec::new(), region: Vec::new() })
+    };
 }
 
 /// One member of an object, by its place in the text written in input order.

@@ -4,7 +4,8 @@ use std::time::{Duration, SystemTime};
 
 use moka::sync::Cache;
 
-use super::memory::{record_cache, Packed};
+use super::memory::record_cache;
+use super::packed::Packed;
 use super::{Claim, ClaimToken, RecordKey, Store, StoreError};
 use crate::fingerprint::Fingerprint;
 use crate::record::Record;

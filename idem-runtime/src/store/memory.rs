@@ -5,10 +5,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 
+use super::packed::Packed;
 use super::{Claim, ClaimToken, Clock, RecordKey, Store, StoreError, SystemClock, DEFAULT_MAX_BODY_BYTES};
 use crate::fingerprint::Fingerprint;
 use crate::record::Record;
@@ -133,40 +133,6 @@ impl MemoryStoreBuilder {
     }
 }
 
-/// A completed record as the caches keep it: its byte encoding (a few hundred bytes less than
-/// the decoded form, whose `HeaderMap` alone takes about 500), decoded again on replay with
-/// the body and header values borrowed from it.
-#[derive(Clone)]
-pub(super) struct Packed(Arc<[u8]>);
-
-impl Packed {
-    pub(super) fn new(record: &Record) -> Self {
-        Self(record.encode().into())
-    }
-
-    pub(super) fn is_expired_at(&self, now: SystemTime) -> bool {
-        crate::record::encoded_expiry(&self.0).is_none_or(|expires_at| expires_at <= now)
-    }
-
-    pub(super) fn matches(&self, fingerprint: &Fingerprint) -> bool {
-        crate::record::encoded_fingerprint(&self.0) == Some(fingerprint.as_bytes())
-    }
-
-    pub(super) fn unpack(&self) -> Arc<Record> {
-        let shared = Bytes::from_owner(self.0.clone());
-        Arc::new(Record::decode_shared(&shared).expect("records are encoded by idem itself"))
-    }
-
-    /// What a replay of this record is: the record, or a mismatch.
-    pub(super) fn claim(&self, fingerprint: &Fingerprint) -> Claim {
-        if self.matches(fingerprint) {
-            Claim::Completed(self.unpack())
-        } else {
-            Claim::Mismatch
-        }
-    }
-}
-
 /// A cache of completed records bounded in entries and bytes, least recently used first out.
 ///
 /// No per-entry expiry: the cache's own timers run on real time, which a store's injected
@@ -184,7 +150,7 @@ pub(super) fn record_cache(max_entries: u64, max_bytes: u64) -> Cache<RecordKey,
         .eviction_policy(EvictionPolicy::lru())
         .max_capacity(max_bytes)
         .weigher(move |_: &RecordKey, packed: &Packed| {
-            (packed.0.len() as u64 + ENTRY_OVERHEAD).max(min_weight).min(u32::MAX as u64) as u32
+            (packed.len() as u64 + ENTRY_OVERHEAD).max(min_weight).min(u32::MAX as u64) as u32
         })
         .build()
 }

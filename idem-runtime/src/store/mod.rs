@@ -40,6 +40,7 @@ use crate::scope::Scope;
 mod clock;
 mod local;
 mod memory;
+mod packed;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "redis")]
@@ -87,10 +88,15 @@ impl RecordKey {
 
     /// The address of `key` within `scope`.
     pub fn new(scope: &Scope, key: &IdempotencyKey) -> Self {
+        Self::of(scope, key.as_str())
+    }
+
+    /// The address of the key `key` within `scope`.
+    pub(crate) fn of(scope: &Scope, key: &str) -> Self {
         let mut h = Sha256::new();
         h.update(b"idem-record-v1\0");
         h.update(scope.as_bytes());
-        h.update(key.as_str().as_bytes());
+        h.update(key.as_bytes());
         Self(h.finalize().into())
     }
 
