@@ -34,7 +34,7 @@ use axum::{Extension, Json, Router};
 use idem_runtime::postgres::Tx;
 use idem_runtime::store::{LocalTier, MemoryStore, PgStore, RedisStore};
 use idem_runtime::Idempotency;
-use idem_runtime::{idempotent, openapi};
+use idem_runtime::{defaults, idempotent, openapi, Defaults};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -182,15 +182,17 @@ enum Refusals {
     WrongFields(String),
 }
 
+/// What every way of creating an order shares. A 5 s lease: a crashed instance's claim frees its
+/// key after 5 s; a handler that runs longer keeps its claim alive (idem renews it).
+const ORDERS: Defaults = defaults!(required, ttl = "24h", scope = "pat", lease = "5s");
+
 /// Place an order.
 #[utoipa::path(post, path = "/orders", security(("bearer" = [])), responses(
     (status = 201, description = "The order", body = Order, headers(("Location" = String, description = "The order's URL"))),
     (status = 500, description = "An injected failure (`--fail-first`)", content_type = "application/problem+json", body = Problem),
     Refusals,
 ))]
-// A 5 s lease: a crashed instance's claim frees its key after 5 s; a handler that runs longer
-// keeps its claim alive (idem renews it).
-#[idempotent(required, ttl = "24h", scope = "pat", lease = "5s")]
+#[idempotent(defaults = ORDERS)]
 async fn create_order(
     State(db): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -262,48 +264,40 @@ async fn after_insert(db: &Db, id: i64, order: NewOrder) -> Response {
     (StatusCode::CREATED, [(header::LOCATION, format!("/orders/{}", order.id))], Json(order)).into_response()
 }
 
+/// Inserts the caller's order on `conn` (the request's transaction, or the pool) and answers.
+async fn insert_order<'c>(conn: impl sqlx::PgExecutor<'c>, db: &Db, caller: &Caller, order: NewOrder) -> Response {
+    let inserted =
+        sqlx::query_scalar(INSERT_ORDER).bind(&caller.0).bind(&order.item).bind(order.qty as i32).fetch_one(conn).await;
+    match inserted {
+        Ok(id) => after_insert(db, id, order).await,
+        Err(error) => database_problem(error),
+    }
+}
+
 fn database_problem(error: sqlx::Error) -> Response {
     tracing::error!(%error, "the orders database failed");
     problem(StatusCode::SERVICE_UNAVAILABLE, "the orders database is unavailable; retry with the same key")
 }
 
 /// The order and the idempotency record commit together: a 500 (or a crash) rolls both back.
-#[idempotent(required, ttl = "24h", scope = "pat", lease = "5s")]
+#[idempotent(defaults = ORDERS)]
 async fn create_order_in_tx(
     State(state): State<TxOrders>,
     Extension(caller): Extension<Caller>,
     mut tx: Tx,
     Json(order): Json<NewOrder>,
 ) -> Response {
-    let inserted = sqlx::query_scalar(INSERT_ORDER)
-        .bind(&caller.0)
-        .bind(&order.item)
-        .bind(order.qty as i32)
-        .fetch_one(&mut *tx)
-        .await;
-    match inserted {
-        Ok(id) => after_insert(&state.orders.db, id, order).await,
-        Err(error) => database_problem(error),
-    }
+    insert_order(&mut *tx, &state.orders.db, &caller, order).await
 }
 
 /// The order commits at once; the record is written to the other store after the handler.
-#[idempotent(required, ttl = "24h", scope = "pat", lease = "5s")]
+#[idempotent(defaults = ORDERS)]
 async fn create_order_autocommit(
     State(orders): State<PgOrders>,
     Extension(caller): Extension<Caller>,
     Json(order): Json<NewOrder>,
 ) -> Response {
-    let inserted = sqlx::query_scalar(INSERT_ORDER)
-        .bind(&caller.0)
-        .bind(&order.item)
-        .bind(order.qty as i32)
-        .fetch_one(&orders.pool)
-        .await;
-    match inserted {
-        Ok(id) => after_insert(&orders.db, id, order).await,
-        Err(error) => database_problem(error),
-    }
+    insert_order(&orders.pool, &orders.db, &caller, order).await
 }
 
 async fn list_orders_in_db(State(orders): State<PgOrders>, Extension(caller): Extension<Caller>) -> Response {
