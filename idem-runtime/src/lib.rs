@@ -127,6 +127,7 @@
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod client;
 pub mod fingerprint;
+pub mod guide;
 pub mod hooks;
 pub mod key;
 #[cfg(feature = "utoipa")]
