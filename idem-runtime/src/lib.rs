@@ -157,11 +157,6 @@ mod lease;
 mod observe;
 mod outcome;
 
-/// The README's code blocks, compiled as doctests.
-#[cfg(all(doctest, feature = "client"))]
-#[doc = include_str!("../../README.md")]
-struct ReadmeDoctests;
-
 /// The crate README's code blocks (the page crates.io shows), compiled as doctests.
 #[cfg(all(doctest, feature = "macros"))]
 #[doc = include_str!("../README.md")]
