@@ -69,7 +69,8 @@ use crate::record::Record;
 /// empty moments ago. If the server holding the bucket has been up for less than `max_lease`,
 /// its quarantine runs until `max_lease` after the server's start; otherwise the bucket counts
 /// as new (and [`new_key_space`](RedisStoreBuilder::new_key_space) says so outright). What each
-/// Redis setting guarantees is in the README ("Several instances: the Redis store").
+/// Redis setting guarantees is in the guide's Redis chapter
+/// ([what Redis's settings give](crate::guide::stores::redis#what-rediss-settings-give)).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), idem_runtime::store::StoreError> {
@@ -201,7 +202,8 @@ impl RedisStore {
 
     /// The Redis keys of the key space's markers, one per bucket, `{prefix}{TT}epoch`: the
     /// disappearance of one tells the store that Redis forgot that bucket's keys. They have no
-    /// expiry; keep them out of reach of eviction (see the README on `maxmemory-policy`).
+    /// expiry; keep them out of reach of eviction (see the guide on
+    /// [`maxmemory-policy`](crate::guide::stores::redis#what-rediss-settings-give)).
     pub fn marker_keys(&self) -> Vec<String> {
         (0..BUCKETS).map(|b| self.keys.marker(b)).collect()
     }
