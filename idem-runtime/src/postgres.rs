@@ -80,7 +80,7 @@
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -100,6 +100,10 @@ use crate::outcome::{Answer, Outcome};
 use crate::problem::Problem;
 use crate::record::{Record, StoredBody};
 use crate::store::{Claim, ClaimToken, PgStore, Store as _, StoreError};
+
+mod link;
+
+pub(crate) use link::Link;
 
 type Transaction = sqlx::Transaction<'static, Postgres>;
 
@@ -177,75 +181,6 @@ where
 /// A transaction is no input of the request: it adds nothing to the fingerprint.
 impl crate::fingerprint::FingerprintSource for Tx {
     fn write(_: &crate::fingerprint::RequestInput<'_>, _: &mut crate::fingerprint::FingerprintWriter) {}
-}
-
-/// Where a request's [`Tx`] and the engine meet: every request of an annotated handler has
-/// one; a `Tx` parameter registers its store in it, and the engine lends it the transaction.
-#[derive(Default)]
-pub(crate) struct Link {
-    store: OnceLock<PgStore>,
-    slot: Mutex<Slot>,
-}
-
-#[derive(Default)]
-enum Slot {
-    /// The engine has not opened the transaction yet.
-    #[default]
-    Unopened,
-    /// Open, and not held by the handler.
-    Ready(Transaction),
-    /// Held by the handler's `Tx`.
-    Lent,
-    /// The engine is done with the request: a transaction given back now is rolled back.
-    Closed,
-}
-
-impl Link {
-    /// A new link, in the request's extensions for a `Tx` parameter to find.
-    pub(crate) fn offer(parts: &mut Parts) -> Arc<Self> {
-        let link = Arc::new(Self::default());
-        parts.extensions.insert(link.clone());
-        link
-    }
-
-    /// The store of the handler's `Tx` parameter; `None` when it has none.
-    pub(crate) fn store(&self) -> Option<&PgStore> {
-        self.store.get()
-    }
-
-    fn slot(&self) -> std::sync::MutexGuard<'_, Slot> {
-        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn open(&self, transaction: Transaction) {
-        *self.slot() = Slot::Ready(transaction);
-    }
-
-    fn lend(&self) -> Transaction {
-        match std::mem::replace(&mut *self.slot(), Slot::Lent) {
-            Slot::Ready(transaction) => transaction,
-            // Only the handler's body uses its `Tx`, and the engine opens the transaction
-            // before it polls the handler: nothing else can get here.
-            _ => panic!("idem: a `Tx` was used outside the run of its handler"),
-        }
-    }
-
-    fn give_back(&self, transaction: Transaction) {
-        let mut slot = self.slot();
-        if matches!(*slot, Slot::Lent) {
-            *slot = Slot::Ready(transaction);
-        }
-        // Closed: dropped here, which rolls it back.
-    }
-
-    /// Ends the handler's use of the transaction: `None` when the handler's `Tx` still holds
-    /// it (moved somewhere that outlived the handler); it is rolled back whenever that lets go.
-    fn close(&self) -> Option<Transaction> {
-        match std::mem::replace(&mut *self.slot(), Slot::Closed) {
-            Slot::Ready(transaction) => Some(transaction),
-            Slot::Unopened | Slot::Lent | Slot::Closed => None,
-        }
-    }
 }
 
 const STILL_IN_USE: &str =
