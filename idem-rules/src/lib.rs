@@ -34,6 +34,12 @@ pub const fn default_lease(ttl: Duration) -> Duration {
     }
 }
 
+/// How far a client's clock may be from the server's when a request says when its logical call
+/// began (a UUIDv7 key's timestamp, a `Repeatability-First-Sent` date): a request is refused as
+/// past its lifetime only when it began more than `ttl` plus this long ago, and as dated in the
+/// future only when it begins more than this long from now.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+
 /// The 4xx statuses that are not stored by default: a retry of the same request may well
 /// succeed (Request Timeout, Conflict, Too Early, Too Many Requests).
 pub const RELEASED_4XX: [u16; 4] = [408, 409, 425, 429];

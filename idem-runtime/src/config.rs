@@ -35,6 +35,9 @@ pub struct HandlerConfig {
     /// `store = "layer"`: a covered request that reaches the handler without an `Idempotency`
     /// layer is refused instead of served from the embedded store.
     pub(crate) layer_only: bool,
+    /// `on_expired_key = "refuse"` (true): a request whose logical call began longer ago than
+    /// the ttl, and whose record is gone, is refused instead of run.
+    pub(crate) refuse_expired: bool,
 }
 
 impl Default for HandlerConfig {
@@ -59,6 +62,7 @@ impl HandlerConfig {
             release_status: &[],
             replay_headers: None,
             layer_only: false,
+            refuse_expired: true,
         }
     }
 
@@ -125,6 +129,11 @@ impl HandlerConfig {
     /// `store = "layer"` (true) or `"layer-or-embedded"` (false).
     pub const fn layer_only(self, layer_only: bool) -> Self {
         Self { layer_only, ..self }
+    }
+
+    /// `on_expired_key = "refuse"` (true) or `"run"` (false).
+    pub const fn refuse_expired(self, refuse_expired: bool) -> Self {
+        Self { refuse_expired, ..self }
     }
 
     /// Checks, at compile time, a `ttl` given next to `defaults = …` against the lease it
@@ -226,6 +235,7 @@ mod tests {
         let config = HandlerConfig::new();
         assert_eq!((config.ttl, config.lease), (idem_rules::DEFAULT_TTL, idem_rules::DEFAULT_LEASE));
         assert!(!config.required && !config.wait && config.header.is_none() && config.replay_headers.is_none());
+        assert!(config.refuse_expired);
     }
 
     #[test]

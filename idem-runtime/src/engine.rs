@@ -20,6 +20,7 @@ use crate::extract::{Covered, IdempotencyContext, Route};
 use crate::fingerprint::Fingerprint;
 use crate::layer::Idempotency;
 use crate::lease::{self, HeldLease};
+use crate::lifetime::Late;
 use crate::observe::{self, HeldClaim, Stopwatch};
 use crate::outcome::{self, Answer, Outcome, Seen};
 use crate::record::{replayable_headers_only, Record, StoredBody};
@@ -42,6 +43,9 @@ pub(crate) struct Call {
     span: tracing::Span,
     /// The time idem itself spends on the request; paused while the handler runs.
     pub(crate) watch: Stopwatch,
+    /// Set when the request's logical call began longer ago than the handler keeps responses:
+    /// a record is replayed as usual, but without one the request is refused, never run.
+    pub(crate) late: Option<Late>,
 }
 
 impl<C: HandlerSpec> IdempotencyContext<C> {
@@ -86,7 +90,7 @@ impl Call {
     ) -> Self {
         let span = observe::span(&method, route.as_str());
         let watch = Stopwatch::new(started);
-        Self { idempotency, key, method, route, config, started, request_id, span, watch }
+        Self { idempotency, key, method, route, config, started, request_id, span, watch, late: None }
     }
 
     /// What the report of its outcome may say about this request.
@@ -163,7 +167,8 @@ impl Call {
                     tracing::warn!(target: "idem", route = self.route.as_str(), ?retry_after, "the store lost in-flight claims; answering 503 until every lease that may be running has run out");
                     return self.ended(Answer::StoreRecovering { retry_after });
                 }
-                Err(error) if self.idempotency.fail_open => {
+                // A late request is never run without idempotency: its record may be there.
+                Err(error) if self.idempotency.fail_open && self.late.is_none() => {
                     tracing::warn!(target: "idem", route = self.route.as_str(), %error, "store unavailable; running the handler without idempotency (fail-open)");
                     self.watch.pause();
                     let response = handler.await;
@@ -177,6 +182,9 @@ impl Call {
                 }
             }
         };
+        if let Some(late) = self.late {
+            return self.refuse_late(token, late).await;
+        }
         let held = lease::hold(&self.idempotency.store, self.key, token, lease);
         held.let_keeper_start().await;
         let claim = self.held_claim();
@@ -184,6 +192,15 @@ impl Call {
         // A client that disconnects drops this future; the handler then finishes in a task of
         // its own and its response is stored for the retry.
         RunToCompletion::new(owner.execute(handler)).await
+    }
+
+    /// A late request found no record (its claim was acquired): the claim is released at once,
+    /// and the request refused without running the handler.
+    async fn refuse_late(self, token: ClaimToken, late: Late) -> Response {
+        if let Err(error) = self.idempotency.store.release(&self.key, token).await {
+            tracing::warn!(target: "idem", route = self.route.as_str(), %error, "could not release the claim of a request refused as past its lifetime; retries get 409 until its lease expires");
+        }
+        self.ended(Answer::KeyExpired(late))
     }
 }
 

@@ -106,6 +106,11 @@ impl<S: Send + Sync, C: HandlerSpec> FromRequestParts<S> for IdempotencyContext<
             Ok(None) => return Ok(inactive),
             Err(error) => return reject(parts, Problem::malformed_key(&error).into_response()),
         };
+        let began = match config.refuse_expired.then(|| crate::lifetime::began(&key, &parts.headers)) {
+            Some(Ok(began)) => began,
+            Some(Err(_)) => return reject(parts, Problem::malformed_first_sent().into_response()),
+            None => None,
+        };
         let scope = match C::scope(parts) {
             Ok(scope) => scope,
             Err(response) => return reject(parts, response),
@@ -120,12 +125,19 @@ impl<S: Send + Sync, C: HandlerSpec> FromRequestParts<S> for IdempotencyContext<
             }
             None => Idempotency::embedded_for(&parts.method, route.as_str()),
         };
+        // Judged on the store's clock, the one its records expire by.
+        let late = match began.map(|began| began.judge(idempotency.store.now(), config.ttl)) {
+            Some(Ok(late)) => late,
+            Some(Err(early)) => return reject(parts, Problem::key_from_future(&early).into_response()),
+            None => None,
+        };
         // The target as the client sent it: the outermost router keeps it before nesting or a
         // layer changes the URI the handler sees.
         let target = parts.extensions.get::<OriginalUri>().map_or(&parts.uri, |original| &original.0);
         let fingerprint = FingerprintBuilder::new(&key, &parts.method, route.as_str(), target);
         let request_id = parts.headers.get(X_REQUEST_ID).cloned();
-        let call = Call::new(idempotency, record, parts.method.clone(), route, config, started, request_id);
+        let mut call = Call::new(idempotency, record, parts.method.clone(), route, config, started, request_id);
+        call.late = late;
         parts.extensions.insert(Fingerprinting(record, call.watch.digests()));
         Ok(Self { covered: Some(Box::new(Covered { call, fingerprint })), ..inactive })
     }

@@ -4,9 +4,15 @@
 //! add). Its value is a Structured Field string (`"abc"`) or the same characters bare (`abc`).
 //! After unquoting it is 1 to 255 visible ASCII characters. A repeated header line, a
 //! comma-separated list, or two header names carrying different keys are rejected.
+//!
+//! A request may also say when its logical call began: a UUIDv7 key carries the time it was
+//! minted ([`IdempotencyKey::uuid_v7_time`]), and [`REPEATABILITY_FIRST_SENT`] the time the
+//! request was first sent. A request that began longer ago than its handler keeps responses is
+//! refused rather than run again (see the guide's semantics chapter).
 
 use std::borrow::Cow;
 use std::fmt;
+use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -14,6 +20,16 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// The equivalent alias many production APIs accept.
 pub const X_IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("x-idempotency-key");
+
+/// When the request was first sent, as an HTTP-date (`Sun, 06 Nov 1994 08:49:37 GMT`): the
+/// header of the OASIS Repeatable Requests spec, read by idem as the time the request's logical
+/// call began.
+pub const REPEATABILITY_FIRST_SENT: HeaderName = HeaderName::from_static("repeatability-first-sent");
+
+/// How far a client's clock may be from the server's: a request is refused as past its
+/// lifetime when its call began more than the handler's `ttl` plus this long ago, and as dated in
+/// the future when it begins more than this long from now. 5 minutes.
+pub const MAX_CLOCK_SKEW: Duration = idem_rules::MAX_CLOCK_SKEW;
 
 /// The longest key accepted, in characters.
 pub const MAX_KEY_LEN: usize = 255;
@@ -48,6 +64,23 @@ impl IdempotencyKey {
     /// The key as the client sent it, unquoted.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The time a UUIDv7 key was minted (its 48-bit Unix millisecond timestamp); `None` for any
+    /// other key. Only the RFC 9562 text form counts: 36 characters, `8-4-4-4-12` hex digits in
+    /// either case, version 7 and the RFC variant.
+    ///
+    /// ```
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// use idem_runtime::key::IdempotencyKey;
+    ///
+    /// let key = IdempotencyKey::parse(b"0190d6a4-0000-7000-8000-000000000000").unwrap();
+    /// assert_eq!(key.uuid_v7_time(), Some(UNIX_EPOCH + Duration::from_millis(0x0190_d6a4_0000)));
+    /// let v4 = IdempotencyKey::parse(b"8e03978e-40d5-43e8-bc93-6894a57f9324").unwrap();
+    /// assert_eq!(v4.uuid_v7_time(), None);
+    /// ```
+    pub fn uuid_v7_time(&self) -> Option<SystemTime> {
+        crate::lifetime::uuid_v7_time(&self.0)
     }
 
     /// The key as a header value (bare form).

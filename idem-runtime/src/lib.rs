@@ -154,6 +154,7 @@ mod engine;
 mod extract;
 mod layer;
 mod lease;
+mod lifetime;
 mod observe;
 mod outcome;
 

@@ -10,13 +10,15 @@ use http::{HeaderValue, Method, StatusCode};
 use tracing::Span;
 
 use crate::hooks::{Hooks, RequestOutcome};
+use crate::lifetime::Late;
 use crate::observe::{self, Stopwatch};
 use crate::problem::{MadeFrom, Problem, ProblemKind};
 
 /// How a covered request ended.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Outcome {
-    /// Refused before the claim: no or a malformed key, or an unresolved scope.
+    /// Refused before the claim: no or a malformed key, a malformed or future start, or an
+    /// unresolved scope.
     Rejected(StatusCode),
     /// The stored response of an earlier execution.
     Replayed(StatusCode),
@@ -48,6 +50,9 @@ pub(crate) enum Answer {
     StoreNotConfigured,
     /// The handler or its response body panicked; the key was released.
     Panicked,
+    /// The request's call began longer ago than its handler keeps responses, and no record of it
+    /// was found; its claim was released at once.
+    KeyExpired(Late),
     /// The handler's database transaction could not be used as the application is built (the
     /// detail says why); nothing was committed.
     #[cfg(feature = "postgres")]
@@ -58,8 +63,9 @@ pub(crate) enum Answer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum OutcomeKind {
-    /// Refused before the claim: no key on a `required` handler, a malformed key, or a scope
-    /// that cannot be resolved. The handler did not run.
+    /// Refused before the claim: no key on a `required` handler, a malformed key, a malformed
+    /// `Repeatability-First-Sent`, a request that says it begins in the future, or a scope that
+    /// cannot be resolved. The handler did not run.
     Rejected,
     /// The stored response of an earlier execution was replayed. The handler did not run.
     Replayed,
@@ -78,6 +84,9 @@ pub enum OutcomeKind {
     StoreNotConfigured,
     /// The handler or its response body panicked (`500`); the key was released.
     Panicked,
+    /// The request's logical call began longer ago than the handler keeps responses, and no
+    /// record of it is left (`412`): whether it ran is unknown. The handler did not run.
+    KeyExpired,
     /// The handler's database transaction could not be used as the application is built
     /// (`500`, feature `postgres`); nothing was committed.
     TransactionUnavailable,
@@ -94,7 +103,7 @@ pub enum OutcomeKind {
 
 impl OutcomeKind {
     /// The name events and metrics give it: `rejected`, `replayed`, `mismatch`, `conflict`,
-    /// `store-error`, `store-recovering`, `store-not-configured`, `panicked`,
+    /// `store-error`, `store-recovering`, `store-not-configured`, `panicked`, `key-expired`,
     /// `transaction-unavailable`, `executed`, `executed-not-stored`, `executed-store-pending`,
     /// `executed-fail-open`.
     pub const fn as_str(self) -> &'static str {
@@ -107,6 +116,7 @@ impl OutcomeKind {
             Self::StoreRecovering => "store-recovering",
             Self::StoreNotConfigured => "store-not-configured",
             Self::Panicked => "panicked",
+            Self::KeyExpired => "key-expired",
             Self::TransactionUnavailable => "transaction-unavailable",
             Self::Executed => "executed",
             Self::ExecutedNotStored => "executed-not-stored",
@@ -128,6 +138,7 @@ impl Outcome {
             Self::Answered(Answer::StoreRecovering { .. }) => OutcomeKind::StoreRecovering,
             Self::Answered(Answer::StoreNotConfigured) => OutcomeKind::StoreNotConfigured,
             Self::Answered(Answer::Panicked) => OutcomeKind::Panicked,
+            Self::Answered(Answer::KeyExpired(_)) => OutcomeKind::KeyExpired,
             #[cfg(feature = "postgres")]
             Self::Answered(Answer::TransactionUnavailable(_)) => OutcomeKind::TransactionUnavailable,
             Self::Executed(_) => OutcomeKind::Executed,
@@ -161,6 +172,7 @@ impl Answer {
             Self::StoreRecovering { .. } => ProblemKind::StoreRecovering,
             Self::StoreNotConfigured => ProblemKind::StoreNotConfigured,
             Self::Panicked => ProblemKind::HandlerPanicked,
+            Self::KeyExpired(_) => ProblemKind::KeyExpired,
             #[cfg(feature = "postgres")]
             Self::TransactionUnavailable(_) => ProblemKind::TransactionUnavailable,
         }
@@ -174,6 +186,7 @@ impl Answer {
             Self::StoreRecovering { retry_after } => Problem::store_recovering(retry_after),
             Self::StoreNotConfigured => Problem::store_not_configured(),
             Self::Panicked => Problem::handler_panicked(),
+            Self::KeyExpired(late) => Problem::key_expired(&late),
             #[cfg(feature = "postgres")]
             Self::TransactionUnavailable(detail) => Problem::transaction_unavailable(detail),
         }

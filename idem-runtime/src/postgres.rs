@@ -286,6 +286,11 @@ where
             Err(error) => return unavailable(&call, &error),
         }
     };
+    // A late request found no record: nothing of it is kept, and it is refused, never run.
+    if let Some(late) = call.late {
+        roll_back(Some(transaction)).await;
+        return call.ended(Answer::KeyExpired(late));
+    }
     link.open(transaction);
     let claim = call.held_claim();
     let owner = Owner { call, token, fingerprint, link, store, _claim: claim };

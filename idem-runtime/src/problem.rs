@@ -50,6 +50,16 @@ pub enum ProblemKind {
     TransactionUnavailable,
     /// 400: the request body could not be read.
     BodyUnreadable,
+    /// 412: the request's logical call began longer ago than the endpoint keeps responses (by
+    /// its UUIDv7 key or its `Repeatability-First-Sent`), and no response of it is kept: whether
+    /// it took effect is unknown. The handler did not run; check before sending the operation
+    /// again under a new key.
+    KeyExpired,
+    /// 400: the request says its logical call begins in the future, further than clock skew
+    /// explains. The handler did not run.
+    KeyFromFuture,
+    /// 400: `Repeatability-First-Sent` is not one HTTP-date. The handler did not run.
+    MalformedFirstSent,
 }
 
 impl ProblemKind {
@@ -70,6 +80,9 @@ impl ProblemKind {
             Self::BodyTooLarge => "urn:idem:problem:body-too-large",
             Self::BodyUnreadable => "urn:idem:problem:body-unreadable",
             Self::TransactionUnavailable => "urn:idem:problem:transaction-unavailable",
+            Self::KeyExpired => "urn:idem:problem:key-expired",
+            Self::KeyFromFuture => "urn:idem:problem:key-from-future",
+            Self::MalformedFirstSent => "urn:idem:problem:malformed-first-sent",
         }
     }
 
@@ -90,6 +103,9 @@ impl ProblemKind {
             Self::BodyTooLarge => "The request body is too large",
             Self::BodyUnreadable => "The request body could not be read",
             Self::TransactionUnavailable => "The handler's database transaction is not available",
+            Self::KeyExpired => "Idempotency-Key is past its lifetime",
+            Self::KeyFromFuture => "The request says it began in the future",
+            Self::MalformedFirstSent => "Repeatability-First-Sent is malformed",
         }
     }
 
@@ -97,7 +113,15 @@ impl ProblemKind {
     /// [`ProblemKind::BodyFailed`], the replay uses the stored status instead).
     pub const fn status(self) -> StatusCode {
         match self {
-            Self::MissingKey | Self::MalformedKey | Self::BodyUnreadable => StatusCode::BAD_REQUEST,
+            Self::MissingKey
+            | Self::MalformedKey
+            | Self::BodyUnreadable
+            | Self::KeyFromFuture
+            | Self::MalformedFirstSent => StatusCode::BAD_REQUEST,
+            // As the OASIS Repeatable Requests spec and Azure answer a first-sent time outside
+            // the window they track: the condition the request states in a header (it began
+            // within the endpoint's lifetime) is false.
+            Self::KeyExpired => StatusCode::PRECONDITION_FAILED,
             Self::ScopeUnresolved => StatusCode::UNAUTHORIZED,
             Self::InFlight => StatusCode::CONFLICT,
             Self::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
@@ -263,6 +287,40 @@ impl Problem {
 
     pub(crate) fn body_unreadable(error: &axum::Error) -> Self {
         Self::new(ProblemKind::BodyUnreadable, format!("the request body could not be read: {error}"))
+    }
+
+    pub(crate) fn key_expired(late: &crate::lifetime::Late) -> Self {
+        use crate::lifetime::compact;
+        Self::new(
+            ProblemKind::KeyExpired,
+            format!(
+                "this request's logical call began {} ago by {}, and this endpoint keeps responses for {} ({} more allowed for clock skew): whether the original request took effect is unknown, and it was not run again; check whether the operation happened before sending it again under a new key",
+                compact(late.age),
+                late.source.describe(),
+                compact(late.ttl),
+                compact(crate::key::MAX_CLOCK_SKEW),
+            ),
+        )
+    }
+
+    pub(crate) fn key_from_future(early: &crate::lifetime::Early) -> Self {
+        use crate::lifetime::compact;
+        Self::new(
+            ProblemKind::KeyFromFuture,
+            format!(
+                "this request's logical call begins {} from now by {}, more than the {} allowed for clock skew: the client's clock is probably wrong; the request was not run, correct the clock and send it again under a new key",
+                compact(early.ahead),
+                early.source.describe(),
+                compact(crate::key::MAX_CLOCK_SKEW),
+            ),
+        )
+    }
+
+    pub(crate) fn malformed_first_sent() -> Self {
+        Self::new(
+            ProblemKind::MalformedFirstSent,
+            "the Repeatability-First-Sent header must be one HTTP-date, such as \"Sun, 06 Nov 1994 08:49:37 GMT\"; the request was not run",
+        )
     }
 
     /// The body as JSON text.
