@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use common::{post_to, Down, Reply};
 use idem_runtime::store::{Clock as _, MemoryStore, Store as _};
 use idem_runtime::testkit::ManualClock;
-use idem_runtime::{idempotent, Idempotency};
+use idem_runtime::{defaults, idempotent, Defaults, Idempotency};
 use serde_json::{json, Value};
 
 const TTL: Duration = Duration::from_secs(3600);
@@ -41,8 +41,34 @@ async fn note(State(runs): State<Runs>) -> StatusCode {
     StatusCode::CREATED
 }
 
+/// Late keys run as new ones: the check is off.
+#[idempotent(required, ttl = "1h", on_expired_key = "run")]
+async fn create_unchecked(State(runs): State<Runs>) -> StatusCode {
+    runs.fetch_add(1, Ordering::SeqCst);
+    StatusCode::CREATED
+}
+
+const RUN_EXPIRED: Defaults = defaults!(required, ttl = "1h", on_expired_key = "run");
+
+#[idempotent(defaults = RUN_EXPIRED)]
+async fn create_by_defaults(State(runs): State<Runs>) -> StatusCode {
+    runs.fetch_add(1, Ordering::SeqCst);
+    StatusCode::CREATED
+}
+
+#[idempotent(defaults = RUN_EXPIRED, on_expired_key = "refuse")]
+async fn create_refusing(State(runs): State<Runs>) -> StatusCode {
+    runs.fetch_add(1, Ordering::SeqCst);
+    StatusCode::CREATED
+}
+
 fn routes() -> Router<Runs> {
-    Router::new().route("/orders", post(create)).route("/notes", post(note))
+    Router::new()
+        .route("/orders", post(create))
+        .route("/notes", post(note))
+        .route("/unchecked", post(create_unchecked))
+        .route("/by-defaults", post(create_by_defaults))
+        .route("/refusing", post(create_refusing))
 }
 
 /// The routes behind a store on a manual clock, their run counter, and the clock.
@@ -222,6 +248,22 @@ async fn keys_that_carry_no_time_are_not_judged() {
     // Upper-case hex is the same UUID.
     assert_expired(&order(&app, &old.to_uppercase(), None).await);
     assert_eq!(runs.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test]
+async fn on_expired_key_run_turns_the_check_off_on_a_handler_or_in_its_defaults() {
+    let (app, runs, clock) = app();
+    let old = || v7_at(clock.now() - Duration::from_secs(25 * 3600));
+    let future = || v7_at(clock.now() + Duration::from_secs(3600));
+    for path in ["/unchecked", "/by-defaults"] {
+        assert_eq!(post_to(path).key(&old()).send(&app).await.status, 201, "{path}");
+        assert_eq!(post_to(path).key(&future()).send(&app).await.status, 201, "{path}");
+        let garbage = post_to(path).key(&v4()).header(FIRST_SENT, "garbage").send(&app).await;
+        assert_eq!(garbage.status, 201, "{path}: the header is not read");
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 6);
+    post_to("/refusing").key(&old()).send(&app).await.assert_problem(412, EXPIRED);
+    assert_eq!(runs.load(Ordering::SeqCst), 6);
 }
 
 #[tokio::test]

@@ -27,6 +27,7 @@ const ARGUMENTS: &[(&str, &str, &str)] = &[
     ("skip", "`skip(...)`", "`skip` lists parameter names, e.g. `skip(order)`"),
     ("lease", "`lease`", "write `lease = \"30s\"`"),
     ("on_conflict", "`on_conflict`", "write `on_conflict = \"reject\"` or `on_conflict = \"wait\"`"),
+    ("on_expired_key", "`on_expired_key`", "write `on_expired_key = \"refuse\"` or `on_expired_key = \"run\"`"),
     ("header", "`header`", "write e.g. `header = \"Request-Id\"`"),
     ("keep_status", "`keep_status(...)`", "`keep_status` lists status codes, e.g. `keep_status(409, 500..=503)`"),
     (
@@ -123,6 +124,8 @@ pub(crate) struct Args {
     pub(crate) defaults: SetOnce<Path>,
     /// `store = "layer"` (true) or `"layer-or-embedded"` (false).
     pub(crate) layer_only: SetOnce<bool>,
+    /// `on_expired_key = "refuse"` (true) or `"run"` (false).
+    pub(crate) refuse_expired: SetOnce<bool>,
 }
 
 /// One `name`, `name = value` or `name(...)` as written.
@@ -195,6 +198,11 @@ impl Args {
                     Some("reject") => args.wait.set(false, span, "on_conflict", errors),
                     Some("wait") => args.wait.set(true, span, "on_conflict", errors),
                     _ => errors.push(e.span(), "expected `on_conflict = \"reject\"` or `on_conflict = \"wait\"`"),
+                },
+                ("on_expired_key", RawValue::Eq(e)) => match value::lit_str(&e).map(LitStr::value).as_deref() {
+                    Some("refuse") => args.refuse_expired.set(true, span, "on_expired_key", errors),
+                    Some("run") => args.refuse_expired.set(false, span, "on_expired_key", errors),
+                    _ => errors.push(e.span(), "expected `on_expired_key = \"refuse\"` or `on_expired_key = \"run\"`"),
                 },
                 ("header", RawValue::Eq(e)) => match value::lit_str(&e) {
                     Some(s) => {

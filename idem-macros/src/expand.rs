@@ -244,6 +244,9 @@ fn config(args: &Args, private: &TokenStream) -> TokenStream {
     if let Some(layer_only) = args.layer_only.get() {
         calls.extend(quote!(.layer_only(#layer_only)));
     }
+    if let Some(refuse_expired) = args.refuse_expired.get() {
+        calls.extend(quote!(.refuse_expired(#refuse_expired)));
+    }
     let mut config = quote!(#start #calls);
     // A `ttl` or a `lease` given next to `defaults = …` alone: checked against the lease or the
     // ttl taken from them, with the error at the argument.

@@ -8,6 +8,7 @@ use quote::ToTokens as _;
 
 mod attr;
 mod expand;
+mod fallback;
 mod validate;
 
 /// Makes an axum handler idempotent: the first request with an `Idempotency-Key` runs it, every
@@ -175,6 +176,19 @@ mod validate;
 /// async fn create() -> &'static str { "created" }
 /// ```
 ///
+/// ## `on_expired_key = "refuse" | "run"`
+///
+/// A request whose key is a UUIDv7 minted, or whose `Repeatability-First-Sent` is, longer ago
+/// than the `ttl` (plus 5 minutes for clock skew) and whose response is no longer kept: refused
+/// with a 412 problem (`urn:idem:problem:key-expired`; `refuse`, default), since whether it ran is
+/// unknown, or run as a new request (`run`). Its stored response is replayed either way.
+///
+/// ```
+/// # use idem_runtime::idempotent;
+/// #[idempotent(on_expired_key = "run")] // late retries of this one are safe to run again
+/// async fn touch() -> &'static str { "touched" }
+/// ```
+///
 /// ## `header = "Request-Id"`
 ///
 /// One more header name accepted for the key, besides `Idempotency-Key` and
@@ -312,7 +326,7 @@ pub fn idempotent(args: TokenStream, item: TokenStream) -> TokenStream {
     validate::arguments(&args, &mut errors);
     let func = match syn::parse::<syn::ItemFn>(item.clone()) {
         Ok(func) => func,
-        Err(_) => return not_a_parsed_function(item.into(), errors).into(),
+        Err(_) => return fallback::not_a_parsed_function(item.into(), errors).into(),
     };
     let handler = validate::handler(&args, &func, &mut errors);
     match errors.into_result() {
@@ -345,10 +359,10 @@ pub fn idempotent(args: TokenStream, item: TokenStream) -> TokenStream {
 ///
 /// It takes the attribute's arguments that describe a service rather than one handler —
 /// `required`/`optional`, `ttl`, `lease`, `scope` (`with(f)` included), `on_conflict`,
-/// `header`, `keep_status`/`release_status`, `replay_headers`, `store`, `crate` — with the
-/// same syntax and the same compile-time checks, and `defaults = path` to start from other
-/// defaults. `fingerprint(...)`, `skip(...)` and `state` name one handler's parameters or
-/// state, and are errors here:
+/// `on_expired_key`, `header`, `keep_status`/`release_status`, `replay_headers`, `store`,
+/// `crate` — with the same syntax and the same compile-time checks, and `defaults = path` to
+/// start from other defaults. `fingerprint(...)`, `skip(...)` and `state` name one handler's
+/// parameters or state, and are errors here:
 ///
 /// ```compile_fail
 /// # use idem_runtime::{defaults, Defaults};
@@ -369,35 +383,4 @@ pub fn defaults(args: TokenStream) -> TokenStream {
             quote::quote!({ #errors #fallback }).into()
         }
     }
-}
-
-/// The item as written, plus the argument errors. A function whose body (or signature) does not
-/// parse is left to rustc, which reports the syntax error where it is; anything else is not a
-/// handler, and the error says so.
-fn not_a_parsed_function(item: proc_macro2::TokenStream, mut errors: attr::Errors) -> proc_macro2::TokenStream {
-    if !is_function(item.clone()) {
-        errors.push(proc_macro2::Span::call_site(), "`#[idempotent]` goes on an `async fn` handler");
-    }
-    let mut out = item;
-    if let Err(error) = errors.into_result() {
-        out.extend(error.to_compile_error());
-    }
-    out
-}
-
-/// Whether the item is a function: `fn` after nothing but attributes, visibility and qualifiers.
-fn is_function(item: proc_macro2::TokenStream) -> bool {
-    use proc_macro2::{Delimiter, TokenTree};
-    for token in item {
-        match token {
-            TokenTree::Ident(ident) if ident == "fn" => return true,
-            TokenTree::Ident(ident) if ["pub", "const", "async", "unsafe", "extern"].iter().any(|q| ident == q) => {}
-            // `#[…]`, `pub(crate)`, `extern "C"`
-            TokenTree::Punct(punct) if punct.as_char() == '#' => {}
-            TokenTree::Group(group) if matches!(group.delimiter(), Delimiter::Bracket | Delimiter::Parenthesis) => {}
-            TokenTree::Literal(_) => {}
-            _ => return false,
-        }
-    }
-    false
 }

@@ -27,6 +27,7 @@ fn tenant(parts: &Parts) -> Result<String, StatusCode> {
     fingerprint(id, body),
     lease = "45s",
     on_conflict = "wait",
+    on_expired_key = "run",
     header = "Request-Id",
     keep_status(409),
     release_status(404, 410..=418),
