@@ -48,19 +48,22 @@
 //! for every annotated route fits `#[openapi(modifiers(…))]` as well.
 
 use std::fmt;
-use std::time::Duration;
 
 use http::{HeaderName, StatusCode};
-use serde_json::{json, Value};
+use serde_json::Value;
 use utoipa::openapi::example::ExampleBuilder;
-use utoipa::openapi::path::{Operation, Parameter, ParameterIn};
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::schema::{AnyOfBuilder, Schema};
-use utoipa::openapi::{Components, Content, Header, HttpMethod, OpenApi, Ref, RefOr, Response};
+use utoipa::openapi::{Components, Content, HttpMethod, OpenApi, Ref, RefOr, Response};
 
 use crate::config::{HandlerConfig, HandlerSpec, ScopeKind};
 use crate::extract::IdempotencyContext;
 use crate::key::KeyError;
-use crate::problem::{Problem, ProblemKind, PROBLEM_JSON};
+use crate::problem::{Problem, PROBLEM_JSON};
+
+mod fragments;
+
+use fragments::{key_parameter, problem_schema, replayed_header, retry_after_header};
 
 /// The name of the problem schema [`document`] adds to the document's components: RFC 9457's
 /// `type`, `title`, `status` and `detail`, all present in every problem idem answers with.
@@ -251,83 +254,6 @@ fn may_be_replayed(status: &str, config: &HandlerConfig) -> bool {
     }
 }
 
-fn key_parameter(operation: &mut Operation, config: &HandlerConfig) {
-    let name = config.header.map_or_else(|| "Idempotency-Key".to_owned(), title_case);
-    let parameters = operation.parameters.get_or_insert_with(Vec::new);
-    parameters.retain(
-        |p| !matches!(p, RefOr::T(p) if p.parameter_in == ParameterIn::Header && p.name.eq_ignore_ascii_case(&name)),
-    );
-    let alternatives = match config.header {
-        Some(_) => "`Idempotency-Key` and `X-Idempotency-Key` are accepted as well",
-        None => "`X-Idempotency-Key` is accepted as well",
-    };
-    let without = if config.required {
-        "A request without a key is refused (400)."
-    } else {
-        "A request without a key runs without idempotency."
-    };
-    let description = format!(
-        "A unique value for this request, e.g. a UUID: 1 to 255 visible ASCII characters, bare or as a quoted \
-         string. A retry with the same key and the same request receives the response of the first (marked \
-         `{REPLAYED}: true`) for {ttl} after it completed, and the operation does not run again; the same key \
-         with a different request is refused (422). {without} {alternatives}, with the same value.",
-        ttl = human(config.ttl),
-    );
-    let parameter: Parameter = from_json(json!({
-        "name": name,
-        "in": "header",
-        "required": config.required,
-        "description": description,
-        "schema": {
-            "type": "string",
-            // Bare: visible ASCII but `,`, not starting with `"`. Quoted: a Structured Field
-            // string whose content is visible ASCII, `"` and `\` escaped.
-            "pattern": r#"^(?:[\x21\x23-\x2b\x2d-\x7e][\x21-\x2b\x2d-\x7e]{0,254}|"(?:[\x21\x23-\x5b\x5d-\x7e]|\\[\x22\x5c]){1,255}")$"#,
-            "examples": ["0190b4a2-7c1e-7f4b-9d2a-5e8f3c6b1a90"],
-        },
-    }));
-    parameters.push(RefOr::T(parameter));
-}
-
-fn replayed_header() -> Header {
-    from_json(json!({
-        "description": format!(
-            "`true` when this response is the stored response of an earlier request with the same key: the \
-             operation did not run again. Such a replay also carries that request's `X-Request-Id`, when it had \
-             one. If the stored response's body could not be kept (too large, or it failed while it was \
-             produced), the replay has its status and headers and an `{PROBLEM_JSON}` body of type `{}` or `{}`.",
-            ProblemKind::BodyNotStored.type_uri(),
-            ProblemKind::BodyFailed.type_uri(),
-        ),
-        "schema": { "type": "string", "enum": ["true"] },
-    }))
-}
-
-fn retry_after_header() -> Header {
-    from_json(json!({
-        "description": "How many seconds to wait before retrying with the same key.",
-        "schema": { "type": "integer", "minimum": 1 },
-    }))
-}
-
-fn problem_schema() -> Schema {
-    from_json(json!({
-        "type": "object",
-        "description": "An RFC 9457 problem, as idem answers with it.",
-        "required": ["type", "title", "status", "detail"],
-        "properties": {
-            "type": {
-                "type": "string",
-                "format": "uri-reference",
-                "description": "What went wrong: a stable URI per kind of problem, such as `urn:idem:problem:key-reused`.",
-            },
-            "title": { "type": "string", "description": "A short summary of the kind of problem." },
-            "status": { "type": "integer", "minimum": 100, "maximum": 599, "description": "The response's status." },
-            "detail": { "type": "string", "description": "What to do about this occurrence." },
-        },
-    }))
-}
-
 fn add_problem_response(operation: &mut Operation, status: StatusCode, problems: &[&Problem]) {
     let ours = problems.iter().map(|p| format!("{} (`{}`)", p.kind().title(), p.kind().type_uri()));
     let description = format!("{}.", ours.collect::<Vec<_>>().join(". "));
@@ -376,50 +302,9 @@ fn mentions(schema: &RefOr<Schema>, wanted: &RefOr<Schema>) -> bool {
     schema == wanted || matches!(schema, RefOr::T(Schema::AnyOf(any)) if any.items.contains(wanted))
 }
 
-/// `x-request-key` as `X-Request-Key`.
-fn title_case(name: &str) -> String {
-    let words = name.split('-').map(|word| {
-        let mut chars = word.chars();
-        chars.next().map_or_else(String::new, |first| first.to_ascii_uppercase().to_string() + chars.as_str())
-    });
-    words.collect::<Vec<_>>().join("-")
-}
-
-/// `24 hours`, `90 seconds`, `1500 ms`.
-fn human(d: Duration) -> String {
-    let secs = d.as_secs();
-    let (n, unit) = match secs {
-        _ if d.subsec_nanos() != 0 => return format!("{} ms", d.as_millis()),
-        s if s % 86_400 == 0 => (s / 86_400, "day"),
-        s if s % 3_600 == 0 => (s / 3_600, "hour"),
-        s if s % 60 == 0 => (s / 60, "minute"),
-        s => (s, "second"),
-    };
-    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> T {
-    serde_json::from_value(value).expect("a well-formed OpenAPI fragment")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_read_as_written() {
-        let cases = [(86_400, "1 day"), (172_800, "2 days"), (7_200, "2 hours"), (90, "90 seconds"), (60, "1 minute")];
-        for (secs, text) in cases {
-            assert_eq!(human(Duration::from_secs(secs)), text);
-        }
-        assert_eq!(human(Duration::from_millis(1500)), "1500 ms");
-    }
-
-    #[test]
-    fn header_names_are_shown_in_title_case() {
-        assert_eq!(title_case("x-request-key"), "X-Request-Key");
-        assert_eq!(title_case("idempotency-token"), "Idempotency-Token");
-    }
 
     #[test]
     fn ranges_and_default_may_be_replayed_when_a_status_in_them_is_stored() {
