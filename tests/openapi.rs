@@ -7,7 +7,11 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use common::post_to;
-use idem_runtime::{idempotent, openapi};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use idem_runtime::store::{Clock as _, MemoryStore};
+use idem_runtime::testkit::ManualClock;
+use idem_runtime::{idempotent, openapi, Idempotency};
 use serde_json::{json, Value};
 use utoipa::openapi::{HttpMethod, OpenApi as Document};
 use utoipa::OpenApi;
@@ -24,7 +28,7 @@ async fn create_order(Json(order): Json<NewOrder>) -> (StatusCode, String) {
 }
 
 #[utoipa::path(post, path = "/orders/{id}/cancel", params(("id" = u32, Path)), responses((status = 204)))]
-#[idempotent(optional, header = "X-Request-Key", scope = "global", ttl = "90s")]
+#[idempotent(optional, header = "X-Request-Key", scope = "global", ttl = "90s", on_expired_key = "run")]
 async fn cancel_order(axum::extract::Path(id): axum::extract::Path<u32>) -> StatusCode {
     let _ = id;
     StatusCode::NO_CONTENT
@@ -109,17 +113,24 @@ fn a_required_handler_documents_a_required_key_and_every_problem_it_can_answer()
 
     let responses = op["responses"].as_object().unwrap();
     let statuses: Vec<&str> = responses.keys().map(String::as_str).collect();
-    assert_eq!(statuses, ["201", "400", "401", "409", "413", "422", "500", "503"]);
+    assert_eq!(statuses, ["201", "400", "401", "409", "412", "413", "422", "500", "503"]);
     assert_eq!(responses["201"]["headers"]["Idempotent-Replayed"]["schema"]["enum"], json!(["true"]));
-    for status in ["400", "401", "409", "413", "422", "500", "503"] {
+    for status in ["400", "401", "409", "412", "413", "422", "500", "503"] {
         let problem = &responses[status]["content"]["application/problem+json"];
         assert_eq!(problem["schema"]["$ref"], "#/components/schemas/IdempotencyProblem", "{status}");
         assert!(responses[status]["headers"].get("Idempotent-Replayed").is_none(), "{status} is never replayed");
     }
     assert_eq!(
         problem_examples(&responses["400"]),
-        ["urn:idem:problem:body-unreadable", "urn:idem:problem:malformed-key", "urn:idem:problem:missing-key"]
+        [
+            "urn:idem:problem:body-unreadable",
+            "urn:idem:problem:key-from-future",
+            "urn:idem:problem:malformed-first-sent",
+            "urn:idem:problem:malformed-key",
+            "urn:idem:problem:missing-key"
+        ]
     );
+    assert_eq!(problem_examples(&responses["412"]), ["urn:idem:problem:key-expired"]);
     assert_eq!(problem_examples(&responses["503"]).len(), 2, "unavailable and recovering");
     for status in ["409", "503"] {
         assert_eq!(responses[status]["headers"]["Retry-After"]["schema"]["type"], "integer", "{status}");
@@ -141,14 +152,35 @@ fn an_optional_handler_documents_its_own_header_name_and_only_the_problems_it_ca
 
     let responses = op["responses"].as_object().unwrap();
     let statuses: Vec<&str> = responses.keys().map(String::as_str).collect();
-    // A global scope cannot fail (no 401); no body is read (no 413).
+    // A global scope cannot fail (no 401); no body is read (no 413); late keys run (no 412).
     assert_eq!(statuses, ["204", "400", "409", "422", "500", "503"]);
+    let headers = op["parameters"].as_array().unwrap().iter().filter(|p| p["in"] == "header");
+    assert_eq!(headers.count(), 1, "no Repeatability-First-Sent: it is not read");
     assert_eq!(
         problem_examples(&responses["400"]),
         ["urn:idem:problem:malformed-key"],
         "an optional key is never missing"
     );
     assert!(responses["204"]["headers"].get("Idempotent-Replayed").is_some());
+}
+
+#[test]
+fn a_handler_refusing_expired_keys_documents_when_a_call_began_and_the_refusal() {
+    let doc = as_json(&documented());
+    let op = operation(&doc, "/orders", "post");
+    let key = header_parameter(op, "Idempotency-Key")["description"].as_str().unwrap();
+    assert!(key.contains("UUIDv7") && key.contains("412"), "{key}");
+    let first_sent = header_parameter(op, "Repeatability-First-Sent");
+    assert_eq!(first_sent["required"], false);
+    assert_eq!(first_sent["schema"]["type"], "string");
+    let description = first_sent["description"].as_str().unwrap();
+    assert!(description.contains("HTTP-date") && description.contains("1 day"), "{description}");
+    let pattern = regex::Regex::new(first_sent["schema"]["pattern"].as_str().unwrap()).unwrap();
+    assert!(pattern.is_match("Sun, 06 Nov 1994 08:49:37 GMT"));
+    assert!(!pattern.is_match("1994-11-06T08:49:37Z"));
+    let expired = &op["responses"]["412"];
+    assert!(expired["description"].as_str().unwrap().contains("urn:idem:problem:key-expired"));
+    assert!(expired["headers"].get("Retry-After").is_none(), "retrying does not help");
 }
 
 #[test]
@@ -242,6 +274,30 @@ async fn the_documented_problems_are_the_answers() {
     let reused = reused.send(&app).await;
     assert_eq!(reused.status, 422);
     assert_eq!(reused.json(), example("/orders", "post", "422", "key-reused"));
+
+    // On a clock the test holds, a key minted 25 hours ago (the ttl, plus an hour) is exactly
+    // that old: the example's detail.
+    let clock = ManualClock::new();
+    let held = crate::app().layer(Idempotency::new(MemoryStore::builder().clock(clock.clone()).build()));
+    let minted = |at: SystemTime| {
+        let since = at.duration_since(UNIX_EPOCH).unwrap();
+        uuid::Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, since.as_secs(), since.subsec_nanos()))
+            .to_string()
+    };
+    let day = Duration::from_secs(86_400);
+    let hour = Duration::from_secs(3600);
+    for (at, status, name) in
+        [(clock.now() - day - hour, "412", "key-expired"), (clock.now() + hour, "400", "key-from-future")]
+    {
+        let reply =
+            post_to("/orders").key(&minted(at)).header("authorization", "Bearer a").json(order).send(&held).await;
+        assert_eq!(reply.status.as_str(), status);
+        assert_eq!(reply.json(), example("/orders", "post", status, name));
+    }
+    let undated =
+        post_to("/orders").key("k2").header("repeatability-first-sent", "soon").header("authorization", "Bearer a");
+    let undated = undated.json(order).send(&app).await;
+    assert_eq!(undated.json(), example("/orders", "post", "400", "malformed-first-sent"));
 
     let tenantless = post_to("/notes").method("PUT").key("k").json("{}").send(&app).await;
     assert_eq!(tenantless.status, 401);

@@ -24,7 +24,7 @@ pub(crate) enum Source {
 }
 
 impl Source {
-    /// How a problem's detail names it, after "by".
+    /// How a problem's detail names it, after "according to".
     pub(crate) const fn describe(self) -> &'static str {
         match self {
             Self::Key => "its UUIDv7 Idempotency-Key",

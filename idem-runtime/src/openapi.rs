@@ -6,13 +6,17 @@
 //!
 //! - the key header: `Idempotency-Key` (or the name given with `header = "…"`), required or
 //!   optional as the handler is, with its format and how long responses are kept;
+//! - unless the handler says `on_expired_key = "run"`, the optional `Repeatability-First-Sent`
+//!   header (an HTTP-date), and what a request past the handler's lifetime gets;
 //! - an `Idempotent-Replayed` header on every response the handler's status rule stores, since
 //!   any of them may come back as a replay;
 //! - the problem responses idem can give for this handler, each `application/problem+json`
 //!   with the [`PROBLEM_SCHEMA`] schema and one example per problem type: 400 (missing key
-//!   when `required`, malformed key), 401 when the scope can fail (`pat`, `header("…")`), 409
-//!   with `Retry-After`, 413 and an unreadable body when the operation has a request body, 422,
-//!   500 when the handler panics, 503 with `Retry-After`.
+//!   when `required`, malformed key, and unless `on_expired_key = "run"` a malformed
+//!   `Repeatability-First-Sent` or a request dated in the future), 401 when the scope can fail
+//!   (`pat`, `header("…")`), 409 with `Retry-After`, 412 for a key past its lifetime (unless
+//!   `on_expired_key = "run"`), 413 and an unreadable body when the operation has a request
+//!   body, 422, 500 when the handler panics, 503 with `Retry-After`.
 //!
 //! A response the operation documents already, such as axum's own 400 or 422 rejections, keeps
 //! what it says; idem's problem content is added next to it (as an `anyOf` when both are
@@ -48,6 +52,7 @@
 //! for every annotated route fits `#[openapi(modifiers(…))]` as well.
 
 use std::fmt;
+use std::time::Duration;
 
 use http::{HeaderName, StatusCode};
 use serde_json::Value;
@@ -59,11 +64,12 @@ use utoipa::openapi::{Components, Content, HttpMethod, OpenApi, Ref, RefOr, Resp
 use crate::config::{HandlerConfig, HandlerSpec, ScopeKind};
 use crate::extract::IdempotencyContext;
 use crate::key::KeyError;
+use crate::lifetime::{Early, Late, Source};
 use crate::problem::{Problem, PROBLEM_JSON};
 
 mod fragments;
 
-use fragments::{key_parameter, problem_schema, replayed_header, retry_after_header};
+use fragments::{first_sent_parameter, key_parameter, problem_schema, replayed_header, retry_after_header};
 
 /// The name of the problem schema [`document`] adds to the document's components: RFC 9457's
 /// `type`, `title`, `status` and `detail`, all present in every problem idem answers with.
@@ -196,6 +202,9 @@ fn operation_mut<'a>(item: &'a mut utoipa::openapi::PathItem, method: &HttpMetho
 
 fn describe(operation: &mut Operation, config: &HandlerConfig) {
     key_parameter(operation, config);
+    if config.refuse_expired {
+        first_sent_parameter(operation, config);
+    }
     for (status, response) in &mut operation.responses.responses {
         if let RefOr::T(response) = response {
             // idem's own problems are never stored; what the application answers may be.
@@ -220,6 +229,14 @@ fn problems(config: &HandlerConfig, has_body: bool) -> Vec<Problem> {
         problems.push(Problem::missing_key());
     }
     problems.push(Problem::malformed_key(&KeyError::Empty));
+    if config.refuse_expired {
+        // A key minted an hour before it could be kept, or an hour ahead.
+        let hour = Duration::from_secs(3600);
+        let age = config.ttl.saturating_add(hour);
+        problems.push(Problem::malformed_first_sent());
+        problems.push(Problem::key_from_future(&Early { ahead: hour, source: Source::Key }));
+        problems.push(Problem::key_expired(&Late { age, source: Source::Key, ttl: config.ttl }));
+    }
     if has_body {
         let error = axum::Error::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
         problems.push(Problem::body_unreadable(&error));

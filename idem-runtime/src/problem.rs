@@ -294,7 +294,7 @@ impl Problem {
         Self::new(
             ProblemKind::KeyExpired,
             format!(
-                "this request's logical call began {} ago by {}, and this endpoint keeps responses for {} ({} more allowed for clock skew): whether the original request took effect is unknown, and it was not run again; check whether the operation happened before sending it again under a new key",
+                "this request's logical call began {} ago according to {}, and this endpoint keeps responses for {} (plus {} allowed for clock skew): whether the original request took effect is unknown, and it was not run again; check whether the operation happened before sending it again under a new key",
                 compact(late.age),
                 late.source.describe(),
                 compact(late.ttl),
@@ -308,7 +308,7 @@ impl Problem {
         Self::new(
             ProblemKind::KeyFromFuture,
             format!(
-                "this request's logical call begins {} from now by {}, more than the {} allowed for clock skew: the client's clock is probably wrong; the request was not run, correct the clock and send it again under a new key",
+                "this request's logical call begins {} from now according to {}, more than the {} allowed for clock skew: the client's clock is probably wrong; the request was not run, correct the clock and send it again under a new key",
                 compact(early.ahead),
                 early.source.describe(),
                 compact(crate::key::MAX_CLOCK_SKEW),

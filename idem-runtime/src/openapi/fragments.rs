@@ -10,6 +10,7 @@ use utoipa::openapi::{Header, RefOr};
 
 use super::REPLAYED;
 use crate::config::HandlerConfig;
+use crate::key::MAX_CLOCK_SKEW;
 use crate::problem::{ProblemKind, PROBLEM_JSON};
 
 pub(super) fn key_parameter(operation: &mut Operation, config: &HandlerConfig) {
@@ -27,11 +28,22 @@ pub(super) fn key_parameter(operation: &mut Operation, config: &HandlerConfig) {
     } else {
         "A request without a key runs without idempotency."
     };
+    let dated = if config.refuse_expired {
+        format!(
+            " A UUIDv7 key (in its 36-character text form) dates the request's logical call: a request that began \
+             more than {ttl} ago ({skew} more are allowed for clock skew) and whose response is no longer kept is \
+             refused (412) rather than run again, and one dated more than {skew} ahead is refused (400).",
+            ttl = human(config.ttl),
+            skew = human(MAX_CLOCK_SKEW),
+        )
+    } else {
+        String::new()
+    };
     let description = format!(
         "A unique value for this request, e.g. a UUID: 1 to 255 visible ASCII characters, bare or as a quoted \
          string. A retry with the same key and the same request receives the response of the first (marked \
          `{REPLAYED}: true`) for {ttl} after it completed, and the operation does not run again; the same key \
-         with a different request is refused (422). {without} {alternatives}, with the same value.",
+         with a different request is refused (422). {without} {alternatives}, with the same value.{dated}",
         ttl = human(config.ttl),
     );
     let parameter: Parameter = from_json(json!({
@@ -44,7 +56,38 @@ pub(super) fn key_parameter(operation: &mut Operation, config: &HandlerConfig) {
             // Bare: visible ASCII but `,`, not starting with `"`. Quoted: a Structured Field
             // string whose content is visible ASCII, `"` and `\` escaped.
             "pattern": r#"^(?:[\x21\x23-\x2b\x2d-\x7e][\x21-\x2b\x2d-\x7e]{0,254}|"(?:[\x21\x23-\x5b\x5d-\x7e]|\\[\x22\x5c]){1,255}")$"#,
-            "examples": ["0190b4a2-7c1e-7f4b-9d2a-5e8f3c6b1a90"],
+            // A UUIDv4: a UUIDv7 example would be dated, and too old for anyone copying it.
+            "examples": ["8e03978e-40d5-43e8-bc93-6894a57f9324"],
+        },
+    }));
+    parameters.push(RefOr::T(parameter));
+}
+
+/// `Repeatability-First-Sent`, on a handler that refuses requests past their lifetime.
+pub(super) fn first_sent_parameter(operation: &mut Operation, config: &HandlerConfig) {
+    let parameters = operation.parameters.get_or_insert_with(Vec::new);
+    let name = "Repeatability-First-Sent";
+    parameters.retain(
+        |p| !matches!(p, RefOr::T(p) if p.parameter_in == ParameterIn::Header && p.name.eq_ignore_ascii_case(name)),
+    );
+    let description = format!(
+        "When this request was first sent, the same on every retry, as an HTTP-date (`Sun, 06 Nov 1994 08:49:37 \
+         GMT`), as in the OASIS Repeatable Requests spec. Read with a key only. A request first sent more than \
+         {ttl} ago ({skew} more are allowed for clock skew) whose response is no longer kept is refused (412) \
+         rather than run again: whether it took effect is unknown. A date more than {skew} ahead, or a value that \
+         is not one HTTP-date, is refused (400). With a UUIDv7 key as well, the earlier of the two times counts.",
+        ttl = human(config.ttl),
+        skew = human(MAX_CLOCK_SKEW),
+    );
+    let parameter: Parameter = from_json(json!({
+        "name": name,
+        "in": "header",
+        "required": false,
+        "description": description,
+        "schema": {
+            "type": "string",
+            // What a sender generates: the IMF-fixdate form (the obsolete forms are accepted too).
+            "pattern": "^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT$",
         },
     }));
     parameters.push(RefOr::T(parameter));
