@@ -74,8 +74,9 @@ done = function(summary, latency, requests)
     latency:percentile(50), latency:percentile(99), e.connect + e.read + e.write + e.status + e.timeout))
 end
 '
-# plain carries a key too, so that every scenario sends the same bytes.
-printf '%s\nwrk.headers["Idempotency-Key"] = "0190d6a4-0000-7000-8000-000000000000"\n' "$common" > "$lua_dir/plain.lua"
+# plain carries a key too, so that every scenario sends the same bytes. A UUIDv4: a UUIDv7 carries
+# the time it was minted, and one minted long ago would be refused as past its lifetime (412).
+printf '%s\nwrk.headers["Idempotency-Key"] = "0190d6a4-0000-4000-8000-000000000000"\n' "$common" > "$lua_dir/plain.lua"
 cp "$lua_dir/plain.lua" "$lua_dir/replay.lua"
 printf '%s\n%s\n' "$common" 'local n = 0
 local run = tostring(os.time()) .. "-" .. tostring(math.random(1, 1000000000))
@@ -92,7 +93,7 @@ prime() { # path
   local body='{"item":"book","qty":1}'
   exec 4<>"/dev/tcp/127.0.0.1/$port"
   printf 'POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nIdempotency-Key: %s\r\nContent-Length: %s\r\nConnection: close\r\n\r\n%s' \
-    "$1" 0190d6a4-0000-7000-8000-000000000000 "${#body}" "$body" >&4
+    "$1" 0190d6a4-0000-4000-8000-000000000000 "${#body}" "$body" >&4
   cat <&4 > /dev/null
   exec 4<&-
 }
