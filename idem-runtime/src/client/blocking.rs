@@ -10,7 +10,7 @@
 //!     .json(&serde_json::json!({"item": "book", "qty": 1}))
 //!     .send()?;
 //! println!("{}", response.status());
-//! # Ok::<(), reqwest::Error>(())
+//! # Ok::<(), reqwest_middleware::Error>(())
 //! ```
 //!
 //! [`Client::with_config`] takes the same [`ClientConfig`] as the async client: the key header
@@ -23,6 +23,7 @@ use reqwest_retry::policies::ExponentialBackoff;
 use reqwest_retry::{RetryPolicy, Retryable};
 use serde::Serialize;
 
+use super::key::KeyExpires;
 use super::{classify_status, ClientConfig};
 use crate::key::IdempotencyKey;
 
@@ -115,17 +116,30 @@ impl<P: RetryPolicy> RequestBuilder<'_, P> {
     }
 
     /// Sends the request, retrying transient failures with the same key.
-    pub fn send(self) -> reqwest::Result<Response> {
+    ///
+    /// # Errors
+    ///
+    /// `reqwest_middleware::Error::Reqwest` for what `reqwest` fails with, and
+    /// `reqwest_middleware::Error::Middleware` holding [`KeyExpired`](super::KeyExpired) when
+    /// the call's key is older than its lifetime already (nothing was sent): the errors of the
+    /// async client.
+    pub fn send(self) -> Result<Response, reqwest_middleware::Error> {
         let Client { inner: client, config } = self.client;
         let mut request = self.inner.build()?;
         let method = request.method().clone();
-        config.key.ensure_key(&method, request.headers_mut(), self.key.as_ref());
+        let expires = config
+            .key
+            .ensure_key(&method, request.headers_mut(), self.key.as_ref())
+            .map_err(reqwest_middleware::Error::middleware)?;
         let mut budget = config.retry.budget();
+        if let Some(KeyExpires(at)) = expires {
+            budget.end_by(at);
+        }
         let mut attempt = 0u32;
         loop {
             attempt += 1;
             let Some(copy) = request.try_clone() else {
-                return client.execute(request);
+                return Ok(client.execute(request)?);
             };
             let (transient, result) = match client.execute(copy) {
                 Ok(response) => {
@@ -138,10 +152,10 @@ impl<P: RetryPolicy> RequestBuilder<'_, P> {
                 }
             };
             if !transient {
-                return result;
+                return Ok(result?);
             }
             let Some(wait) = budget.next_wait(result.as_ref().ok().map(|r| (r.status(), r.headers()))) else {
-                return result;
+                return Ok(result?);
             };
             tracing::debug!(target: "idem::client", attempt, ?wait, "retrying a transient failure");
             drop(result);

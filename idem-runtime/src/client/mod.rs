@@ -30,7 +30,13 @@
 //!   deadline lasts, the caller is never handed an in-flight 409: the first attempt may still be
 //!   running, and a new call with a new key would run the side effect a second time. Every other
 //!   4xx is final.
-//! - [`ClientConfig`] sets both: the key header name, the deadline, the retry policy.
+//! - A key is never sent once it is older than the server keeps responses
+//!   ([`ClientConfig::key_lifetime`], [`DEFAULT_KEY_LIFETIME`], a day, unless set): a call whose
+//!   key (a UUIDv7 of the caller's, dated by its timestamp) is that old already fails with
+//!   [`KeyExpired`] before anything is sent, and no retry starts once it is. Past that lifetime
+//!   an idem server no longer knows whether the call ran, and refuses it (412 `key-expired`).
+//! - [`ClientConfig`] sets both: the key header name, the key lifetime, the deadline, the retry
+//!   policy.
 //!
 //! The key middleware must come *before* the retry middleware, so that the key is chosen
 //! outside the retry loop. [`builder`], [`wrap`] and [`ClientConfig`] put them in that order;
@@ -80,7 +86,7 @@ use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use reqwest_retry::policies::ExponentialBackoff;
 use reqwest_retry::RetryPolicy;
 
-pub use key::{IdempotencyKeyExt, IdempotencyKeyMiddleware};
+pub use key::{IdempotencyKeyExt, IdempotencyKeyMiddleware, KeyExpired, DEFAULT_KEY_LIFETIME};
 pub use retry::{classify_status, default_policy, retry_after, IdemRetryStrategy, RetryMiddleware, DEFAULT_DEADLINE};
 
 use crate::key::IdempotencyKey;
@@ -106,9 +112,10 @@ pub fn is_replayed(headers: &HeaderMap) -> bool {
 /// How a client sends keys and retries, for the async client ([`build`](Self::build)) and
 /// the blocking one ([`blocking::Client::with_config`]).
 ///
-/// The defaults: keys under `Idempotency-Key`, a [`DEFAULT_DEADLINE`] of 40 s, and the
-/// [`default_policy`] (100 ms to 5 s apart, at most 5 retries) for failures other than an
-/// in-flight 409. See [`RetryMiddleware`] for how the deadline and the policy share the work.
+/// The defaults: keys under `Idempotency-Key`, sent for a [`DEFAULT_KEY_LIFETIME`] of a day, a
+/// [`DEFAULT_DEADLINE`] of 40 s, and the [`default_policy`] (100 ms to 5 s apart, at most 5
+/// retries) for failures other than an in-flight 409. See [`RetryMiddleware`] for how the
+/// deadline and the policy share the work.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -155,7 +162,17 @@ impl<P: RetryPolicy> ClientConfig<P> {
     /// `#[idempotent(header = "…")]`. See [`IdempotencyKeyMiddleware::with_header`].
     #[must_use]
     pub fn key_header(mut self, header: HeaderName) -> Self {
-        self.key = IdempotencyKeyMiddleware::with_header(header);
+        self.key = self.key.header(header);
+        self
+    }
+
+    /// Never sends a key older than `lifetime`, the `ttl` of the server's handlers (default
+    /// [`DEFAULT_KEY_LIFETIME`], a day): a call whose key is that old already fails with
+    /// [`KeyExpired`] before anything is sent, and no retry starts once it is. See
+    /// [`IdempotencyKeyMiddleware::lifetime`].
+    #[must_use]
+    pub fn key_lifetime(mut self, lifetime: Duration) -> Self {
+        self.key = self.key.lifetime(lifetime);
         self
     }
 

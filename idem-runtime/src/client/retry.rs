@@ -7,6 +7,8 @@ use reqwest_middleware::{Middleware, Next};
 use reqwest_retry::policies::ExponentialBackoff;
 use reqwest_retry::{Jitter, RetryDecision, RetryPolicy, Retryable, RetryableStrategy};
 
+use super::key::KeyExpires;
+
 /// How long a call keeps retrying by default: 40 s from its first attempt.
 ///
 /// An idem server's default lease is 30 s: a first attempt whose process died holds its key for
@@ -182,6 +184,15 @@ pub(crate) struct Budget<'a, P> {
 }
 
 impl<P: RetryPolicy> Budget<'_, P> {
+    /// Starts no attempt after `at` either: the call's key is not sent past its lifetime.
+    pub(crate) fn end_by(&mut self, at: SystemTime) {
+        let by = Instant::now().checked_add(at.duration_since(SystemTime::now()).unwrap_or_default());
+        self.deadline = match (self.deadline, by) {
+            (Some(deadline), Some(by)) => Some(deadline.min(by)),
+            (deadline, by) => deadline.or(by),
+        };
+    }
+
     /// The wait before the next attempt, after a transient failure: `response` holds the failed
     /// response's status and headers, `None` for a request that got no response. `None` when the
     /// call ends with this failure.
@@ -212,6 +223,9 @@ impl<P: RetryPolicy + Send + Sync + 'static> Middleware for RetryMiddleware<P> {
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
         let mut budget = self.budget();
+        if let Some(&KeyExpires(at)) = extensions.get::<KeyExpires>() {
+            budget.end_by(at);
+        }
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -288,6 +302,20 @@ mod tests {
         assert_eq!(wait, Some(Duration::from_secs(3)), "longer than the policy's backoff");
         let wait = retry.budget().next_wait(Some((StatusCode::BAD_GATEWAY, &HeaderMap::new()))).unwrap();
         assert!(wait <= Duration::from_millis(100), "the policy's first backoff: {wait:?}");
+    }
+
+    #[test]
+    fn the_key_lifetime_ends_the_call_before_the_deadline() {
+        let retry = RetryMiddleware::default().deadline(Duration::from_secs(3600));
+        let mut budget = retry.budget();
+        budget.end_by(SystemTime::now() + Duration::from_secs(2));
+        let (status, headers) = in_flight("1");
+        assert_eq!(budget.next_wait(Some((status, &headers))), Some(Duration::from_secs(1)));
+        let (status, headers) = in_flight("3");
+        assert_eq!(budget.next_wait(Some((status, &headers))), None, "the key would be sent past its lifetime");
+        let mut budget = retry.budget();
+        budget.end_by(SystemTime::now() - Duration::from_secs(1));
+        assert_eq!(budget.next_wait(None), None);
     }
 
     #[test]
