@@ -47,6 +47,7 @@
 //! | a retry while the first still runs | `409` with `Retry-After` (or, with `on_conflict = "wait"`, the replay once it completes) |
 //! | the key of another request (another body, route or target) | `422` |
 //! | no key on a `required` handler, or a malformed key | `400` |
+//! | a retry whose call began longer ago than the `ttl` (by its UUIDv7 key or `Repeatability-First-Sent`), its record gone | `412`: whether it ran is unknown, and it does not run again |
 //! | a scope that cannot be resolved (`scope = "pat"` without `Authorization`) | `401` |
 //! | the store is unreachable | `503` with `Retry-After`: fail closed ([`Idempotency::fail_open`] opts out) |
 //! | the handler panics | `500`; the key is released and a retry runs the handler again |
