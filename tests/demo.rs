@@ -6,24 +6,8 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::demo::{demo_binary, example_binary, start, Demo};
+use common::demo::{create, demo_binary, example_binary, orders, start, unique_token, Demo, JSON};
 use common::{wire, Wire};
-
-const JSON: (&str, &str) = ("Content-Type", "application/json");
-
-fn create(demo: &Demo, token: &str, key: Option<&str>, body: &str) -> Wire {
-    let auth = format!("Bearer {token}");
-    let mut headers = vec![("Authorization", auth.as_str()), JSON];
-    if let Some(key) = key {
-        headers.push(("Idempotency-Key", key));
-    }
-    wire(demo.addr, "POST", "/orders", &headers, body)
-}
-
-fn orders(demo: &Demo, token: &str) -> serde_json::Value {
-    let auth = format!("Bearer {token}");
-    wire(demo.addr, "GET", "/orders", &[("Authorization", &auth)], "").json()
-}
 
 #[test]
 fn the_readme_session() {
@@ -136,12 +120,6 @@ fn unknown_options_and_stores_exit_with_a_message() {
         assert_eq!(output.status.code(), Some(1), "{store}");
         assert!(String::from_utf8_lossy(&output.stderr).contains("cannot reach Redis"), "{store}");
     }
-}
-
-/// A token no earlier run used: records in a shared Redis outlive a test run.
-fn unique_token(name: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("{name}-{}-{nanos}", std::process::id())
 }
 
 #[test]

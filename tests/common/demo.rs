@@ -1,9 +1,14 @@
-//! The demo (and the other examples) as real processes.
+//! The demo (and the other examples) as real processes, and requests to the demo as a client
+//! sends them.
 
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+
+use super::{wire, Wire};
+
+pub const JSON: (&str, &str) = ("Content-Type", "application/json");
 
 /// The demo binary, built on demand next to this test's own binary.
 pub fn demo_binary() -> PathBuf {
@@ -47,4 +52,32 @@ pub fn start(args: &[&str]) -> Demo {
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let addr = line.split("http://").nth(1).and_then(|s| s.split_whitespace().next()).expect(&line);
     Demo { child, addr: addr.parse().unwrap() }
+}
+
+/// `POST /orders` as `token`, with `key` if given.
+pub fn create(demo: &Demo, token: &str, key: Option<&str>, body: &str) -> Wire {
+    create_with(demo, token, key, &[], body)
+}
+
+/// `POST /orders` as `token`, with `key` if given and the `extra` headers.
+pub fn create_with(demo: &Demo, token: &str, key: Option<&str>, extra: &[(&str, &str)], body: &str) -> Wire {
+    let auth = format!("Bearer {token}");
+    let mut headers = vec![("Authorization", auth.as_str()), JSON];
+    if let Some(key) = key {
+        headers.push(("Idempotency-Key", key));
+    }
+    headers.extend_from_slice(extra);
+    wire(demo.addr, "POST", "/orders", &headers, body)
+}
+
+/// `GET /orders` as `token`: the caller's orders.
+pub fn orders(demo: &Demo, token: &str) -> serde_json::Value {
+    let auth = format!("Bearer {token}");
+    wire(demo.addr, "GET", "/orders", &[("Authorization", &auth)], "").json()
+}
+
+/// A token no earlier run used: records in a shared Redis outlive a test run.
+pub fn unique_token(name: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{name}-{}-{nanos}", std::process::id())
 }
