@@ -316,3 +316,23 @@ async fn the_refusal_is_its_own_outcome_and_problem_kind() {
     assert_eq!(ProblemKind::KeyExpired.status(), StatusCode::PRECONDITION_FAILED);
     assert_eq!(SKEW, idem_runtime::key::MAX_CLOCK_SKEW);
 }
+
+#[tokio::test]
+async fn the_refusals_are_shaped_like_every_other_problem() {
+    use axum::response::IntoResponse as _;
+    use idem_runtime::problem::ProblemKind;
+    let clock = ManualClock::new();
+    let layer = Idempotency::new(MemoryStore::builder().clock(clock.clone()).build()).shape_problems(|problem| {
+        let ours = [ProblemKind::KeyExpired, ProblemKind::KeyFromFuture, ProblemKind::MalformedFirstSent];
+        ours.contains(&problem.kind())
+            .then(|| (problem.status(), format!("ours: {:?}", problem.kind())).into_response())
+    });
+    let (app, runs) = app_on(layer);
+    let late = order(&app, &v7_at(clock.now() - Duration::from_secs(2 * 3600)), None).await;
+    assert_eq!((late.status.as_u16(), late.body.as_ref()), (412, b"ours: KeyExpired".as_ref()));
+    let early = order(&app, &v7_at(clock.now() + Duration::from_secs(3600)), None).await;
+    assert_eq!((early.status.as_u16(), early.body.as_ref()), (400, b"ours: KeyFromFuture".as_ref()));
+    let undated = order(&app, &v4(), Some("garbage")).await;
+    assert_eq!((undated.status.as_u16(), undated.body.as_ref()), (400, b"ours: MalformedFirstSent".as_ref()));
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+}

@@ -39,7 +39,8 @@
 //! # What a hook can change, and what it cannot
 //!
 //! [`Idempotency::shape_problems`] sees every problem idem answers instead of the handler's
-//! response: a missing or malformed key, a scope that cannot be resolved, an unreadable or too
+//! response: a missing or malformed key, a malformed `Repeatability-First-Sent`, a request dated
+//! in the future or past its lifetime, a scope that cannot be resolved, an unreadable or too
 //! large request body, a conflict, a mismatch, an unreachable or recovering store, a panicked
 //! handler. It may answer with any body, headers and status, except that:
 //!
@@ -121,7 +122,7 @@ impl<'a> RequestOutcome<'a> {
     }
 
     /// The problem idem answered with, before any shaping: for a rejection, a conflict, a
-    /// mismatch, an unavailable or recovering store, a panic. `None` when the handler's response
+    /// mismatch, a key past its lifetime, an unavailable or recovering store, a panic. `None` when the handler's response
     /// or a replay was sent, or a `with(f)` scope function rejected the request.
     pub fn problem(&self) -> Option<&'a Problem> {
         self.problem
@@ -220,8 +221,9 @@ fn keep_what_clients_rely_on(mut response: Response, problem: &Problem) -> Respo
 }
 
 impl Idempotency {
-    /// Shapes the problems idem answers itself (missing or malformed key, unresolved scope,
-    /// unreadable or too large body, conflict, mismatch, unavailable or recovering store,
+    /// Shapes the problems idem answers itself (missing or malformed key, malformed
+    /// `Repeatability-First-Sent`, a request dated in the future or past its lifetime, unresolved
+    /// scope, unreadable or too large body, conflict, mismatch, unavailable or recovering store,
     /// panicked handler) to the service's own error format: `shape` returns the response to send
     /// instead, or `None` to keep idem's `application/problem+json`.
     ///
