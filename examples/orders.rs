@@ -183,10 +183,7 @@ enum Refusals {
 }
 
 /// What every way of creating an order shares. A 5 s lease: a crashed instance's claim frees its
-/// key after 5 s; a handler that runs longer keeps its claim alive (idem renews it). Responses are
-/// kept 24 h: a retry whose call began longer ago (by its UUIDv7 key, or its
-/// `Repeatability-First-Sent`) and whose order is no longer on record gets 412 `key-expired`
-/// instead of creating a second order.
+/// key after 5 s; a handler that runs longer keeps its claim alive (idem renews it).
 const ORDERS: Defaults = defaults!(required, ttl = "24h", scope = "pat", lease = "5s");
 
 /// Place an order.

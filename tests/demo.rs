@@ -3,10 +3,11 @@
 mod cluster_common;
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
-use common::demo::{create, demo_binary, example_binary, orders, start, unique_token, Demo, JSON};
+use common::demo::{
+    create, demo_binary, example_binary, openapi_document, orders, start, unique_token, Demo, Scratch, JSON,
+};
 use common::{wire, Wire};
 
 #[test]
@@ -311,33 +312,6 @@ fn metrics_count_a_scripted_session_exactly() {
     for route in ["/orders", "/notes"] {
         assert_eq!(metrics.get(&request_sample("idem_claims_in_flight", route, None)), Some(&0.0), "{route}");
     }
-}
-
-/// A directory of its own under the system's temporary directory, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("idem-{test}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The demo's OpenAPI document, fetched without authorization, and the file it is written to.
-fn openapi_document(demo: &Demo, scratch: &Scratch) -> (serde_json::Value, PathBuf) {
-    let reply = wire(demo.addr, "GET", "/openapi.json", &[], "");
-    assert_eq!(reply.status, 200, "{reply:?}");
-    assert_eq!(reply.header("content-type"), Some("application/json"));
-    let file = scratch.0.join("openapi.json");
-    std::fs::write(&file, &reply.body).unwrap();
-    (reply.json(), file)
 }
 
 #[test]

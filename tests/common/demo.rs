@@ -81,3 +81,30 @@ pub fn unique_token(name: &str) -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     format!("{name}-{}-{nanos}", std::process::id())
 }
+
+/// A directory of its own under the system's temporary directory, removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(test: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("idem-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The demo's OpenAPI document, fetched without authorization, and the file it is written to.
+pub fn openapi_document(demo: &Demo, scratch: &Scratch) -> (serde_json::Value, PathBuf) {
+    let reply = wire(demo.addr, "GET", "/openapi.json", &[], "");
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    let file = scratch.0.join("openapi.json");
+    std::fs::write(&file, &reply.body).unwrap();
+    (reply.json(), file)
+}
