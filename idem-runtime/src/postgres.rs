@@ -360,7 +360,7 @@ where
 }
 
 fn unavailable(call: &Call, error: &dyn std::fmt::Display) -> Response {
-    tracing::error!(target: "idem", route = call.route.as_str(), %error, "the handler's database is unavailable; answering 503");
+    tracing::error!(target: "idem", route = call.route.label(), %error, "the handler's database is unavailable; answering 503");
     call.ended(Answer::StoreUnavailable)
 }
 
