@@ -63,7 +63,10 @@ use crate::record::Record;
 /// and the lease deadline it obtained: a claim that vanished while its lease held was
 /// forgotten, not taken over), and its response is stored as usual; a retry then gets 409 and,
 /// once the handler finished, its replay. A claim is re-asserted only where no other claim or
-/// record holds the key.
+/// record holds the key, and never once its owner released it: a release leaves a mark on the
+/// key until the released lease would have run out, so a renewal still on its way when the
+/// owner released (a reconnect or a script reload can hold it back) finds the release, and the
+/// key stays free for the retry.
 ///
 /// At connect a missing marker is ambiguous: a new key space, or a server that restarted
 /// empty moments ago. If the server holding the bucket has been up for less than `max_lease`,
@@ -410,10 +413,10 @@ impl Store for RedisStore {
     }
 
     async fn release(&self, key: &RecordKey, token: ClaimToken) -> Result<(), StoreError> {
-        self.shared.owners.remove(token.0);
+        let owner = self.shared.owners.remove(token.0);
         let max_lease = self.shared.max_lease_ms.load(Ordering::Relaxed);
         let mut invocation = self.invocation(&scripts().release, key, max_lease);
-        invocation.arg(&token.0.to_be_bytes()[..]);
+        invocation.arg(&token.0.to_be_bytes()[..]).arg(deadline_arg(owner)).arg(self.key_expiry(0));
         let reply = self.invoke(invocation).await?;
         let [forgot, Value::Int(done)] = reply.as_slice() else { return Err(malformed("release")) };
         self.noticed(forgot, max_lease).await;
