@@ -186,6 +186,43 @@ fn redis_store_behind_a_local_tier_follows_the_protocol_and_survives_forgetting(
     );
 }
 
+/// The Redis store on a private server that forgets as a restart without persistence does:
+/// every key and every cached script gone. Without its scripts, an operation sent just before
+/// another can take effect after it (its script is loaded and it is sent again), which the
+/// model's racing releases then meet.
+#[test]
+fn redis_store_on_a_server_restarted_empty_follows_the_protocol() {
+    let Some(server) = common::RedisServer::start("protocol on a server restarted empty") else { return };
+    let (url, cases) = (server.url(), AtomicU64::new(0));
+    let started = Instant::now();
+    let run = check_protocol(
+        |clock| {
+            let (url, case) = (url.clone(), cases.fetch_add(1, Ordering::Relaxed));
+            async move {
+                let store = RedisStore::builder(url.clone())
+                    .prefix(format!("model:{case}:"))
+                    .max_lease(MODEL_MAX_LEASE)
+                    .clock(clock)
+                    .new_key_space()
+                    .connect()
+                    .await
+                    .expect("Redis is reachable");
+                let client = redis::Client::open(url).unwrap();
+                let conn = client.get_multiplexed_async_connection().await.unwrap();
+                Subject::new(store).forgetting(move || {
+                    let mut conn = conn.clone();
+                    async move {
+                        redis::cmd("FLUSHALL").exec_async(&mut conn).await.unwrap();
+                        redis::cmd("SCRIPT").arg("FLUSH").exec_async(&mut conn).await.unwrap();
+                    }
+                })
+            }
+        },
+        CASES,
+    );
+    report("RedisStore restarted empty", started, run);
+}
+
 /// Key spaces on a private Redis Cluster, one per case, on one cluster connection that every
 /// case's store shares. The cluster is dropped with the test, so nothing is cleaned up.
 struct ClusterSpaces {
