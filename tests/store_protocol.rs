@@ -6,8 +6,9 @@
 //! case, `IDEM_MODEL_SEED` the seed), e.g. for a long run:
 //! `IDEM_MODEL_CASES=20000 cargo test --release --all-features --test store_protocol -- --nocapture`
 //!
-//! The Redis store runs on the shared server (`IDEM_TEST_REDIS_URL`) and on a three-master Redis
-//! Cluster the test starts on free loopback ports.
+//! The Redis store runs on the shared server (`IDEM_TEST_REDIS_URL`), on a private server whose
+//! forgetting also drops its script cache, and on a three-master Redis Cluster the test starts
+//! on free loopback ports.
 
 mod cluster_common;
 mod common;
