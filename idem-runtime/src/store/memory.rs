@@ -19,8 +19,8 @@ const SHARDS: usize = 64;
 /// - Bounded in entries and in bytes: each record weighs `max(its size, max_bytes /
 ///   max_entries)`, and the cache holds at most `max_bytes` of weight, so neither bound is
 ///   exceeded (beyond the cache's short maintenance lag, and headers heavier than the store,
-///   below). Under pressure the least recently used
-///   completed records are evicted; a retry of an evicted key runs the handler again.
+///   below). Under pressure the least recently used completed records are evicted; a retry of
+///   an evicted key runs the handler again.
 /// - A record's expiry is checked on every read against the store's [`Clock`]: an expired
 ///   record is never replayed, and it is dropped when a read finds it or when eviction reaches
 ///   it (expired records are not swept otherwise, so a store that is not full keeps them until
