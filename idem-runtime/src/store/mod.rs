@@ -37,6 +37,7 @@ use crate::key::IdempotencyKey;
 use crate::record::Record;
 use crate::scope::Scope;
 
+mod cached;
 mod clock;
 mod local;
 mod memory;
