@@ -1,0 +1,107 @@
+//! How each of axum's extractors writes what it hands the handler into the fingerprint: pairs
+//! for `Query` and `Form`, canonical JSON for `Json`, bodies and paths as they are.
+
+use axum::extract::{Extension, Form, Json, MatchedPath, OriginalUri, Path, Query, State};
+use bytes::Bytes;
+use http::{Method, Uri};
+
+use super::{recent, FingerprintSource, FingerprintWriter, RequestInput};
+
+impl<T> FingerprintSource for Json<T> {
+    fn write(input: &RequestInput<'_>, out: &mut FingerprintWriter) {
+        out.json(input.body().unwrap_or_default());
+    }
+
+    /// A body byte for byte the same as the one last fingerprinted for its record (the usual
+    /// retry) has the same canonical digest: it is taken from the digests of recent bodies
+    /// rather than computed again. Any other body is canonicalized.
+    fn digest(input: &RequestInput<'_>) -> [u8; 32] {
+        let body = input.body().unwrap_or_default();
+        let Some(record) = input.record else { return FingerprintWriter::json_digest(body).0 };
+        // A retry finds its record's last body: compare the bytes' digest first.
+        let last = recent::last_of(&record);
+        let raw = last.map(|_| FingerprintWriter::raw_json_digest(body));
+        if let (Some(last), Some(raw)) = (last, raw) {
+            if last.raw == raw {
+                return last.digest;
+            }
+        }
+        let (digest, raw_is_canonical) = FingerprintWriter::json_digest(body);
+        // The bytes' digest is the canonical one when they are canonical already.
+        let raw =
+            raw.unwrap_or_else(|| if raw_is_canonical { digest } else { FingerprintWriter::raw_json_digest(body) });
+        recent::remember(record, raw, digest);
+        digest
+    }
+}
+
+impl<T> FingerprintSource for Form<T> {
+    fn write(input: &RequestInput<'_>, out: &mut FingerprintWriter) {
+        match input.body() {
+            Some(body) => out.pairs(body),
+            None => out.pairs(input.head().uri.query().unwrap_or_default().as_bytes()),
+        }
+    }
+}
+
+impl<T> FingerprintSource for Query<T> {
+    fn write(input: &RequestInput<'_>, out: &mut FingerprintWriter) {
+        out.pairs(input.head().uri.query().unwrap_or_default().as_bytes());
+    }
+}
+
+impl<T> FingerprintSource for Path<T> {
+    fn write(input: &RequestInput<'_>, out: &mut FingerprintWriter) {
+        out.bytes(input.head().uri.path().as_bytes());
+    }
+}
+
+impl FingerprintSource for Bytes {
+    fn write(input: &RequestInput<'_>, out: &mut FingerprintWriter) {
+        out.bytes(input.body().unwrap_or_default());
+    }
+}
+
+impl FingerprintSource for String {
+    fn write(input: &RequestInput<'_>, out: &mut FingerprintWriter) {
+        out.bytes(input.body().unwrap_or_default());
+    }
+}
+
+fn write_uri(uri: &Uri, out: &mut FingerprintWriter) {
+    out.bytes(uri.path().as_bytes());
+    out.pairs(uri.query().unwrap_or_default().as_bytes());
+}
+
+impl FingerprintSource for Uri {
+    fn write(input: &RequestInput<'_>, out: &mut FingerprintWriter) {
+        write_uri(&input.head().uri, out);
+    }
+}
+
+impl FingerprintSource for OriginalUri {
+    fn write(input: &RequestInput<'_>, out: &mut FingerprintWriter) {
+        match input.head().extensions.get::<OriginalUri>() {
+            Some(OriginalUri(uri)) => write_uri(uri, out),
+            None => write_uri(&input.head().uri, out),
+        }
+    }
+}
+
+/// State-like extractors: the same for every retry, so they add nothing.
+macro_rules! contributes_nothing {
+    ($($ty:ty),* $(,)?) => {$(
+        impl<T> FingerprintSource for $ty {
+            fn write(_: &RequestInput<'_>, _: &mut FingerprintWriter) {}
+        }
+    )*};
+}
+contributes_nothing!(State<T>, Extension<T>);
+
+impl FingerprintSource for MatchedPath {
+    fn write(_: &RequestInput<'_>, _: &mut FingerprintWriter) {}
+}
+
+impl FingerprintSource for Method {
+    fn write(_: &RequestInput<'_>, _: &mut FingerprintWriter) {}
+}
