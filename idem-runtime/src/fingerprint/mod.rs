@@ -5,6 +5,16 @@
 //! a canonical encoding of what each selected handler parameter extracts. Each extractor type says how its
 //! input is encoded by implementing [`FingerprintSource`]; idem implements it for axum's
 //! extractors, and you can implement it for your own.
+//!
+//! Whatever a handler can observe is bound byte for byte. The only requests that share a
+//! fingerprint while differing in their bytes are those the documented equivalences make one:
+//! JSON written with another key order, whitespace, string escapes or number notation (the same
+//! exact decimal value), and query or form pairs that decode to the same bytes in a stable order
+//! (`+` and `%20`, `%41` and `A`, `a` and `a=`, `a=1&b=2` and `b=2&a=1`), for extractors that hand
+//! the handler those pairs decoded. Percent-escapes decode to the bytes they spell, whatever they
+//! spell: two escapes that are not UTF-8 are never merged into one replacement character. An
+//! extractor that hands the handler the raw text (`Uri`, `OriginalUri`, `Bytes`, `String`)
+//! binds that text as it is.
 
 mod recent;
 mod sources;
@@ -16,7 +26,7 @@ use http::{Method, Uri};
 use sha2::{Digest, Sha256};
 
 pub use self::writer::FingerprintWriter;
-use self::writer::CANONICALIZED;
+use self::writer::{Pairs, CANONICALIZED};
 
 /// A request fingerprint: a SHA-256 keyed by the idempotency key, over the method, route, request
 /// target and selected parameters.
@@ -46,6 +56,11 @@ impl std::fmt::Debug for Fingerprint {
 /// client sent it (full path and query, whatever router nesting or layers did to the URI the
 /// handler sees) and the digest of each selected parameter.
 ///
+/// Every field is framed so that no byte can move from one to the next unnoticed: the key and
+/// the route and path are length-prefixed, the method (a token, which never holds a NUL) ends
+/// with a NUL, the query is a marker byte then, when it holds pairs, their fixed-size digest,
+/// and each parameter is a marker byte then its fixed-size digest.
+///
 /// The key, which no store ever holds, is the secret that keys the digest: without it a stored
 /// fingerprint cannot be recomputed, so it cannot be tested against guesses of the request. A
 /// secret prefix serves that purpose (the known weakness of the construction, extending a
@@ -68,15 +83,16 @@ impl FingerprintBuilder {
         let path = target.path();
         mac.update((path.len() as u64).to_be_bytes());
         mac.update(path.as_bytes());
-        // Query pairs in a stable order, as `Query` parameters are fingerprinted.
-        let query = target.query().unwrap_or_default();
-        if query.is_empty() {
+        // Query pairs as `Query` parameters are fingerprinted: decoded byte for byte, in a
+        // stable order. A query without pairs (none, `?` or `?&`) is no query.
+        let pairs = Pairs::parse(target.query().unwrap_or_default().as_bytes());
+        if pairs.is_empty() {
             mac.update([0]);
         } else {
-            let mut pairs = FingerprintWriter::new();
-            pairs.pairs(query.as_bytes());
+            let mut writer = FingerprintWriter::new();
+            writer.write_pairs(&pairs);
             mac.update([1]);
-            mac.update(pairs.finish());
+            mac.update(writer.finish());
         }
         Self(mac)
     }
@@ -133,6 +149,10 @@ impl<'a> RequestInput<'a> {
 /// `OriginalUri`, `Method`, and (contributing nothing, as state-like values) `State`,
 /// `Extension` and `MatchedPath`. Implement it for your own extractors, or leave them out of the
 /// fingerprint with `skip(...)`.
+///
+/// Write every byte your extractor lets the handler observe, as it is: a header value's
+/// [`as_bytes`](http::HeaderValue::as_bytes), not a lossy conversion to text, so that two values
+/// the handler can tell apart never fingerprint alike.
 ///
 /// ```
 /// use idem_runtime::fingerprint::{FingerprintSource, FingerprintWriter, RequestInput};

@@ -1,5 +1,6 @@
-//! How each of axum's extractors writes what it hands the handler into the fingerprint: pairs
-//! for `Query` and `Form`, canonical JSON for `Json`, bodies and paths as they are.
+//! How each of axum's extractors writes what it hands the handler into the fingerprint: decoded
+//! pairs for `Query` and `Form`, canonical JSON for `Json`, and for everything that hands over
+//! raw text (a body, a URI) the bytes as they are.
 
 use axum::extract::{Extension, Form, Json, MatchedPath, OriginalUri, Path, Query, State};
 use bytes::Bytes;
@@ -62,15 +63,22 @@ impl FingerprintSource for Bytes {
     }
 }
 
+/// The body's bytes, as for `Bytes`: a body that is not UTF-8 never reaches the handler (the
+/// extractor rejects it), so nothing is decoded here.
 impl FingerprintSource for String {
     fn write(input: &RequestInput<'_>, out: &mut FingerprintWriter) {
         out.bytes(input.body().unwrap_or_default());
     }
 }
 
+/// A URI as the handler sees it, every part as it is: scheme and authority (which an HTTP/2
+/// request carries in its URI), then path and query with their escapes and `?`, pairs in the
+/// order they came. Neither scheme nor authority is ever empty when present, so an absent one
+/// is written as empty.
 fn write_uri(uri: &Uri, out: &mut FingerprintWriter) {
-    out.bytes(uri.path().as_bytes());
-    out.pairs(uri.query().unwrap_or_default().as_bytes());
+    out.bytes(uri.scheme_str().unwrap_or_default().as_bytes());
+    out.bytes(uri.authority().map_or("", |authority| authority.as_str()).as_bytes());
+    out.bytes(uri.path_and_query().map_or("", |target| target.as_str()).as_bytes());
 }
 
 impl FingerprintSource for Uri {
@@ -98,10 +106,12 @@ macro_rules! contributes_nothing {
 }
 contributes_nothing!(State<T>, Extension<T>);
 
+/// The route template, which the fingerprint binds already.
 impl FingerprintSource for MatchedPath {
     fn write(_: &RequestInput<'_>, _: &mut FingerprintWriter) {}
 }
 
+/// The method, which the fingerprint binds already.
 impl FingerprintSource for Method {
     fn write(_: &RequestInput<'_>, _: &mut FingerprintWriter) {}
 }

@@ -1,5 +1,5 @@
-//! The encoding's own properties: canonical JSON, pairs, the table of recent JSON digests, and
-//! writes that cannot be confused with one another.
+//! The encoding's own properties: canonical JSON, decoded pairs, the table of recent JSON
+//! digests, and writes that cannot be confused with one another.
 
 use super::recent;
 use super::FingerprintWriter;
@@ -30,6 +30,33 @@ fn pair_order_matters_only_within_a_name() {
     assert_eq!(pairs("a=1&b=2"), pairs("b=2&a=1"));
     assert_eq!(pairs("a=%20"), pairs("a=+"));
     assert_ne!(pairs("a=1&a=2"), pairs("a=2&a=1"));
+}
+
+#[test]
+fn pairs_decode_to_the_bytes_they_spell() {
+    // Escapes of bytes that are not UTF-8 stay apart (never one replacement character).
+    assert_ne!(pairs("sig=%FF"), pairs("sig=%FE"));
+    assert_ne!(pairs("%C3=1"), pairs("%C4=1"));
+    assert_ne!(pairs("sig=%FF"), pairs("sig=%EF%BF%BD"));
+    // Case in an escape, and an escaped character against itself, are one byte.
+    assert_eq!(pairs("sig=%ff"), pairs("sig=%FF"));
+    assert_eq!(pairs("a=%41"), pairs("a=A"));
+    // `%2B` is a plus sign, `+` a space; a `%` without two hex digits is itself.
+    assert_ne!(pairs("a=%2B"), pairs("a=+"));
+    assert_eq!(pairs("a=%2B"), pairs("a=%2b"));
+    assert_eq!(pairs("a=%zz&b=%4"), pairs("a=%25zz&b=%254"));
+    // A name without `=` has an empty value; empty pieces are no pairs.
+    assert_eq!(pairs("a"), pairs("a="));
+    assert_eq!(pairs("a=1&&b=2&"), pairs("a=1&b=2"));
+    assert_eq!(pairs(""), pairs("&&"));
+}
+
+#[test]
+fn a_byte_moved_between_name_and_value_or_pairs_changes_the_pairs() {
+    assert_ne!(pairs("ab=c"), pairs("a=bc"));
+    assert_ne!(pairs("a=bc&d"), pairs("a=b&cd"));
+    assert_ne!(pairs("a=v"), pairs("av="));
+    assert_ne!(pairs("a=&b"), pairs("a=%26b"));
 }
 
 #[test]

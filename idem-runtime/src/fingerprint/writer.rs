@@ -1,12 +1,16 @@
-//! The canonical encoding of one parameter's input.
+//! The canonical encoding of one parameter's input, and the decoding of urlencoded pairs it
+//! binds byte for byte.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 
 use sha2::{Digest, Sha256};
 
 /// Accumulates one parameter's canonical encoding into a SHA-256.
 ///
-/// Every write is length-prefixed and tagged, so no two sequences of writes collide.
+/// Every write is a tag byte, a length, then that many bytes: a sequence of writes is read back
+/// from its encoding unambiguously, so no two different sequences collide (no byte can move from
+/// one write to the next, and no write can pass for two).
 pub struct FingerprintWriter {
     hasher: Sha256,
 }
@@ -91,15 +95,22 @@ impl FingerprintWriter {
     /// `application/x-www-form-urlencoded` pairs (a query string or a form body), decoded and
     /// stably sorted by name: the order of different names does not matter, the order of
     /// repeated values of one name does.
+    ///
+    /// Decoding is byte for byte: `+` is a space and `%` with two hex digits is the byte they
+    /// spell, whatever it is, so `%FF` and `%FE` stay two bytes apart (they are never replaced by
+    /// one character standing for invalid UTF-8). Pairs that decode alike are one: `a=%20` and
+    /// `a=+`, `a` and `a=`, `a=1&&b=2` and `a=1&b=2`, as `Query` and `Form` hand them to a handler.
     pub fn pairs(&mut self, urlencoded: &[u8]) {
-        let mut pairs: Vec<_> = form_urlencoded::parse(urlencoded).collect();
-        pairs.sort_by(|a, b| a.0.cmp(&b.0));
-        self.tag(b'p', pairs.len());
-        for (k, v) in pairs {
+        self.write_pairs(&Pairs::parse(urlencoded));
+    }
+
+    pub(super) fn write_pairs(&mut self, pairs: &Pairs<'_>) {
+        self.tag(b'p', pairs.0.len());
+        for (k, v) in &pairs.0 {
             self.tag(b'k', k.len());
-            self.hasher.update(k.as_bytes());
+            self.hasher.update(k);
             self.tag(b'v', v.len());
-            self.hasher.update(v.as_bytes());
+            self.hasher.update(v);
         }
     }
 
@@ -107,6 +118,59 @@ impl FingerprintWriter {
     pub fn finish(self) -> [u8; 32] {
         self.hasher.finalize().into()
     }
+}
+
+/// One decoded name or value, borrowed from the input when it holds nothing to decode.
+type Decoded<'a> = Cow<'a, [u8]>;
+
+/// Urlencoded pairs, decoded byte for byte and stably sorted by name.
+pub(super) struct Pairs<'a>(Vec<(Decoded<'a>, Decoded<'a>)>);
+
+impl<'a> Pairs<'a> {
+    /// The pairs of `urlencoded`: `&`-separated pieces (empty ones skipped), each a name, then
+    /// after the first `=` (if any) a value.
+    pub(super) fn parse(urlencoded: &'a [u8]) -> Self {
+        let mut pairs: Vec<_> = urlencoded
+            .split(|&b| b == b'&')
+            .filter(|piece| !piece.is_empty())
+            .map(|piece| match memchr::memchr(b'=', piece) {
+                Some(eq) => (decode(&piece[..eq]), decode(&piece[eq + 1..])),
+                None => (decode(piece), Cow::Borrowed(&[][..])),
+            })
+            .collect();
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        Self(pairs)
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// One urlencoded name or value as bytes: `+` a space, `%` and two hex digits the byte they
+/// spell, anything else (a `%` not followed by two hex digits included) as it is.
+fn decode(text: &[u8]) -> Decoded<'_> {
+    if memchr::memchr2(b'+', b'%', text).is_none() {
+        return Cow::Borrowed(text);
+    }
+    let hex = |b: Option<&u8>| b.and_then(|&b| char::from(b).to_digit(16));
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while let Some(&b) = text.get(i) {
+        i += 1;
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => match (hex(text.get(i)), hex(text.get(i + 1))) {
+                (Some(high), Some(low)) => {
+                    out.push((high << 4 | low) as u8);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+    }
+    Cow::Owned(out)
 }
 
 thread_local! {
