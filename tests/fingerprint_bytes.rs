@@ -5,7 +5,7 @@
 mod common;
 
 use axum::body::Body;
-use axum::extract::{Form, Query};
+use axum::extract::{Form, Query, RawForm, RawQuery};
 use axum::http::{Request, StatusCode, Uri};
 use axum::routing::post;
 use axum::Router;
@@ -41,9 +41,23 @@ async fn form(Form(pairs): Form<Vec<(String, String)>>) -> (StatusCode, String) 
     (StatusCode::CREATED, format!("{pairs:?}"))
 }
 
+/// Answers with the raw query, as `RawQuery` hands it over.
+#[idempotent(required)]
+async fn raw(RawQuery(query): RawQuery) -> (StatusCode, String) {
+    (StatusCode::CREATED, format!("{query:?}"))
+}
+
+/// Answers with the raw form body.
+#[idempotent(required)]
+async fn raw_form(RawForm(form): RawForm) -> (StatusCode, String) {
+    (StatusCode::CREATED, format!("{form:?}"))
+}
+
 fn app() -> Router {
     Router::new()
         .route("/verify", post(raw_query))
+        .route("/raw", post(raw))
+        .route("/raw-form", post(raw_form))
         .route("/nothing", post(nothing))
         .route("/pairs", post(pairs))
         .route("/form", post(form))
@@ -121,6 +135,31 @@ async fn two_invalid_utf8_escapes_in_a_form_body_are_two_requests() {
     // The same pairs written otherwise are the same form.
     let same = send(&app, "k-1", "/form", FORM, b"sig=%ff").await;
     assert!(same.replayed(), "{same:?}");
+}
+
+#[tokio::test]
+async fn a_raw_query_parameter_binds_the_query_as_sent() {
+    let app = app();
+    first_runs_second_is_refused(&app, "/raw?", "/raw").await;
+    first_runs_second_is_refused(&app, "/raw?a=1&b=2", "/raw?b=2&a=1").await;
+    first_runs_second_is_refused(&app, "/raw?n=%41", "/raw?n=A").await;
+    let a = send(&app, "k-1", "/raw?q=a+b", "text/plain", b"").await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    let retry = send(&app, "k-1", "/raw?q=a+b", "text/plain", b"").await;
+    assert!(retry.replayed(), "{retry:?}");
+}
+
+#[tokio::test]
+async fn a_raw_form_parameter_binds_the_body_as_sent() {
+    let app = app();
+    const FORM: &str = "application/x-www-form-urlencoded";
+    let a = send(&app, "k-1", "/raw-form", FORM, b"q=a+b").await;
+    assert_eq!(a.status, StatusCode::CREATED, "{a:?}");
+    for other in [&b"q=a%20b"[..], b"q=a+b&", b"q=a+B"] {
+        let b = send(&app, "k-1", "/raw-form", FORM, other).await;
+        b.assert_problem(422, KEY_REUSED);
+    }
+    assert!(send(&app, "k-1", "/raw-form", FORM, b"q=a+b").await.replayed());
 }
 
 #[tokio::test]

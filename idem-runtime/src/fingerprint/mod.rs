@@ -13,7 +13,7 @@
 //! (`+` and `%20`, `%41` and `A`, `a` and `a=`, `a=1&b=2` and `b=2&a=1`), for extractors that hand
 //! the handler those pairs decoded. Percent-escapes decode to the bytes they spell, whatever they
 //! spell: two escapes that are not UTF-8 are never merged into one replacement character. An
-//! extractor that hands the handler the raw text (`Uri`, `OriginalUri`, `Bytes`, `String`)
+//! extractor that hands the handler the raw text (`Uri`, `OriginalUri`, `RawQuery`, `RawForm`)
 //! binds that text as it is.
 
 mod recent;
@@ -146,9 +146,9 @@ impl<'a> RequestInput<'a> {
 /// An extractor whose input can be part of a request fingerprint.
 ///
 /// Implemented for axum's extractors: `Json`, `Form`, `Query`, `Path`, `Bytes`, `String`, `Uri`,
-/// `OriginalUri`, `Method`, and (contributing nothing, as state-like values) `State`,
-/// `Extension` and `MatchedPath`. Implement it for your own extractors, or leave them out of the
-/// fingerprint with `skip(...)`.
+/// `OriginalUri`, `RawQuery`, `RawForm`, `Method`, and (contributing nothing, as state-like
+/// values) `State`, `Extension` and `MatchedPath`. Implement it for your own extractors, or
+/// leave them out of the fingerprint with `skip(...)`.
 ///
 /// Write every byte your extractor lets the handler observe, as it is: a header value's
 /// [`as_bytes`](http::HeaderValue::as_bytes), not a lossy conversion to text, so that two values

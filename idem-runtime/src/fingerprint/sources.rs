@@ -1,8 +1,8 @@
 //! How each of axum's extractors writes what it hands the handler into the fingerprint: decoded
 //! pairs for `Query` and `Form`, canonical JSON for `Json`, and for everything that hands over
-//! raw text (a body, a URI) the bytes as they are.
+//! raw text (a body, a URI, a raw query or form) the bytes as they are.
 
-use axum::extract::{Extension, Form, Json, MatchedPath, OriginalUri, Path, Query, State};
+use axum::extract::{Extension, Form, Json, MatchedPath, OriginalUri, Path, Query, RawForm, RawQuery, State};
 use bytes::Bytes;
 use http::{Method, Uri};
 
@@ -36,18 +36,40 @@ impl<T> FingerprintSource for Json<T> {
     }
 }
 
+/// The form a `Form` or `RawForm` reads: the body, or the query for a request without one.
+fn form<'a>(input: &RequestInput<'a>) -> &'a [u8] {
+    match input.body() {
+        Some(body) => body,
+        None => input.head().uri.query().unwrap_or_default().as_bytes(),
+    }
+}
+
 impl<T> FingerprintSource for Form<T> {
     fn write(input: &RequestInput<'_>, out: &mut FingerprintWriter) {
-        match input.body() {
-            Some(body) => out.pairs(body),
-            None => out.pairs(input.head().uri.query().unwrap_or_default().as_bytes()),
-        }
+        out.pairs(form(input));
+    }
+}
+
+/// The bytes as they are: `+` and `%20`, `%41` and `A` are different forms to the handler.
+impl FingerprintSource for RawForm {
+    fn write(input: &RequestInput<'_>, out: &mut FingerprintWriter) {
+        out.bytes(form(input));
     }
 }
 
 impl<T> FingerprintSource for Query<T> {
     fn write(input: &RequestInput<'_>, out: &mut FingerprintWriter) {
         out.pairs(input.head().uri.query().unwrap_or_default().as_bytes());
+    }
+}
+
+/// The query as it is, from its `?`: no query and an empty one (`/orders?`) are told apart, as
+/// the handler tells `None` from `Some("")`.
+impl FingerprintSource for RawQuery {
+    fn write(input: &RequestInput<'_>, out: &mut FingerprintWriter) {
+        let target = input.head().uri.path_and_query().map_or("", |target| target.as_str());
+        let query = target.find('?').map_or("", |at| &target[at..]);
+        out.bytes(query.as_bytes());
     }
 }
 
