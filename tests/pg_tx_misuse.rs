@@ -1,0 +1,159 @@
+//! `Tx` where the application is built wrong, against a real PostgreSQL server
+//! (`IDEM_TEST_DATABASE_URL`): a transaction kept past its handler, `Tx` without the attribute,
+//! and a layer whose store is another.
+
+mod common;
+mod pg_common;
+
+use std::time::Duration;
+
+use axum::extract::{FromRef, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use common::post_to;
+use idem_runtime::postgres::Tx;
+use idem_runtime::store::{MemoryStore, PgStore};
+use idem_runtime::{idempotent, Idempotency};
+use pg_common::TestSchema;
+use serde::Deserialize;
+use sqlx::PgPool;
+
+#[derive(Clone)]
+struct App {
+    store: PgStore,
+    /// `"schema".orders`.
+    orders: String,
+}
+
+impl FromRef<App> for PgStore {
+    fn from_ref(app: &App) -> PgStore {
+        app.store.clone()
+    }
+}
+
+#[derive(Deserialize)]
+struct NewOrder {
+    item: String,
+}
+
+async fn insert(app: &App, tx: &mut Tx, item: &str) {
+    let insert = format!("INSERT INTO {} (item) VALUES ($1)", app.orders);
+    sqlx::query(&insert).bind(item).execute(&mut **tx).await.unwrap();
+}
+
+#[idempotent(required)]
+async fn create(State(app): State<App>, mut tx: Tx, Json(order): Json<NewOrder>) -> Response {
+    insert(&app, &mut tx, &order.item).await;
+    StatusCode::CREATED.into_response()
+}
+
+/// Writes through its transaction, then moves it into a task that outlives the handler.
+#[idempotent(required)]
+async fn escapes(State(app): State<App>, mut tx: Tx, Json(order): Json<NewOrder>) -> Response {
+    insert(&app, &mut tx, &order.item).await;
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(tx);
+    });
+    StatusCode::CREATED.into_response()
+}
+
+/// Takes `Tx` without the attribute.
+async fn not_annotated(State(app): State<App>, mut tx: Tx) -> Response {
+    insert(&app, &mut tx, "unannotated").await;
+    StatusCode::CREATED.into_response()
+}
+
+struct Fixture {
+    schema: TestSchema,
+    app: App,
+    pool: PgPool,
+}
+
+impl Fixture {
+    async fn new(test: &str) -> Option<Self> {
+        let schema = TestSchema::create(test).await?;
+        let pool = schema.pool(4).await;
+        let orders = format!("\"{}\".orders", schema.name);
+        sqlx::query(&format!("CREATE TABLE {orders} (id bigserial PRIMARY KEY, item text NOT NULL)"))
+            .execute(&pool)
+            .await
+            .unwrap();
+        let store = schema.builder(schema.pool(8).await).build();
+        let app = App { store, orders };
+        Some(Self { schema, app, pool })
+    }
+
+    /// Every route, behind `layer` when given.
+    fn router(&self, layer: Option<Idempotency>) -> Router {
+        let router = Router::new()
+            .route("/orders", post(create))
+            .route("/escapes", post(escapes))
+            .route("/not-annotated", post(not_annotated));
+        match layer {
+            Some(layer) => router.layer(layer),
+            None => router,
+        }
+        .with_state(self.app.clone())
+    }
+
+    async fn orders(&self, item: &str) -> i64 {
+        let count = format!("SELECT count(*) FROM {} WHERE item = $1", self.app.orders);
+        sqlx::query_scalar(&count).bind(item).fetch_one(&self.pool).await.unwrap()
+    }
+}
+
+fn order(item: &str) -> String {
+    format!(r#"{{"item":"{item}"}}"#)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transaction_kept_past_the_handler_commits_nothing() {
+    let Some(f) = Fixture::new("tx_escapes").await else { return };
+    let router = f.router(None);
+    let reply = post_to("/escapes").key("k10").json(&order("kite")).send(&router).await;
+    reply.assert_problem(500, "urn:idem:problem:transaction-unavailable");
+    // The task lets go of it later, which rolls it back: nothing of it is ever committed, and
+    // the key is free again (409 until then, as for any request still holding it).
+    let retry = loop {
+        let retry = post_to("/escapes").key("k10").json(&order("kite")).send(&router).await;
+        if retry.status != StatusCode::CONFLICT {
+            break retry;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    retry.assert_problem(500, "urn:idem:problem:transaction-unavailable");
+    assert_eq!(f.orders("kite").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tx_without_the_attribute_is_refused_and_writes_nothing() {
+    let Some(f) = Fixture::new("tx_not_annotated").await else { return };
+    let reply = post_to("/not-annotated").send(&f.router(None)).await;
+    let problem = reply.assert_problem(500, "urn:idem:problem:transaction-unavailable");
+    assert!(problem["detail"].as_str().unwrap().contains("#[idempotent]"), "{problem}");
+    assert_eq!(f.orders("unannotated").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_layer_with_another_store_is_refused_before_anything_runs() {
+    let Some(f) = Fixture::new("tx_other_store").await else { return };
+    let router = f.router(Some(Idempotency::new(MemoryStore::new())));
+    let reply = post_to("/orders").key("k11").json(&order("fan")).send(&router).await;
+    let problem = reply.assert_problem(500, "urn:idem:problem:transaction-unavailable");
+    assert!(problem["detail"].as_str().unwrap().contains("PgStore"), "{problem}");
+    assert_eq!(f.orders("fan").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_layer_with_the_same_store_is_accepted() {
+    // A store built apart on the same table of the same database is the same store.
+    let Some(f) = Fixture::new("tx_same_store").await else { return };
+    let same = f.schema.builder(f.schema.pool(2).await).build();
+    let router = f.router(Some(Idempotency::new(same)));
+    let first = post_to("/orders").key("k12").json(&order("bin")).send(&router).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
+    assert_eq!(f.orders("bin").await, 1);
+}
