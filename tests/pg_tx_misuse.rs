@@ -1,6 +1,6 @@
 //! `Tx` where the application is built wrong, against a real PostgreSQL server
 //! (`IDEM_TEST_DATABASE_URL`): a transaction kept past its handler, `Tx` without the attribute,
-//! and a layer whose store is another.
+//! and a layer whose store is another (or the same one behind a `LocalTier`).
 
 mod common;
 mod pg_common;
@@ -14,7 +14,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use common::post_to;
 use idem_runtime::postgres::Tx;
-use idem_runtime::store::{MemoryStore, PgStore};
+use idem_runtime::store::{LocalTier, MemoryStore, PgStore};
 use idem_runtime::{idempotent, Idempotency};
 use pg_common::TestSchema;
 use serde::Deserialize;
@@ -156,4 +156,15 @@ async fn a_layer_with_the_same_store_is_accepted() {
     let first = post_to("/orders").key("k12").json(&order("bin")).send(&router).await;
     assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
     assert_eq!(f.orders("bin").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_layer_with_the_same_store_behind_a_local_tier_is_accepted() {
+    let Some(f) = Fixture::new("tx_local_tier").await else { return };
+    let router = f.router(Some(Idempotency::new(LocalTier::new(f.app.store.clone()))));
+    let first = post_to("/orders").key("k14").json(&order("cap")).send(&router).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
+    let retry = post_to("/orders").key("k14").json(&order("cap")).send(&router).await;
+    assert!(retry.replayed(), "{:?}", retry.body);
+    assert_eq!(f.orders("cap").await, 1);
 }

@@ -75,7 +75,8 @@
 //! `transaction-unavailable`, nothing committed: a handler without `#[idempotent]`, two `Tx`
 //! parameters, a `Tx` still held somewhere (a spawned task) when the handler returned, or a
 //! router whose [`Idempotency`](crate::Idempotency) layer configures a store other than the
-//! state's `PgStore` (the records of one application live in one store).
+//! state's `PgStore` (the records of one application live in one store; a
+//! [`LocalTier`](crate::store::LocalTier) in front of that `PgStore` is the same store).
 
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
