@@ -1,10 +1,11 @@
 //! `Tx` where the application is built wrong, against a real PostgreSQL server
-//! (`IDEM_TEST_DATABASE_URL`): a transaction kept past its handler, `Tx` without the attribute,
-//! and a layer whose store is another (or the same one behind a `LocalTier`).
+//! (`IDEM_TEST_DATABASE_URL`): a transaction kept past its handler (used or not), `Tx` without
+//! the attribute, and a layer whose store is another (or the same one behind a `LocalTier`).
 
 mod common;
 mod pg_common;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{FromRef, State};
@@ -19,12 +20,15 @@ use idem_runtime::{idempotent, Idempotency};
 use pg_common::TestSchema;
 use serde::Deserialize;
 use sqlx::PgPool;
+use tokio::task::JoinHandle;
 
 #[derive(Clone)]
 struct App {
     store: PgStore,
     /// `"schema".orders`.
     orders: String,
+    /// The tasks handlers spawned, to wait for.
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl FromRef<App> for PgStore {
@@ -60,6 +64,18 @@ async fn escapes(State(app): State<App>, mut tx: Tx, Json(order): Json<NewOrder>
     StatusCode::CREATED.into_response()
 }
 
+/// Moves its transaction, unused, into a task that writes through it later.
+#[idempotent(required)]
+async fn escapes_unused(State(app): State<App>, mut tx: Tx, Json(order): Json<NewOrder>) -> Response {
+    let task = app.clone();
+    let later = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        insert(&task, &mut tx, &order.item).await;
+    });
+    app.tasks.lock().unwrap().push(later);
+    StatusCode::CREATED.into_response()
+}
+
 /// Takes `Tx` without the attribute.
 async fn not_annotated(State(app): State<App>, mut tx: Tx) -> Response {
     insert(&app, &mut tx, "unannotated").await;
@@ -82,7 +98,7 @@ impl Fixture {
             .await
             .unwrap();
         let store = schema.builder(schema.pool(8).await).build();
-        let app = App { store, orders };
+        let app = App { store, orders, tasks: Arc::default() };
         Some(Self { schema, app, pool })
     }
 
@@ -91,6 +107,7 @@ impl Fixture {
         let router = Router::new()
             .route("/orders", post(create))
             .route("/escapes", post(escapes))
+            .route("/escapes-unused", post(escapes_unused))
             .route("/not-annotated", post(not_annotated));
         match layer {
             Some(layer) => router.layer(layer),
@@ -126,6 +143,21 @@ async fn a_transaction_kept_past_the_handler_commits_nothing() {
     };
     retry.assert_problem(500, "urn:idem:problem:transaction-unavailable");
     assert_eq!(f.orders("kite").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unused_transaction_kept_past_the_handler_is_refused_and_the_task_cannot_write_through_it() {
+    let Some(f) = Fixture::new("tx_escapes_unused").await else { return };
+    let router = f.router(None);
+    let reply = post_to("/escapes-unused").key("k13").json(&order("yoyo")).send(&router).await;
+    reply.assert_problem(500, "urn:idem:problem:transaction-unavailable");
+    let task = f.app.tasks.lock().unwrap().pop().expect("the handler spawned its task");
+    let used_late = task.await.expect_err("the task's write through the transaction must fail");
+    assert!(used_late.is_panic());
+    assert_eq!(f.orders("yoyo").await, 0);
+    // Its transaction was rolled back when the handler returned: the key is free at once.
+    let retry = post_to("/escapes-unused").key("k13").json(&order("yoyo")).send(&router).await;
+    retry.assert_problem(500, "urn:idem:problem:transaction-unavailable");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

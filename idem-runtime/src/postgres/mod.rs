@@ -88,9 +88,10 @@
 //! has none does not compile (a handler without a `State<…>` parameter names the state with
 //! `state = S` in the attribute, so that the check sees it). What only a request can show is answered 500
 //! `transaction-unavailable`, nothing committed: a handler without `#[idempotent]`, two `Tx`
-//! parameters, a `Tx` still held somewhere (a spawned task) when the handler returned, or a
-//! router whose [`Idempotency`](crate::Idempotency) layer configures a store other than the
-//! state's `PgStore` (the records of one application live in one store; a
+//! parameters, a `Tx` still held somewhere (a spawned task) when the handler returned, used or
+//! not (a task that uses it afterwards panics), or a router whose
+//! [`Idempotency`](crate::Idempotency) layer configures a store other than the state's
+//! `PgStore` (the records of one application live in one store; a
 //! [`LocalTier`](crate::store::LocalTier) in front of that `PgStore` is the same store).
 
 mod link;
@@ -152,9 +153,7 @@ impl DerefMut for Tx {
 
 impl Drop for Tx {
     fn drop(&mut self) {
-        if let Some(transaction) = self.held.take() {
-            self.link.give_back(transaction);
-        }
+        self.link.let_go(self.held.take());
     }
 }
 

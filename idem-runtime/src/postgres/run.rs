@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures_util::FutureExt as _;
 use http_body_util::BodyExt as _;
 
-use super::link::Link;
+use super::link::{Handed, Link};
 use super::Transaction;
 use crate::config::HandlerConfig;
 use crate::engine::{Call, RunToCompletion};
@@ -25,7 +25,7 @@ use crate::record::{Record, StoredBody};
 use crate::store::{aborted_earlier, Claim, ClaimToken, PgStore, Store as _, StoreError};
 
 const STILL_IN_USE: &str =
-    "the handler returned while its `Tx` was still held elsewhere (moved into a task?); it is rolled back when dropped";
+    "the handler returned while its `Tx` was still held elsewhere (moved into a task?); its transaction is rolled back";
 
 /// A request without a key: the handler runs in a transaction committed or rolled back by the
 /// status of its response, as a covered request's would be. A commit of a transaction that a
@@ -44,17 +44,21 @@ where
     let response = match AssertUnwindSafe(handler).catch_unwind().await {
         Ok(response) => response,
         Err(_panic) => {
-            roll_back(link.close()).await;
+            roll_back(link.close().into_transaction()).await;
             return Problem::handler_panicked().into_response();
         }
     };
-    let transaction = link.close();
+    let handed = link.close();
     if !config.stores(response.status()) {
-        roll_back(transaction).await;
+        roll_back(handed.into_transaction()).await;
         return response;
     }
-    let Some(transaction) = transaction else {
-        return Problem::transaction_unavailable(STILL_IN_USE).into_response();
+    let transaction = match handed {
+        Handed::Back(transaction) => transaction,
+        Handed::StillHeld(transaction) => {
+            roll_back(transaction).await;
+            return Problem::transaction_unavailable(STILL_IN_USE).into_response();
+        }
     };
     match transaction.commit().await {
         Ok(()) => response,
@@ -170,7 +174,7 @@ impl Owner {
         self.call.watch.resume();
         let status = response.status();
         if !self.call.config.stores(status) {
-            roll_back(self.link.close()).await;
+            roll_back(self.link.close().into_transaction()).await;
             self.call.report(Outcome::ExecutedNotStored(status));
             return response;
         }
@@ -194,8 +198,12 @@ impl Owner {
             Ok(Err(_)) => (StoredBody::Failed, failed_body()),
         };
         self.call.watch.resume();
-        let Some(mut transaction) = self.link.close() else {
-            return self.call.ended(Answer::TransactionUnavailable(STILL_IN_USE));
+        let mut transaction = match self.link.close() {
+            Handed::Back(transaction) => transaction,
+            Handed::StillHeld(transaction) => {
+                roll_back(transaction).await;
+                return self.call.ended(Answer::TransactionUnavailable(STILL_IN_USE));
+            }
         };
         let now = self.store.now();
         let record = self.call.record(now, self.fingerprint, status, &parts.headers, kept);
@@ -234,7 +242,7 @@ impl Owner {
 
     /// The handler or its body panicked: its writes roll back, and a retry runs it again.
     async fn panicked(self) -> Response {
-        roll_back(self.link.close()).await;
+        roll_back(self.link.close().into_transaction()).await;
         self.call.ended(Answer::Panicked)
     }
 }
