@@ -1,6 +1,7 @@
 //! `Tx` where the application is built wrong, against a real PostgreSQL server
 //! (`IDEM_TEST_DATABASE_URL`): a transaction kept past its handler (used or not), `Tx` without
-//! the attribute, and a layer whose store is another (or the same one behind a `LocalTier`).
+//! the attribute or twice, a layer whose store is another (or the same one behind a
+//! `LocalTier`), and the layer's hooks on every one of these paths, with a key or without.
 
 mod common;
 mod pg_common;
@@ -13,8 +14,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use common::post_to;
+use common::{post_to, Reply};
+use idem_runtime::hooks::OutcomeKind;
 use idem_runtime::postgres::Tx;
+use idem_runtime::problem::Problem;
 use idem_runtime::store::{LocalTier, MemoryStore, PgStore};
 use idem_runtime::{idempotent, Idempotency};
 use pg_common::TestSchema;
@@ -65,7 +68,7 @@ async fn escapes(State(app): State<App>, mut tx: Tx, Json(order): Json<NewOrder>
 }
 
 /// Moves its transaction, unused, into a task that writes through it later.
-#[idempotent(required)]
+#[idempotent(optional)]
 async fn escapes_unused(State(app): State<App>, mut tx: Tx, Json(order): Json<NewOrder>) -> Response {
     let task = app.clone();
     let later = tokio::spawn(async move {
@@ -80,6 +83,20 @@ async fn escapes_unused(State(app): State<App>, mut tx: Tx, Json(order): Json<Ne
 async fn not_annotated(State(app): State<App>, mut tx: Tx) -> Response {
     insert(&app, &mut tx, "unannotated").await;
     StatusCode::CREATED.into_response()
+}
+
+/// Takes `Tx` twice.
+#[idempotent(optional)]
+async fn twice(State(app): State<App>, mut tx: Tx, _again: Tx, Json(order): Json<NewOrder>) -> Response {
+    insert(&app, &mut tx, &order.item).await;
+    StatusCode::CREATED.into_response()
+}
+
+/// Panics after its insert.
+#[idempotent(optional)]
+async fn panics(State(app): State<App>, mut tx: Tx, Json(order): Json<NewOrder>) -> Response {
+    insert(&app, &mut tx, &order.item).await;
+    panic!("the handler panics after its insert");
 }
 
 struct Fixture {
@@ -108,7 +125,9 @@ impl Fixture {
             .route("/orders", post(create))
             .route("/escapes", post(escapes))
             .route("/escapes-unused", post(escapes_unused))
-            .route("/not-annotated", post(not_annotated));
+            .route("/not-annotated", post(not_annotated))
+            .route("/twice", post(twice))
+            .route("/panics", post(panics));
         match layer {
             Some(layer) => router.layer(layer),
             None => router,
@@ -199,4 +218,53 @@ async fn a_layer_with_the_same_store_behind_a_local_tier_is_accepted() {
     let retry = post_to("/orders").key("k14").json(&order("cap")).send(&router).await;
     assert!(retry.replayed(), "{:?}", retry.body);
     assert_eq!(f.orders("cap").await, 1);
+}
+
+/// A layer on the app's store whose hooks answer every problem as `{"shaped": <type>}` and
+/// record each outcome's kind.
+fn shaping_layer(store: PgStore) -> (Idempotency, Arc<Mutex<Vec<OutcomeKind>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let outcomes = seen.clone();
+    let layer = Idempotency::new(store)
+        .shape_problems(|problem: &Problem| {
+            let body = serde_json::json!({ "shaped": problem.kind().type_uri() });
+            Some((problem.status(), Json(body)).into_response())
+        })
+        .on_outcome(move |outcome| outcomes.lock().unwrap().push(outcome.kind()));
+    (layer, seen)
+}
+
+fn assert_shaped(reply: &Reply, status: u16, type_uri: &str) {
+    assert_eq!(reply.status.as_u16(), status, "{:?}", reply.body);
+    assert_eq!(reply.json()["shaped"], type_uri, "the layer's hook did not shape it: {:?}", reply.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_panic_without_a_key_is_answered_through_the_layers_hook() {
+    let Some(f) = Fixture::new("tx_hooks_panic").await else { return };
+    let (layer, _) = shaping_layer(f.app.store.clone());
+    let reply = post_to("/panics").json(&order("egg")).send(&f.router(Some(layer))).await;
+    assert_shaped(&reply, 500, "urn:idem:problem:handler-panicked");
+    assert_eq!(f.orders("egg").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_refusal_of_tx_goes_through_the_layers_hooks() {
+    let Some(f) = Fixture::new("tx_hooks_refusals").await else { return };
+    let (layer, seen) = shaping_layer(f.app.store.clone());
+    let router = f.router(Some(layer));
+    let unavailable = "urn:idem:problem:transaction-unavailable";
+    let not_annotated = post_to("/not-annotated").send(&router).await;
+    assert_shaped(&not_annotated, 500, unavailable);
+    let twice_keyless = post_to("/twice").json(&order("oar")).send(&router).await;
+    assert_shaped(&twice_keyless, 500, unavailable);
+    let twice_keyed = post_to("/twice").key("k15").json(&order("oar")).send(&router).await;
+    assert_shaped(&twice_keyed, 500, unavailable);
+    // A covered request refused reports its outcome, as every covered request does.
+    assert_eq!(*seen.lock().unwrap(), [OutcomeKind::TransactionUnavailable]);
+    let escaped = post_to("/escapes-unused").key("k16").json(&order("oar")).send(&router).await;
+    assert_shaped(&escaped, 500, unavailable);
+    let escaped_keyless = post_to("/escapes-unused").json(&order("oar")).send(&router).await;
+    assert_shaped(&escaped_keyless, 500, unavailable);
+    assert_eq!(f.orders("unannotated").await + f.orders("oar").await, 0);
 }

@@ -1,20 +1,34 @@
-//! Where a request's [`Tx`](super::Tx) and the engine meet: the store a `Tx` parameter
-//! registers, the transaction the engine lends it, and whether a `Tx` still exists when the
-//! handler has returned.
+//! Where a request's [`Tx`](super::Tx) and the engine meet: the store and hooks a `Tx`
+//! parameter registers, the transaction the engine lends it, and whether a `Tx` still exists
+//! when the handler has returned.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
+use axum::response::Response;
 use http::request::Parts;
 
 use super::Transaction;
+use crate::hooks::Hooks;
+use crate::problem::Problem;
 use crate::store::PgStore;
 
 /// Every request of an annotated handler has one; a `Tx` parameter registers its store in it,
 /// and the engine lends it the transaction.
 #[derive(Default)]
 pub(crate) struct Link {
-    store: OnceLock<PgStore>,
+    registered: OnceLock<Registered>,
+    /// A second `Tx` parameter registered too.
+    twice: AtomicBool,
     state: Mutex<State>,
+}
+
+/// What the handler's `Tx` parameter brought from the router.
+struct Registered {
+    store: PgStore,
+    /// The hooks of the layer the route is behind, for the problems answered to a request
+    /// without a key (a covered request has its layer's).
+    hooks: Hooks,
 }
 
 #[derive(Default)]
@@ -66,19 +80,31 @@ impl Link {
         link
     }
 
-    /// A `Tx` parameter was extracted, with the state's store; `false` when another one was,
-    /// and this one is refused.
-    pub(super) fn register(&self, store: PgStore) -> bool {
-        if self.store.set(store).is_err() {
-            return false;
+    /// A `Tx` parameter was extracted, with the state's store and the layer's hooks, if any.
+    pub(super) fn register(&self, store: PgStore, hooks: Option<&Hooks>) {
+        let registered = Registered { store, hooks: hooks.cloned().unwrap_or_default() };
+        if self.registered.set(registered).is_err() {
+            self.twice.store(true, Ordering::Relaxed);
         }
         self.state().live += 1;
-        true
     }
 
     /// The store of the handler's `Tx` parameter; `None` when it has none.
     pub(crate) fn store(&self) -> Option<&PgStore> {
-        self.store.get()
+        self.registered.get().map(|registered| &registered.store)
+    }
+
+    /// Why the handler must not run, when its parameters show it: two `Tx`.
+    pub(super) fn refusal(&self) -> Option<&'static str> {
+        self.twice.load(Ordering::Relaxed).then_some("this handler takes `Tx` twice; one transaction per request")
+    }
+
+    /// One of idem's problems, for a request without a key, as the layer's hooks shape it.
+    pub(super) fn answer(&self, problem: &Problem) -> Response {
+        match self.registered.get() {
+            Some(registered) => registered.hooks.respond(problem),
+            None => problem.to_response(),
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

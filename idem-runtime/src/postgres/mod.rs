@@ -90,9 +90,11 @@
 //! `transaction-unavailable`, nothing committed: a handler without `#[idempotent]`, two `Tx`
 //! parameters, a `Tx` still held somewhere (a spawned task) when the handler returned, used or
 //! not (a task that uses it afterwards panics), or a router whose
-//! [`Idempotency`](crate::Idempotency) layer configures a store other than the state's
+//! [`Idempotency`] layer configures a store other than the state's
 //! `PgStore` (the records of one application live in one store; a
-//! [`LocalTier`](crate::store::LocalTier) in front of that `PgStore` is the same store).
+//! [`LocalTier`](crate::store::LocalTier) in front of that `PgStore` is the same store). Every
+//! problem idem answers on these paths, with a key or without, goes through the layer's
+//! [`shape_problems`](Idempotency::shape_problems) hook.
 
 mod link;
 mod run;
@@ -101,7 +103,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::{FromRef, FromRequestParts};
-use axum::response::{IntoResponse as _, Response};
+use axum::response::Response;
 use http::request::Parts;
 use sqlx::postgres::{PgConnection, Postgres};
 
@@ -109,6 +111,7 @@ pub(crate) use self::link::Link;
 pub(crate) use self::run::{run_covered, run_uncovered};
 use crate::problem::Problem;
 use crate::store::PgStore;
+use crate::Idempotency;
 
 type Transaction = sqlx::Transaction<'static, Postgres>;
 
@@ -165,18 +168,14 @@ where
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
-        let refuse = |detail: &'static str| {
-            tracing::error!(target: "idem", path = parts.uri.path(), "{detail}");
-            Err(Problem::transaction_unavailable(detail).into_response())
-        };
+        let layer = parts.extensions.get::<Idempotency>();
         let Some(link) = parts.extensions.get::<Arc<Link>>().cloned() else {
-            return refuse(
-                "`Tx` is a parameter of `#[idempotent]` handlers only, and this handler has no such attribute",
-            );
+            let detail = "`Tx` is a parameter of `#[idempotent]` handlers only, and this handler has no such attribute";
+            tracing::error!(target: "idem", path = parts.uri.path(), "{detail}");
+            let problem = Problem::transaction_unavailable(detail);
+            return Err(layer.map_or_else(|| problem.to_response(), |layer| layer.hooks.respond(&problem)));
         };
-        if !link.register(PgStore::from_ref(state)) {
-            return refuse("this handler takes `Tx` twice; one transaction per request");
-        }
+        link.register(PgStore::from_ref(state), layer.map(|layer| &layer.hooks));
         Ok(Self { link, held: OnceLock::new() })
     }
 }

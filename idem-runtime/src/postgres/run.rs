@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::response::{IntoResponse as _, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use futures_util::FutureExt as _;
 use http_body_util::BodyExt as _;
@@ -34,18 +34,21 @@ pub(crate) async fn run_uncovered<F>(link: Arc<Link>, store: PgStore, config: Ha
 where
     F: Future<Output = Response> + Send + 'static,
 {
+    if let Some(detail) = link.refusal() {
+        return refused(&link, detail);
+    }
     match store.pool().begin().await {
         Ok(transaction) => link.open(transaction),
         Err(error) => {
             tracing::error!(target: "idem", %error, "cannot open the handler's transaction; answering 503");
-            return Problem::store_unavailable().into_response();
+            return link.answer(&Problem::store_unavailable());
         }
     }
     let response = match AssertUnwindSafe(handler).catch_unwind().await {
         Ok(response) => response,
         Err(_panic) => {
             roll_back(link.close().into_transaction()).await;
-            return Problem::handler_panicked().into_response();
+            return link.answer(&Problem::handler_panicked());
         }
     };
     let handed = link.close();
@@ -57,16 +60,22 @@ where
         Handed::Back(transaction) => transaction,
         Handed::StillHeld(transaction) => {
             roll_back(transaction).await;
-            return Problem::transaction_unavailable(STILL_IN_USE).into_response();
+            return refused(&link, STILL_IN_USE);
         }
     };
     match transaction.commit().await {
         Ok(()) => response,
         Err(error) => {
             tracing::error!(target: "idem", %error, "the handler's transaction did not commit; answering 503");
-            Problem::store_unavailable().into_response()
+            link.answer(&Problem::store_unavailable())
         }
     }
+}
+
+/// A request without a key refused for a mistake in the application (`detail`).
+fn refused(link: &Link, detail: &'static str) -> Response {
+    tracing::error!(target: "idem", "{detail}; answering 500 `transaction-unavailable`");
+    link.answer(&Problem::transaction_unavailable(detail))
 }
 
 async fn roll_back(transaction: Option<Transaction>) {
@@ -90,10 +99,14 @@ where
     F: Future<Output = Response> + Send + 'static,
 {
     call.watch.resume();
+    if let Some(detail) = link.refusal() {
+        return misused(&call, detail);
+    }
     if !call.idempotency.is_default() && !call.idempotency.uses(&store) {
-        return call.ended(Answer::TransactionUnavailable(
+        return misused(
+            &call,
             "the router's `Idempotency` layer configures a store other than the `PgStore` in its state, where `Tx` keeps its records; give both the same store",
-        ));
+        );
     }
     let mut transaction = match store.pool().begin().await {
         Ok(transaction) => transaction,
@@ -143,6 +156,12 @@ where
     // A client that disconnects drops this future; the handler then finishes in a task of its
     // own and commits for the retry.
     RunToCompletion::new(owner.execute(handler)).await
+}
+
+/// A covered request refused for a mistake in the application (`detail`).
+fn misused(call: &Call, detail: &'static str) -> Response {
+    tracing::error!(target: "idem", route = call.route.as_str(), "{detail}; answering 500 `transaction-unavailable`");
+    call.ended(Answer::TransactionUnavailable(detail))
 }
 
 fn unavailable(call: &Call, error: &dyn std::fmt::Display) -> Response {
@@ -202,7 +221,7 @@ impl Owner {
             Handed::Back(transaction) => transaction,
             Handed::StillHeld(transaction) => {
                 roll_back(transaction).await;
-                return self.call.ended(Answer::TransactionUnavailable(STILL_IN_USE));
+                return misused(&self.call, STILL_IN_USE);
             }
         };
         let now = self.store.now();
