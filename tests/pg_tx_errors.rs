@@ -92,8 +92,9 @@ async fn without_a_key_the_handlers_answer_reaches_the_client_and_nothing_commit
 }
 
 /// Two runs on different keys decrement the same stock row under SERIALIZABLE: the second,
-/// blocked on the first's row lock, fails when the first commits.
-async fn serialization_failure(f: &mut Fixture, answer: u16) -> (Reply, Reply) {
+/// blocked on the first's row lock, fails when the first commits. Returns the replies and the
+/// second's backend.
+async fn serialization_failure(f: &mut Fixture, answer: u16) -> (Reply, Reply, i32) {
     let first = Attempt { hold: true, ..failing("first", Failure::Serialization, 500) };
     let first = f.spawn("/attempts", "s-first", first);
     f.reached.recv().await.unwrap();
@@ -103,13 +104,13 @@ async fn serialization_failure(f: &mut Fixture, answer: u16) -> (Reply, Reply) {
     f.app.gate.add_permits(1);
     let first = first.await.unwrap();
     assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
-    (first, second.await.unwrap())
+    (first, second.await.unwrap(), pid)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_serialization_failure_answered_409_runs_again_and_succeeds() {
     let Some(mut f) = Fixture::new("tx_err_serialization", true).await else { return };
-    let (_, second) = serialization_failure(&mut f, 409).await;
+    let (_, second, _) = serialization_failure(&mut f, 409).await;
     assert_answered(&second, 409, "40001");
     assert_eq!((f.orders("first").await, f.orders("second").await, f.stock(1).await), (1, 0, 99));
     let attempt = failing("second", Failure::Serialization, 409);
@@ -124,9 +125,13 @@ async fn a_serialization_failure_answered_409_runs_again_and_succeeds() {
 /// with nothing kept, and the retry runs the handler, which succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_serialization_failure_answered_422_cannot_be_stored_so_idem_answers_503_and_the_retry_succeeds() {
-    let Some(mut f) = Fixture::new("tx_err_serialization_kept", true).await else { return };
-    let (_, second) = serialization_failure(&mut f, 422).await;
+    // A pool that flushes a dropped transaction's ROLLBACK late: the retry below would meet the
+    // key's lock (409) had idem answered before rolling back.
+    let Some(mut f) = Fixture::with("tx_err_serialization_kept", true, true).await else { return };
+    let (_, second, pid) = serialization_failure(&mut f, 422).await;
     second.assert_problem(503, "urn:idem:problem:store-unavailable");
+    // Rolled back before the answer, so that the retry finds the key free (not 409).
+    assert!(!f.in_transaction(pid).await, "the failed transaction was still open after its 503");
     assert_eq!((f.orders("second").await, f.stock(1).await), (0, 99));
     let attempt = failing("second", Failure::Serialization, 422);
     let retry = f.send("/attempts", "s-second", &attempt).await;

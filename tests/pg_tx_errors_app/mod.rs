@@ -114,9 +114,17 @@ async fn provoke(app: &App, tx: &mut Tx, attempt: &Attempt) -> Result<(), sqlx::
             sqlx::query(&insert).bind(&attempt.item).execute(&mut **tx).await?;
         }
         Failure::Serialization => {
-            app.reached.send(pid).unwrap();
-            sqlx::query(&format!("UPDATE {s}.stock SET n = n - 1 WHERE id = 1")).execute(&mut **tx).await?;
-            hold().await;
+            let update = format!("UPDATE {s}.stock SET n = n - 1 WHERE id = 1");
+            if attempt.hold {
+                // The first run takes the row, says so, and holds it.
+                sqlx::query(&update).execute(&mut **tx).await?;
+                app.reached.send(pid).unwrap();
+                hold().await;
+            } else {
+                // The second says so, then waits for the row.
+                app.reached.send(pid).unwrap();
+                sqlx::query(&update).execute(&mut **tx).await?;
+            }
         }
         Failure::Deadlock => {
             let update = format!("UPDATE {s}.stock SET n = n - 1 WHERE id = $1");
@@ -169,6 +177,13 @@ impl Fixture {
     /// The app on a store whose connections start their transactions at the database's
     /// default level, or, with `serializable`, at SERIALIZABLE.
     pub(crate) async fn new(test: &str, serializable: bool) -> Option<Self> {
+        Self::with(test, serializable, false).await
+    }
+
+    /// As [`Fixture::new`]; with `slow_release`, a connection given back to the store's pool
+    /// waits 300 ms there before sqlx flushes what it queued (a dropped transaction's
+    /// ROLLBACK), as a busy pool may.
+    pub(crate) async fn with(test: &str, serializable: bool, slow_release: bool) -> Option<Self> {
         let schema = TestSchema::create(test).await?;
         let pool = schema.pool(4).await;
         let s = format!("\"{}\"", schema.name);
@@ -184,12 +199,16 @@ impl Fixture {
         if serializable {
             options = options.options([("default_transaction_isolation", "serializable")]);
         }
-        let store_pool = PgPoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
-            .await
-            .unwrap();
+        let mut store_pool = PgPoolOptions::new().max_connections(8).acquire_timeout(Duration::from_secs(10));
+        if slow_release {
+            store_pool = store_pool.after_release(|_, _| {
+                Box::pin(async {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    Ok(true)
+                })
+            });
+        }
+        let store_pool = store_pool.connect_with(options).await.unwrap();
         let store = schema.builder(store_pool).build();
         let (sender, reached) = mpsc::unbounded_channel();
         let app = App { store, schema: s, runs: Arc::default(), reached: sender, gate: Arc::new(Semaphore::new(0)) };
@@ -232,6 +251,17 @@ impl Fixture {
         let router = self.router.clone();
         let body = serde_json::to_string(&attempt).unwrap();
         tokio::spawn(async move { post_to(path).key(key).json(&body).send(&router).await })
+    }
+
+    /// Whether the backend `pid` is still in a transaction (one a failed statement aborted,
+    /// included).
+    pub(crate) async fn in_transaction(&self, pid: i32) -> bool {
+        let state: Option<String> = sqlx::query_scalar("SELECT state FROM pg_stat_activity WHERE pid = $1")
+            .bind(pid)
+            .fetch_optional(&self.pool)
+            .await
+            .unwrap();
+        state.is_some_and(|state| state.starts_with("idle in transaction"))
     }
 
     /// Waits until the backend `pid` waits for a lock.

@@ -138,17 +138,17 @@ where
                 match store.wait_for_key(&mut transaction, &call.key, left).await {
                     Ok(true) => {}
                     Ok(false) => return call.ended(Answer::Conflict),
-                    Err(error) => return unavailable(&call, &error),
+                    Err(error) => return failed(&call, transaction, &error).await,
                 }
             }
             Ok(None) => return call.ended(Answer::Conflict),
-            Err(error) => return unavailable(&call, &error),
+            Err(error) => return failed(&call, transaction, &error).await,
         }
     };
     // The handler's writes begin here: whatever it leaves behind can be undone without
     // giving up the claim.
     if let Err(error) = store.mark_handler_start(&mut transaction).await {
-        return unavailable(&call, &error);
+        return failed(&call, transaction, &error).await;
     }
     link.open(transaction);
     let claim = call.held_claim();
@@ -167,6 +167,14 @@ fn misused(call: &Call, detail: &'static str) -> Response {
 fn unavailable(call: &Call, error: &dyn std::fmt::Display) -> Response {
     tracing::error!(target: "idem", route = call.route.as_str(), %error, "the handler's database is unavailable; answering 503");
     call.ended(Answer::StoreUnavailable)
+}
+
+/// [`unavailable`], once the transaction, which may hold the key's lock, is rolled back: a
+/// transaction only dropped is rolled back when its connection is next used, after the answer,
+/// and a retry in between would find the key still taken (409).
+async fn failed(call: &Call, transaction: Transaction, error: &(dyn std::fmt::Display + Sync)) -> Response {
+    roll_back(Some(transaction)).await;
+    unavailable(call, error)
 }
 
 /// A request that claimed its key in the transaction it lends the handler.
@@ -227,7 +235,11 @@ impl Owner {
         let now = self.store.now();
         let record = self.call.record(now, self.fingerprint, status, &parts.headers, kept);
         let committed = observe::time_operation(Operation::Complete, || async {
-            self.complete(&mut transaction, &record).await?;
+            if let Err(error) = self.complete(&mut transaction, &record).await {
+                // Rolled back before the 503, as in `failed`.
+                roll_back(Some(transaction)).await;
+                return Err(error);
+            }
             transaction.commit().await.map_err(|error| StoreError::Unavailable(Box::new(error)))
         });
         match committed.await {
