@@ -1,7 +1,6 @@
 //! The application of the error matrix: a handler taking `Tx` that writes an order, provokes
 //! the failed statement its request names, catches it and answers the status the request names;
 //! and the fixture that serves it on a schema of its own.
-#![allow(dead_code)]
 
 use std::str::FromStr as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
