@@ -16,7 +16,7 @@ for bench in engine fingerprint store; do
   # The engine's benches run 100 requests per sample, so that work the store batches (moka's
   # maintenance, its table clean-ups under eviction) falls inside the samples.
   extra=(); [[ "$bench" == engine ]] && extra=(--sample-size 100)
-  # The engine as users build it by default: without `metrics`, whose cost the README gives apart.
+  # The engine as users build it by default: without `metrics`, whose cost the guide's observability chapter gives apart.
   features=(--all-features); [[ "$bench" == engine ]] && features=()
   cargo bench --quiet -p idem-runtime "${features[@]}" --bench "$bench" -- --sample-count "$samples" "${extra[@]}" | tee >(cat >&2) |
     awk -v bench="$bench" -F'│' '

@@ -155,7 +155,7 @@ async fn capacity_pressure_evicts_the_oldest_records_and_keeps_the_newest() {
         }
     }
     assert_eq!(hits.get("required"), 1_000);
-    // The oldest was evicted: its retry runs the handler again, as the README says.
+    // The oldest was evicted: its retry runs the handler again, as the guide's stores chapter says.
     assert!(!post_to("/required").key("k-0").send(&app).await.replayed());
 }
 

@@ -7,7 +7,7 @@
 //! `IDEM_CRASH_TRIALS` sets the number of creates (each with a kill), e.g. for a long run:
 //! `IDEM_CRASH_TRIALS=60 cargo test --all-features --test exactly_once -- --nocapture`.
 //! The same scenario with the idempotency records in Redis and the orders committed on their
-//! own (the comparison in the README) is ignored by default:
+//! own (the comparison in the guide's `Tx` chapter) is ignored by default:
 //! `IDEM_CRASH_TRIALS=60 cargo test --all-features --test exactly_once -- --ignored --nocapture`.
 
 mod common;
@@ -192,7 +192,7 @@ fn with_the_transactional_store_every_key_has_exactly_one_order_whenever_an_inst
 }
 
 #[test]
-#[ignore = "a measurement for the README: duplicates when the records live apart from the orders"]
+#[ignore = "a measurement for the guide: duplicates when the records live apart from the orders"]
 fn with_records_in_redis_an_instance_dying_after_the_insert_duplicates_orders() {
     let test = "with_records_in_redis_an_instance_dying_after_the_insert_duplicates_orders";
     let (Some(admin_url), Some(redis_url)) = (pg_common::database_url(test), common::redis_url(test)) else {

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use idem_runtime::store::{Claim, MemoryStore, Store};
 use idem_runtime::testkit::{fingerprint, fresh_key, record};
 
-/// The README's bound for a default `MemoryStore` (100 000 records, 64 MiB of records).
+/// The guide's bound for a default `MemoryStore` (100 000 records, 64 MiB of records).
 const BOUND_MIB: f64 = 128.0;
 
 fn rss_mib() -> f64 {

@@ -1,4 +1,4 @@
-//! Every outcome of a covered request (the README's outcome table), through a real `Router`.
+//! Every outcome of a covered request (the outcome table of the guide's semantics chapter), through a real `Router`.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! The README's "Testing your handlers" example, run as it is shown there.
+//! The guide's "Testing your handlers" example (`idem_runtime::guide::testing`), run as it is shown there.
 
 use std::time::Duration;
 
@@ -63,14 +63,14 @@ async fn a_duplicate_gets_409_while_the_first_runs_even_past_its_lease() {
     assert!(replayed(&app.clone().oneshot(order("k2")).await.unwrap()));
 }
 
-// The README shows this file from its first `use` down to here.
+// The guide's testing chapter shows this file from its first `use` down to here.
 
 #[test]
-fn the_readme_shows_this_example() {
+fn the_guide_shows_this_example() {
     let source = include_str!("testing_handlers.rs");
     let start = source.find("use std::time").unwrap();
-    let end = source.find("// The README shows this file").unwrap();
+    let end = source.find("// The guide's testing chapter shows this file").unwrap();
     let example = source[start..end].trim_end();
-    let readme = include_str!("../README.md");
-    assert!(readme.contains(example), "README.md's \"Testing your handlers\" must show tests/testing_handlers.rs");
+    let chapter = include_str!("../idem-runtime/src/guide/testing.md");
+    assert!(chapter.contains(example), "the guide's testing chapter must show tests/testing_handlers.rs");
 }

@@ -69,10 +69,16 @@ impl Idempotency {
         Arc::ptr_eq(&self.store, &Self::process_default().store)
     }
 
-    /// Whether the configured store is `store` (the same table of the same database).
+    /// Whether the configured store is `store` (the same table of the same database), alone or
+    /// behind a [`LocalTier`](crate::store::LocalTier).
     #[cfg(feature = "postgres")]
     pub(crate) fn uses(&self, store: &crate::store::PgStore) -> bool {
-        self.store.as_any().downcast_ref::<crate::store::PgStore>().is_some_and(|configured| configured.same_as(store))
+        use crate::store::{LocalTier, PgStore};
+        let configured = self.store.as_any();
+        let configured = configured
+            .downcast_ref::<PgStore>()
+            .or_else(|| configured.downcast_ref::<LocalTier<PgStore>>().map(LocalTier::inner));
+        configured.is_some_and(|configured| configured.same_as(store))
     }
 
     pub(crate) fn process_default() -> Self {

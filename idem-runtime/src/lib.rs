@@ -127,6 +127,7 @@
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod client;
 pub mod fingerprint;
+pub mod guide;
 pub mod hooks;
 pub mod key;
 #[cfg(feature = "utoipa")]
@@ -155,11 +156,6 @@ mod layer;
 mod lease;
 mod observe;
 mod outcome;
-
-/// The README's code blocks, compiled as doctests.
-#[cfg(all(doctest, feature = "client"))]
-#[doc = include_str!("../../README.md")]
-struct ReadmeDoctests;
 
 /// The crate README's code blocks (the page crates.io shows), compiled as doctests.
 #[cfg(all(doctest, feature = "macros"))]

@@ -1,7 +1,7 @@
 //! What an operator sees of covered requests besides their events: a tracing span per request
 //! that carries its outcome and, with the `metrics` feature, metrics through the `metrics`
-//! facade (names and labels in the README). Without the feature the metric types here are
-//! empty and cost nothing.
+//! facade (names and labels in the guide's observability chapter). Without the feature the
+//! metric types here are empty and cost nothing.
 
 use http::Method;
 use tracing::Span;

@@ -37,6 +37,7 @@ use crate::key::IdempotencyKey;
 use crate::record::Record;
 use crate::scope::Scope;
 
+mod cached;
 mod clock;
 mod local;
 mod memory;
@@ -49,6 +50,8 @@ mod redis;
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use local::LocalTier;
 pub use memory::{MemoryStore, MemoryStoreBuilder};
+#[cfg(feature = "postgres")]
+pub(crate) use postgres::aborted_earlier;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PgStore, PgStoreBuilder};
