@@ -130,7 +130,7 @@ impl<S: Send + Sync, C: HandlerSpec> FromRequestParts<S> for IdempotencyContext<
         let idempotency = match parts.extensions.get::<Idempotency>() {
             Some(layer) => layer.clone(),
             None if config.layer_only => {
-                tracing::error!(target: "idem", method = observe::method_label(&parts.method), route = route.label(), "this handler takes its store from an `Idempotency` layer (`store = \"layer\"`), and its route is not behind one: a route added after the layer, or merged in from a router without it; the request is refused, put the route behind the layer");
+                tracing::error!(target: "idem", method = %observe::method_label(&parts.method), route = route.label(), "this handler takes its store from an `Idempotency` layer (`store = \"layer\"`), and its route is not behind one: a route added after the layer, or merged in from a router without it; the request is refused, put the route behind the layer");
                 return Err(end_early(parts, started, |seen| outcome::answer(seen, Answer::StoreNotConfigured)));
             }
             None => Idempotency::embedded_for(&parts.method, route.label()),

@@ -43,7 +43,7 @@ pub(crate) fn span(method: &Method, route: &str) -> Span {
     tracing::info_span!(
         target: "idem",
         "idem",
-        method = method_label(method),
+        method = %method_label(method),
         route,
         outcome = tracing::field::Empty,
         status = tracing::field::Empty
