@@ -145,7 +145,6 @@ scenarios! {
     complete_whose_reply_is_lost: Complete, Fault::ErrorAfter;
     complete_lost_on_the_way_and_timed_out: Complete, no_reply(false, Some(LONG));
     complete_taking_effect_and_timed_out: Complete, no_reply(true, Some(LONG));
-    #[ignore = "engine defect: a completion whose reply never comes keeps its claim renewed for ever, so every retry gets 409"]
     complete_lost_on_the_way_and_never_answered: Complete, no_reply(false, None);
     complete_taking_effect_and_never_answered: Complete, no_reply(true, None);
 
@@ -154,7 +153,6 @@ scenarios! {
     release_whose_reply_is_lost: Release, Fault::ErrorAfter;
     release_lost_on_the_way_and_timed_out: Release, no_reply(false, Some(LONG));
     release_taking_effect_and_timed_out: Release, no_reply(true, Some(LONG));
-    #[ignore = "engine defect: a release whose reply never comes keeps its claim renewed for ever, so every retry gets 409"]
     release_lost_on_the_way_and_never_answered: Release, no_reply(false, None);
     release_taking_effect_and_never_answered: Release, no_reply(true, None);
 

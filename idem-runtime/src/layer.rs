@@ -93,7 +93,7 @@ impl Idempotency {
         if LAYER_APPLIED.load(Ordering::Relaxed) {
             tracing::warn!(
                 target: "idem",
-                %method,
+                method = %crate::observe::method_label(method),
                 route,
                 "this route is not behind an `Idempotency` layer, while other routes of this process are: it uses this process's embedded store, not theirs; put it behind the layer, or give its handler `store = \"layer\"` to refuse such requests"
             );

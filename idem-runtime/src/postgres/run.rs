@@ -160,12 +160,12 @@ where
 
 /// A covered request refused for a mistake in the application (`detail`).
 fn misused(call: &Call, detail: &'static str) -> Response {
-    tracing::error!(target: "idem", route = call.route.as_str(), "{detail}; answering 500 `transaction-unavailable`");
+    tracing::error!(target: "idem", route = call.route.label(), "{detail}; answering 500 `transaction-unavailable`");
     call.ended(Answer::TransactionUnavailable(detail))
 }
 
 fn unavailable(call: &Call, error: &dyn std::fmt::Display) -> Response {
-    tracing::error!(target: "idem", route = call.route.as_str(), %error, "the handler's database is unavailable; answering 503");
+    tracing::error!(target: "idem", route = call.route.label(), %error, "the handler's database is unavailable; answering 503");
     call.ended(Answer::StoreUnavailable)
 }
 
@@ -260,9 +260,9 @@ impl Owner {
             Err(error) if aborted_earlier(&error) => {
                 let status = record.status.as_u16();
                 if record.status.is_success() {
-                    tracing::warn!(target: "idem", route = self.call.route.as_str(), status, "the handler answered a success although one of its statements failed: none of its writes commit, and its answer is stored");
+                    tracing::warn!(target: "idem", route = self.call.route.label(), status, "the handler answered a success although one of its statements failed: none of its writes commit, and its answer is stored");
                 } else {
-                    tracing::debug!(target: "idem", route = self.call.route.as_str(), status, "one of the handler's statements failed: its writes are rolled back and its answer is stored");
+                    tracing::debug!(target: "idem", route = self.call.route.label(), status, "one of the handler's statements failed: its writes are rolled back and its answer is stored");
                 }
                 self.store.undo_handler(transaction).await?;
                 self.store.complete_in(transaction, key, token, record).await
