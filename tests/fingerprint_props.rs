@@ -4,10 +4,10 @@
 
 mod common;
 
+use common::json_values::{changed, rewritten, value};
 use common::{app, post_to};
 use idem_runtime::fingerprint::{canonicalized_on_this_thread, FingerprintWriter};
 use proptest::prelude::*;
-use serde_json::{Map, Number, Value};
 
 fn digest(text: &str) -> [u8; 32] {
     let mut w = FingerprintWriter::new();
@@ -15,80 +15,12 @@ fn digest(text: &str) -> [u8; 32] {
     w.finish()
 }
 
-fn value() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(|n| Value::Number(n.into())),
-        (-1e12f64..1e12).prop_filter_map("finite", |f| Number::from_f64(f).map(Value::Number)),
-        "[a-z\"\\\\\u{1}\n é😀/]{0,8}".prop_map(Value::String),
-    ];
-    leaf.prop_recursive(3, 24, 4, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::btree_map("[a-z\"é]{0,4}", inner, 0..4)
-                .prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>())),
-        ]
-    })
-}
-
-/// The same value written differently: keys in reverse order, whitespace everywhere, every
-/// non-ASCII character and the slash escaped.
-fn rewrite(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => {
-            out.push_str("{ ");
-            for (i, (k, v)) in map.iter().rev().enumerate() {
-                if i > 0 {
-                    out.push_str(" ,\n ");
-                }
-                escape(k, out);
-                out.push_str(" :\t");
-                rewrite(v, out);
-            }
-            out.push_str(" }");
-        }
-        Value::Array(items) => {
-            out.push_str("[ ");
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(" , ");
-                }
-                rewrite(v, out);
-            }
-            out.push_str(" ]");
-        }
-        Value::String(s) => escape(s, out),
-        other => out.push_str(&other.to_string()),
-    }
-}
-
-fn escape(s: &str, out: &mut String) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '/' => out.push_str("\\/"),
-            c if (c as u32) < 0x20 || !c.is_ascii() => {
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    out.push_str(&format!("\\u{unit:04X}"));
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
     #[test]
     fn one_value_written_two_ways_fingerprints_the_same(v in value()) {
-        let mut other = String::new();
-        rewrite(&v, &mut other);
+        let other = rewritten(&v);
         prop_assert_eq!(digest(&v.to_string()), digest(&other), "{} vs {}", v, other);
     }
 
@@ -99,9 +31,7 @@ proptest! {
         how in any::<prop::sample::Index>(),
         with in any::<prop::sample::Index>(),
     ) {
-        let mut changed = v.clone();
-        let mut node = at.index(count_nodes(&v));
-        change(&mut changed, &mut node, how, with);
+        let changed = changed(&v, at, how, with);
         prop_assert_ne!(&changed, &v);
         prop_assert_ne!(digest(&v.to_string()), digest(&changed.to_string()), "{} vs {}", v, changed);
     }
@@ -152,12 +82,8 @@ proptest! {
         how in any::<prop::sample::Index>(),
         with in any::<prop::sample::Index>(),
     ) {
-        let mut rewritten = String::new();
-        rewrite(&v, &mut rewritten);
-        let mut changed = v.clone();
-        let mut node = at.index(count_nodes(&v));
-        change(&mut changed, &mut node, how, with);
-        let (original, changed) = (v.to_string(), changed.to_string());
+        let rewritten = rewritten(&v);
+        let (original, changed) = (v.to_string(), changed(&v, at, how, with).to_string());
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             let (app, hits) = app();
@@ -175,85 +101,6 @@ proptest! {
             Ok(())
         })?;
     }
-}
-
-/// The number of nodes (values at any depth) in `v`.
-fn count_nodes(v: &Value) -> usize {
-    1 + match v {
-        Value::Array(items) => items.iter().map(count_nodes).sum(),
-        Value::Object(map) => map.values().map(count_nodes).sum(),
-        _ => 0,
-    }
-}
-
-/// Changes the meaning of the `node`th node of `v` (pre-order): another number, a string with a
-/// character replaced, a key dropped or renamed, two different array items swapped, and so on.
-fn change(v: &mut Value, node: &mut usize, how: prop::sample::Index, with: prop::sample::Index) -> bool {
-    if *node > 0 {
-        *node -= 1;
-        return match v {
-            Value::Array(items) => items.iter_mut().any(|item| change(item, node, how, with)),
-            Value::Object(map) => map.values_mut().any(|item| change(item, node, how, with)),
-            _ => false,
-        };
-    }
-    match v {
-        Value::Null => *v = Value::Bool(false),
-        Value::Bool(b) => *b = !*b,
-        Value::Number(n) => {
-            *n = match (n.as_i64(), n.as_f64()) {
-                (Some(i), _) => Number::from(i.wrapping_add(1 + how.index(1000) as i64)),
-                // Another float: one mantissa bit flipped (never -0.0 for 0.0, an equal value).
-                (None, Some(f)) => Number::from_f64(f64::from_bits(f.to_bits() ^ (1 << how.index(52)))).unwrap(),
-                (None, None) => unreachable!("a generated number is an i64 or a float"),
-            }
-        }
-        Value::String(s) => {
-            let mut chars: Vec<char> = s.chars().collect();
-            let other = |c: char| if c == 'q' { 'r' } else { 'q' };
-            match chars.len() {
-                0 => chars.push('q'),
-                n => {
-                    let i = how.index(n);
-                    chars[i] = other(chars[i]);
-                }
-            }
-            *s = chars.into_iter().collect();
-        }
-        Value::Array(items) => {
-            let pairs: Vec<(usize, usize)> = (0..items.len())
-                .flat_map(|i| (i + 1..items.len()).map(move |j| (i, j)))
-                .filter(|&(i, j)| items[i] != items[j])
-                .collect();
-            match (pairs.len(), how.index(3)) {
-                (0, _) | (_, 0) if !items.is_empty() => {
-                    items.remove(with.index(items.len()));
-                }
-                (0, _) | (_, 0) => items.push(Value::Null),
-                (n, _) => {
-                    let (i, j) = pairs[with.index(n)];
-                    items.swap(i, j);
-                }
-            }
-        }
-        Value::Object(map) => match map.keys().nth(with.index(map.len().max(1))).cloned() {
-            Some(key) if how.index(2) == 0 => {
-                map.remove(&key);
-            }
-            Some(key) => {
-                let value = map.remove(&key).unwrap();
-                let mut renamed = format!("{key}q");
-                while map.contains_key(&renamed) {
-                    renamed.push('q');
-                }
-                map.insert(renamed, value);
-            }
-            None => {
-                map.insert("q".into(), Value::Null);
-            }
-        },
-    }
-    true
 }
 
 /// An exact decimal: `-`? `digits` × 10^`exponent`, digits possibly with leading or trailing zeros.

@@ -135,11 +135,39 @@ fn a_shaped_problem_keeps_its_status_class_idems_retry_after_and_no_replay_marke
             async move { post_to("/gated").key("g").send(&app).await }
         });
         eventually(Duration::from_secs(5), || hits.get("gated_started") == 1).await;
+        // Still running: the status stays 409, so clients keep asking (the body is the hook's).
         let conflict = post_to("/gated").key("g").send(&app).await;
-        assert_eq!((conflict.status, conflict.header("retry-after")), (StatusCode::TOO_MANY_REQUESTS, Some("1")));
+        assert_eq!((conflict.status, conflict.header("retry-after")), (StatusCode::CONFLICT, Some("1")));
+        assert_eq!(conflict.body.as_ref(), &b"shaped"[..]);
         assert!(!conflict.replayed());
         hits.open_gate();
         running.await.unwrap();
+    });
+}
+
+#[test]
+fn a_hook_cannot_turn_a_request_still_running_into_a_final_refusal() {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let layer = Idempotency::new(MemoryStore::new()).shape_problems(|_| {
+            Some((StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": "no" }))).into_response())
+        });
+        let (app, hits) = app_with_layer(layer);
+        let running = tokio::spawn({
+            let app = app.clone();
+            async move { post_to("/gated").key("g").send(&app).await }
+        });
+        eventually(Duration::from_secs(5), || hits.get("gated_started") == 1).await;
+        // idem's client (and any client reading 409 + Retry-After) retries this until the first
+        // attempt ends; a 400 would make it give up on a call that is still running.
+        let conflict = post_to("/gated").key("g").send(&app).await;
+        assert_eq!((conflict.status, conflict.header("retry-after")), (StatusCode::CONFLICT, Some("1")));
+        assert_eq!(conflict.json()["error"], "no");
+        hits.open_gate();
+        assert_eq!(running.await.unwrap().status, 201);
+        // A final refusal takes the hook's status.
+        assert_eq!(post_to("/required").key("r").send(&app).await.status, 201);
+        let reused = post_to("/required").key("r").json("[1]").send(&app).await;
+        assert_eq!((reused.status, reused.header("retry-after")), (StatusCode::BAD_REQUEST, None));
     });
 }
 

@@ -210,3 +210,41 @@ fn the_time_idem_adds_leaves_out_the_handler_and_a_streamed_body() {
         assert!(added[0] < 0.2, "{route}: {added:?}");
     }
 }
+
+#[idempotent(required)]
+async fn anything(body: Bytes) -> Bytes {
+    body
+}
+
+#[test]
+fn labels_stay_bounded_whatever_paths_and_methods_clients_send() {
+    let recorded = recorded(|_| async {
+        // An annotated fallback has no route template: each request's path is its own.
+        let app = Router::new().fallback(anything).layer(Idempotency::new(MemoryStore::new()));
+        for n in 0..5 {
+            let path = format!("/reset/token-{n}");
+            assert_eq!(post_to(&path).key(&format!("k{n}")).send(&app).await.status, 200);
+            assert_eq!(post_to(&path).method("PURGE").key(&format!("p{n}")).send(&app).await.status, 200);
+        }
+    });
+    assert_eq!(
+        recorded.series("idem_requests_total"),
+        pairs(&[
+            ("method=OTHER,outcome=executed,route=unmatched", "5"),
+            ("method=POST,outcome=executed,route=unmatched", "5")
+        ])
+    );
+}
+
+#[test]
+fn a_keyed_request_refused_for_its_body_size_is_counted() {
+    let recorded = recorded(|_| async {
+        let app = Router::new()
+            .route("/anything", post(anything))
+            .layer(axum::extract::DefaultBodyLimit::max(8))
+            .layer(Idempotency::new(MemoryStore::new()));
+        let reply = post_to("/anything").key("k").raw_body(vec![b'x'; 64]).send(&app).await;
+        reply.assert_problem(413, "urn:idem:problem:body-too-large");
+    });
+    assert_eq!(recorded.series("idem_requests_total"), pairs(&[("method=POST,outcome=rejected,route=/anything", "1")]));
+}

@@ -6,8 +6,9 @@
 //! case, `IDEM_MODEL_SEED` the seed), e.g. for a long run:
 //! `IDEM_MODEL_CASES=20000 cargo test --release --all-features --test store_protocol -- --nocapture`
 //!
-//! The Redis store runs on the shared server (`IDEM_TEST_REDIS_URL`) and on a three-master Redis
-//! Cluster the test starts on free loopback ports.
+//! The Redis store runs on the shared server (`IDEM_TEST_REDIS_URL`), on a private server whose
+//! forgetting also drops its script cache, and on a three-master Redis Cluster the test starts
+//! on free loopback ports.
 
 mod cluster_common;
 mod common;
@@ -184,6 +185,43 @@ fn redis_store_behind_a_local_tier_follows_the_protocol_and_survives_forgetting(
         "LocalTier<RedisStore>",
         LocalTier::new,
     );
+}
+
+/// The Redis store on a private server that forgets as a restart without persistence does:
+/// every key and every cached script gone. Without its scripts, an operation sent just before
+/// another can take effect after it (its script is loaded and it is sent again), which the
+/// model's racing releases then meet.
+#[test]
+fn redis_store_on_a_server_restarted_empty_follows_the_protocol() {
+    let Some(server) = common::RedisServer::start("protocol on a server restarted empty") else { return };
+    let (url, cases) = (server.url(), AtomicU64::new(0));
+    let started = Instant::now();
+    let run = check_protocol(
+        |clock| {
+            let (url, case) = (url.clone(), cases.fetch_add(1, Ordering::Relaxed));
+            async move {
+                let store = RedisStore::builder(url.clone())
+                    .prefix(format!("model:{case}:"))
+                    .max_lease(MODEL_MAX_LEASE)
+                    .clock(clock)
+                    .new_key_space()
+                    .connect()
+                    .await
+                    .expect("Redis is reachable");
+                let client = redis::Client::open(url).unwrap();
+                let conn = client.get_multiplexed_async_connection().await.unwrap();
+                Subject::new(store).forgetting(move || {
+                    let mut conn = conn.clone();
+                    async move {
+                        redis::cmd("FLUSHALL").exec_async(&mut conn).await.unwrap();
+                        redis::cmd("SCRIPT").arg("FLUSH").exec_async(&mut conn).await.unwrap();
+                    }
+                })
+            }
+        },
+        CASES,
+    );
+    report("RedisStore restarted empty", started, run);
 }
 
 /// Key spaces on a private Redis Cluster, one per case, on one cluster connection that every

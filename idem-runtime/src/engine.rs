@@ -24,7 +24,7 @@ use crate::lifetime::Late;
 use crate::observe::{self, HeldClaim, Stopwatch};
 use crate::outcome::{self, Answer, Outcome, Seen};
 use crate::record::{replayable_headers_only, Record, StoredBody};
-use crate::store::{Claim, ClaimToken, RecordKey, StoreError};
+use crate::store::{BoxFuture, Claim, ClaimToken, DynStore, RecordKey, StoreError};
 
 /// The request id header that tower-http's `SetRequestId` and most proxies use.
 pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -88,7 +88,7 @@ impl Call {
         started: Instant,
         request_id: Option<HeaderValue>,
     ) -> Self {
-        let span = observe::span(&method, route.as_str());
+        let span = observe::span(&method, route.label());
         let watch = Stopwatch::new(started);
         Self { idempotency, key, method, route, config, started, request_id, span, watch, late: None }
     }
@@ -97,7 +97,7 @@ impl Call {
     fn seen(&self) -> Seen<'_> {
         Seen {
             method: &self.method,
-            route: self.route.as_str(),
+            route: self.route.label(),
             request_id: self.request_id.as_ref(),
             started: self.started,
             span: &self.span,
@@ -127,7 +127,7 @@ impl Call {
 
     /// The claim of this request's key, counted as held by this process until it is dropped.
     pub(crate) fn held_claim(&self) -> HeldClaim {
-        HeldClaim::new(&self.method, self.route.as_str())
+        HeldClaim::new(&self.method, self.route.label())
     }
 
     /// Reports an outcome idem answers itself, and gives its response.
@@ -149,7 +149,8 @@ impl Call {
         let give_up = Instant::now() + lease;
         let mut pause = Duration::from_millis(5);
         let token = loop {
-            match self.idempotency.store.claim(&self.key, &fingerprint, lease).await {
+            let attempt = ClaimInFlight::new(&self.idempotency.store, self.key, fingerprint, lease);
+            match attempt.await {
                 Ok(Claim::Acquired(token)) => break token,
                 Ok(Claim::Completed(record)) => {
                     self.report(Outcome::Replayed(record.status));
@@ -164,12 +165,12 @@ impl Call {
                 // Never run without idempotency here, fail-open or not: the store is reachable but
                 // may have lost claims of handlers still running.
                 Err(StoreError::Recovering { retry_after }) => {
-                    tracing::warn!(target: "idem", route = self.route.as_str(), ?retry_after, "the store lost in-flight claims; answering 503 until every lease that may be running has run out");
+                    tracing::warn!(target: "idem", route = self.route.label(), ?retry_after, "the store lost in-flight claims; answering 503 until every lease that may be running has run out");
                     return self.ended(Answer::StoreRecovering { retry_after });
                 }
                 // A late request is never run without idempotency: its record may be there.
                 Err(error) if self.idempotency.fail_open && self.late.is_none() => {
-                    tracing::warn!(target: "idem", route = self.route.as_str(), %error, "store unavailable; running the handler without idempotency (fail-open)");
+                    tracing::warn!(target: "idem", route = self.route.label(), %error, "store unavailable; running the handler without idempotency (fail-open)");
                     self.watch.pause();
                     let response = handler.await;
                     self.watch.resume();
@@ -177,7 +178,7 @@ impl Call {
                     return response;
                 }
                 Err(error) => {
-                    tracing::error!(target: "idem", route = self.route.as_str(), %error, "store unavailable; answering 503");
+                    tracing::error!(target: "idem", route = self.route.label(), %error, "store unavailable; answering 503");
                     return self.ended(Answer::StoreUnavailable);
                 }
             }
@@ -186,7 +187,6 @@ impl Call {
             return self.refuse_late(token, late).await;
         }
         let held = lease::hold(&self.idempotency.store, self.key, token, lease);
-        held.let_keeper_start().await;
         let claim = self.held_claim();
         let owner = Owner { call: self, token, fingerprint, _lease: held, _claim: claim };
         // A client that disconnects drops this future; the handler then finishes in a task of
@@ -197,10 +197,15 @@ impl Call {
     /// A late request found no record (its claim was acquired): the claim is released at once,
     /// and the request refused without running the handler.
     async fn refuse_late(self, token: ClaimToken, late: Late) -> Response {
-        if let Err(error) = self.idempotency.store.release(&self.key, token).await {
-            tracing::warn!(target: "idem", route = self.route.as_str(), %error, "could not release the claim of a request refused as past its lifetime; retries get 409 until its lease expires");
-        }
-        self.ended(Answer::KeyExpired(late))
+        // Runs to completion: a request dropped here still releases the claim it took.
+        RunToCompletion::new(async move {
+            let release = self.idempotency.store.release(&self.key, token);
+            if let Err(error) = within(self.config.lease, release).await {
+                tracing::warn!(target: "idem", route = self.route.label(), %error, "could not release the claim of a request refused as past its lifetime; retries get 409 until its lease expires");
+            }
+            self.ended(Answer::KeyExpired(late))
+        })
+        .await
     }
 }
 
@@ -246,10 +251,18 @@ impl Owner {
     }
 
     async fn release_quietly(self) -> Call {
-        if let Err(error) = self.call.idempotency.store.release(&self.call.key, self.token).await {
-            tracing::error!(target: "idem", route = self.call.route.as_str(), %error, "could not release a claim; retries get 409 until its lease expires");
+        let Owner { call, token, _lease: lease, .. } = self;
+        // Renewal stops first, so that none crosses the release; a release that fails or never
+        // answers leaves the claim to lapse after one lease.
+        drop(lease);
+        let release = call.idempotency.store.release(&call.key, token);
+        match within(call.config.lease, release).await {
+            Ok(()) => {}
+            Err(error) => {
+                tracing::error!(target: "idem", route = call.route.label(), %error, "could not release a claim; retries get 409 until its lease expires");
+            }
         }
-        self.call
+        call
     }
 
     /// Stores the response: status, the headers a replay repeats, and what was kept of the body.
@@ -261,14 +274,14 @@ impl Owner {
         // for a later write.
         let record = self.call.record(now, self.fingerprint, status, headers, body.clone());
         let store = &self.call.idempotency.store;
-        match store.complete(&self.call.key, self.token, record).await {
+        match within(self.call.config.lease, store.complete(&self.call.key, self.token, record)).await {
             Ok(()) => self.call.report(Outcome::Executed(status)),
             Err(StoreError::LeaseLost) => {
-                tracing::error!(target: "idem", route = self.call.route.as_str(), "the handler ran but its lease was taken over; its response is not stored");
+                tracing::error!(target: "idem", route = self.call.route.label(), "the handler ran but its lease was taken over; its response is not stored");
                 self.call.report(Outcome::ExecutedNotStored(status));
             }
             Err(error) => {
-                tracing::warn!(target: "idem", route = self.call.route.as_str(), %error, "the handler ran but the store is unreachable; storing its response once the store is back");
+                tracing::warn!(target: "idem", route = self.call.route.label(), %error, "the handler ran but the store is unreachable; storing its response once the store is back");
                 self.call.report(Outcome::ExecutedStorePending(status));
                 let record = self.call.record(now, self.fingerprint, status, headers, body);
                 tokio::spawn(self.complete_later(record));
@@ -281,7 +294,7 @@ impl Owner {
     /// expired. The lease is renewed all the while, so an outage never lets a retry run the
     /// handler a second time while this owner still holds its response.
     async fn complete_later(self, record: Record) {
-        let route = self.call.route.as_str();
+        let route = self.call.route.label();
         let mut pause = Duration::from_millis(100);
         loop {
             tokio::time::sleep(pause).await;
@@ -290,7 +303,8 @@ impl Owner {
                 tracing::error!(target: "idem", route, "the store stayed unreachable for the record's whole ttl; it was never stored");
                 return;
             }
-            match self.call.idempotency.store.complete(&self.call.key, self.token, record.clone()).await {
+            let complete = self.call.idempotency.store.complete(&self.call.key, self.token, record.clone());
+            match within(self.call.config.lease, complete).await {
                 Ok(()) => {
                     tracing::info!(target: "idem", route, "stored a response after the store came back");
                     return;
@@ -301,6 +315,63 @@ impl Owner {
                 }
                 Err(_) => {}
             }
+        }
+    }
+}
+
+/// A store operation of the claim's owner, bounded by the lease: a store that never answers is
+/// an unavailable one (a completion is then retried in the background, a release left to lapse),
+/// never a claim held for as long as the call hangs.
+async fn within<T>(lease: Duration, operation: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    tokio::time::timeout(lease, operation)
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Unavailable("the store did not answer within the lease".into())))
+}
+
+/// A claim on its way to the store. Dropped before the store answered (the client went away, a
+/// timeout layer gave up, the server shuts down), it finishes in a task of its own, which
+/// releases the claim if it was acquired: no claim is left in the store without an owner to run,
+/// renew or release it.
+struct ClaimInFlight {
+    attempt: Option<BoxFuture<'static, Result<Claim, StoreError>>>,
+    store: Arc<dyn DynStore>,
+    key: RecordKey,
+}
+
+impl ClaimInFlight {
+    fn new(store: &Arc<dyn DynStore>, key: RecordKey, fingerprint: Fingerprint, lease: Duration) -> Self {
+        Self { attempt: Some(store.clone().claim_owned(key, fingerprint, lease)), store: store.clone(), key }
+    }
+}
+
+impl Future for ClaimInFlight {
+    type Output = Result<Claim, StoreError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let attempt = self.attempt.as_mut().expect("polled after completion");
+        let claim = std::task::ready!(attempt.as_mut().poll(cx));
+        self.attempt = None;
+        Poll::Ready(claim)
+    }
+}
+
+impl Drop for ClaimInFlight {
+    fn drop(&mut self) {
+        let Some(attempt) = self.attempt.take() else { return };
+        let (store, key) = (self.store.clone(), self.key);
+        let undo = async move {
+            if let Ok(Claim::Acquired(token)) = attempt.await {
+                if let Err(error) = store.release(&key, token).await {
+                    tracing::error!(target: "idem", %error, "could not release the claim of a request dropped while claiming; retries get 409 until its lease expires");
+                }
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(undo.in_current_span())),
+            Err(_) => tracing::error!(
+                target: "idem",
+                "a request was dropped while claiming its key outside a Tokio runtime; a claim it took is held until the lease expires"
+            ),
         }
     }
 }

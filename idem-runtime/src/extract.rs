@@ -31,6 +31,10 @@ fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
 }
 
+/// The route label of a request without a matched route template. No template can be it: they
+/// start with `/`.
+pub(crate) const UNMATCHED: &str = "unmatched";
+
 /// The matched route template, or the path for a handler called outside a `Router`.
 #[derive(Clone)]
 pub(crate) enum Route {
@@ -47,10 +51,21 @@ impl Route {
         }
     }
 
+    /// The template, or the path: what the fingerprint binds.
     pub(crate) fn as_str(&self) -> &str {
         match self {
             Self::Matched(path) => path.as_str(),
             Self::Path(path) => path,
+        }
+    }
+
+    /// What observation (events, spans, metrics, hooks) names the route by: its template, or
+    /// [`UNMATCHED`] for a request that matched none (an annotated fallback, a handler called
+    /// outside a `Router`). Never the path a client sent, which is unbounded and may carry tokens.
+    pub(crate) fn label(&self) -> &str {
+        match self {
+            Self::Matched(path) => path.as_str(),
+            Self::Path(_) => UNMATCHED,
         }
     }
 }
@@ -120,10 +135,10 @@ impl<S: Send + Sync, C: HandlerSpec> FromRequestParts<S> for IdempotencyContext<
         let idempotency = match parts.extensions.get::<Idempotency>() {
             Some(layer) => layer.clone(),
             None if config.layer_only => {
-                tracing::error!(target: "idem", method = %parts.method, route = route.as_str(), "this handler takes its store from an `Idempotency` layer (`store = \"layer\"`), and its route is not behind one: a route added after the layer, or merged in from a router without it; the request is refused, put the route behind the layer");
+                tracing::error!(target: "idem", method = %observe::method_label(&parts.method), route = route.label(), "this handler takes its store from an `Idempotency` layer (`store = \"layer\"`), and its route is not behind one: a route added after the layer, or merged in from a router without it; the request is refused, put the route behind the layer");
                 return Err(end_early(parts, started, |seen| outcome::answer(seen, Answer::StoreNotConfigured)));
             }
-            None => Idempotency::embedded_for(&parts.method, route.as_str()),
+            None => Idempotency::embedded_for(&parts.method, route.label()),
         };
         // Judged on the store's clock, the one its records expire by.
         let late = match began.map(|began| began.judge(idempotency.store.now(), config.ttl)) {
@@ -154,10 +169,10 @@ fn reject(parts: &Parts, started: Instant, response: Response) -> Response {
 fn end_early(parts: &Parts, started: Instant, end: impl FnOnce(&Seen<'_>) -> Response) -> Response {
     let hooks = parts.extensions.get::<Idempotency>().map(|layer| layer.hooks.clone()).unwrap_or_default();
     let route = Route::of(parts);
-    let span = observe::span(&parts.method, route.as_str());
+    let span = observe::span(&parts.method, route.label());
     end(&Seen {
         method: &parts.method,
-        route: route.as_str(),
+        route: route.label(),
         request_id: parts.headers.get(X_REQUEST_ID),
         started,
         span: &span,
@@ -217,13 +232,8 @@ where
         let (parts, body) = req.with_limited_body().into_parts();
         let bytes = match read_whole(body).await {
             Ok(bytes) => bytes,
-            Err(error) => {
-                let problem = body_problem(error);
-                return Err(match parts.extensions.get::<Idempotency>() {
-                    Some(idempotency) => idempotency.hooks.respond(&problem),
-                    None => problem.into_response(),
-                });
-            }
+            // Reported like every refusal of a covered request, and shaped by the layer's hooks.
+            Err(error) => return Err(reject(&parts, Instant::now(), body_problem(error).into_response())),
         };
         let digest = Some(digests.time(|| E::digest(&RequestInput::with_body(&parts, &bytes, record))));
         let req = Request::from_parts(parts, Body::from(bytes));

@@ -49,6 +49,11 @@
 //!   (or the reverse) would make retrying clients retry a request that cannot succeed, or give
 //!   up on one that would. A response of another class is not sent: idem answers with its own
 //!   problem and logs an error (target `idem`) naming both statuses;
+//! - **a request still running stays a 409**: the conflict of a duplicate that arrives while
+//!   the first attempt runs keeps its status (the hook's body and other headers are sent).
+//!   Clients (idem's own among them) read 409 with `Retry-After` as "ask again later"; any other
+//!   4xx would make them give up on a call that may still succeed, and start it over under a new
+//!   key;
 //! - **`Retry-After` is idem's**: a conflict or an unavailable or recovering store carries the
 //!   delay idem computed, and every other problem none, whatever the hook set. Clients (idem's
 //!   own among them) tell a request still running (retry after the delay) from a final refusal
@@ -78,7 +83,7 @@ use axum::response::Response;
 use http::{header, HeaderValue, Method, StatusCode};
 
 use crate::layer::Idempotency;
-use crate::problem::{MadeFrom, Problem};
+use crate::problem::{MadeFrom, Problem, ProblemKind};
 use crate::record::IDEMPOTENT_REPLAYED;
 
 pub use crate::outcome::OutcomeKind;
@@ -115,8 +120,9 @@ impl<'a> RequestOutcome<'a> {
         self.method
     }
 
-    /// The matched route template (`/orders/{id}`), or the path for a handler called outside a
-    /// `Router`.
+    /// The matched route template (`/orders/{id}`), or `unmatched` for a request that matched no
+    /// route template (an annotated fallback, a handler called outside a `Router`): never the
+    /// path the client sent.
     pub fn route(&self) -> &'a str {
         self.route
     }
@@ -209,8 +215,12 @@ impl Hooks {
     }
 }
 
-/// What a shaped response cannot change: idem's `Retry-After`, and no replay marker.
+/// What a shaped response cannot change: the status of a request still running, idem's
+/// `Retry-After`, and no replay marker.
 fn keep_what_clients_rely_on(mut response: Response, problem: &Problem) -> Response {
+    if problem.kind() == ProblemKind::InFlight {
+        *response.status_mut() = problem.status();
+    }
     let headers = response.headers_mut();
     headers.remove(IDEMPOTENT_REPLAYED);
     match problem.retry_after_seconds() {

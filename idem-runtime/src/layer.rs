@@ -69,10 +69,16 @@ impl Idempotency {
         Arc::ptr_eq(&self.store, &Self::process_default().store)
     }
 
-    /// Whether the configured store is `store` (the same table of the same database).
+    /// Whether the configured store is `store` (the same table of the same database), alone or
+    /// behind a [`LocalTier`](crate::store::LocalTier).
     #[cfg(feature = "postgres")]
     pub(crate) fn uses(&self, store: &crate::store::PgStore) -> bool {
-        self.store.as_any().downcast_ref::<crate::store::PgStore>().is_some_and(|configured| configured.same_as(store))
+        use crate::store::{LocalTier, PgStore};
+        let configured = self.store.as_any();
+        let configured = configured
+            .downcast_ref::<PgStore>()
+            .or_else(|| configured.downcast_ref::<LocalTier<PgStore>>().map(LocalTier::inner));
+        configured.is_some_and(|configured| configured.same_as(store))
     }
 
     pub(crate) fn process_default() -> Self {
@@ -87,7 +93,7 @@ impl Idempotency {
         if LAYER_APPLIED.load(Ordering::Relaxed) {
             tracing::warn!(
                 target: "idem",
-                %method,
+                method = %crate::observe::method_label(method),
                 route,
                 "this route is not behind an `Idempotency` layer, while other routes of this process are: it uses this process's embedded store, not theirs; put it behind the layer, or give its handler `store = \"layer\"` to refuse such requests"
             );

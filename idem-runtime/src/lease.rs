@@ -1,12 +1,19 @@
-//! Keeps the leases of running requests alive from a task of its own, so that renewal never
-//! depends on the request's own future being polled: a handler inside `block_in_place`, a long
-//! synchronous section, a response body still streaming or a record write retried after a
-//! store outage all keep their claim.
+//! Keeps the leases of running requests alive, so that renewal never depends on the request's
+//! own future being polled, nor on any worker of the runtime being free to run a task: a handler
+//! inside `block_in_place`, a long synchronous section, a response body still streaming or a
+//! record write retried after a store outage all keep their claim.
 //!
 //! One keeper task per runtime serves every claim taken on it: holding a lease costs an entry in
 //! a map, not a timer or a task per request. The keeper sleeps until the earliest renewal is due, renews
 //! each due lease at a third of its length (each renewal in a task of its own, so a slow store
-//! delays no other lease), and exits when nothing is held; the next hold starts it again.
+//! delays no other lease), and exits when nothing is held; the next hold starts it again. It
+//! follows its runtime's clock, a paused test clock included.
+//!
+//! A task can be starved: Tokio keeps a task woken by a worker in that worker's own slot, where
+//! no other worker may take it, so a handler that blocks its thread right after waking the
+//! keeper (by taking a claim) holds the keeper up with it. A thread of the process's own
+//! ([`rescue`]) therefore watches every held lease in real time and renews, itself, any lease
+//! the keeper has not renewed within half of it.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,25 +27,13 @@ use tokio::time::Instant;
 
 use crate::store::{ClaimToken, DynStore, RecordKey, StoreError};
 
+mod rescue;
+
 /// A lease kept alive until this is dropped.
 #[must_use = "the lease is renewed only while this is held"]
 pub(crate) struct HeldLease {
     /// The runtime whose keeper renews it, and the lease's number there; `None` outside a runtime.
     at: Option<(runtime::Id, u64)>,
-    /// Whether this hold started the runtime's keeper (see [`HeldLease::let_keeper_start`]).
-    started_keeper: bool,
-}
-
-impl HeldLease {
-    /// Lets a keeper this hold just started run before the request goes on. A new task waits in
-    /// its spawner's worker slot, where no other worker can take it; a handler that blocks that
-    /// worker before yielding would keep the keeper from ever starting. Once started, the keeper
-    /// sleeps on the runtime's timer and wakes on whichever worker is free.
-    pub(crate) async fn let_keeper_start(&self) {
-        if self.started_keeper {
-            tokio::task::yield_now().await;
-        }
-    }
 }
 
 impl std::fmt::Debug for HeldLease {
@@ -80,8 +75,9 @@ impl Hasher for SpreadHasher {
     }
 }
 
-#[derive(Default)]
 struct Keeper {
+    /// The runtime the leases were taken on, for renewals made from outside it.
+    runtime: runtime::Handle,
     held: IdMap<u64, Held>,
     next_id: u64,
     /// Whether a keeper task is alive.
@@ -91,12 +87,16 @@ struct Keeper {
     wake: Arc<Notify>,
 }
 
+#[derive(Clone)]
 struct Held {
     store: Arc<dyn DynStore>,
     key: RecordKey,
     token: ClaimToken,
     lease: Duration,
     due: Instant,
+    /// When the lease was last taken or renewed, on the real clock: the rescue thread renews a
+    /// lease not renewed for half its length.
+    renewed: std::time::Instant,
     /// The store said the claim is no longer this owner's: renewing again is pointless.
     lost: bool,
 }
@@ -115,16 +115,24 @@ pub(crate) fn hold(store: &Arc<dyn DynStore>, key: RecordKey, token: ClaimToken,
             target: "idem",
             "a claim was taken outside a Tokio runtime; its lease is not renewed and lapses after {lease:?}"
         );
-        return HeldLease { at: None, started_keeper: false };
+        return HeldLease { at: None };
     };
     let due = Instant::now() + interval(lease);
     let runtime_id = runtime.id();
     let (id, start) = {
         let mut keepers = keepers();
-        let keeper = keepers.entry(runtime_id).or_default();
+        let keeper = keepers.entry(runtime_id).or_insert_with(|| Keeper {
+            runtime: runtime.clone(),
+            held: IdMap::default(),
+            next_id: 0,
+            running: false,
+            sleeping_until: None,
+            wake: Arc::default(),
+        });
         let id = keeper.next_id;
         keeper.next_id += 1;
-        keeper.held.insert(id, Held { store: store.clone(), key, token, lease, due, lost: false });
+        let renewed = std::time::Instant::now();
+        keeper.held.insert(id, Held { store: store.clone(), key, token, lease, due, renewed, lost: false });
         let start = !keeper.running;
         if start {
             keeper.running = true;
@@ -133,13 +141,13 @@ pub(crate) fn hold(store: &Arc<dyn DynStore>, key: RecordKey, token: ClaimToken,
         }
         (id, start.then(|| keeper.wake.clone()))
     };
+    rescue::watch(lease);
     // Spawned without the lock: a runtime shutting down drops the task at once, and with it
     // the guard that takes the lock to mark the keeper stopped.
-    let started_keeper = start.is_some();
     if let Some(wake) = start {
         drop(runtime.spawn(keep(runtime_id, wake)));
     }
-    HeldLease { at: Some((runtime_id, id)), started_keeper }
+    HeldLease { at: Some((runtime_id, id)) }
 }
 
 impl Drop for HeldLease {
@@ -219,11 +227,23 @@ async fn renew(
     token: ClaimToken,
     lease: Duration,
 ) {
-    match store.renew(&key, token, lease).await {
-        Ok(()) => {}
+    let result = store.renew(&key, token, lease).await;
+    renewed(runtime, id, key, result);
+}
+
+/// Records what a renewal of lease `id` found.
+fn renewed(runtime: runtime::Id, id: u64, key: RecordKey, result: Result<(), StoreError>) {
+    let mut keepers = keepers();
+    let held = keepers.get_mut(&runtime).and_then(|keeper| keeper.held.get_mut(&id));
+    match result {
+        Ok(()) => {
+            if let Some(held) = held {
+                held.renewed = std::time::Instant::now();
+            }
+        }
         Err(StoreError::LeaseLost) => {
             tracing::error!(target: "idem", ?key, "a running request's claim was taken over or dropped; its response will not be stored");
-            if let Some(held) = keepers().get_mut(&runtime).and_then(|keeper| keeper.held.get_mut(&id)) {
+            if let Some(held) = held {
                 held.lost = true;
             }
         }

@@ -236,7 +236,7 @@ fn report_as(seen: &Seen<'_>, outcome: Outcome, status: StatusCode, problem: Opt
     seen.span.in_scope(|| {
         tracing::info!(
             target: "idem",
-            method = %seen.method,
+            method = %observe::method_label(seen.method),
             route = seen.route,
             outcome = kind.as_str(),
             status = status.as_u16(),

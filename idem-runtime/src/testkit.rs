@@ -1,7 +1,7 @@
 //! The store contract suite (feature `testkit`): what every [`Store`] must pass. idem runs it
 //! against `MemoryStore`, `RedisStore` and both behind a `LocalTier`; run it against yours.
 //!
-//! Two parts:
+//! Two checks:
 //!
 //! - [`check_protocol`]: a model-based check of the claim/lease/complete protocol — random
 //!   interleavings of several owners, crashes, outages (including replies lost after the
@@ -9,6 +9,10 @@
 //!   forget what it holds, forgetting — against a reference model, with the invariants checked
 //!   after every step. The store runs on a [`ManualClock`], so nothing waits.
 //! - [`check_store`]: scenarios on the real clock, among them 64 concurrent claims of one key.
+//!
+//! And [`FaultyStore`], which wraps any store (yours too) and injects faults by a schedule
+//! (delays, errors before or after an operation took effect, replies that never come), to
+//! drive an application's requests through them.
 //!
 //! ```no_run
 //! use idem_runtime::{store::MemoryStore, testkit};
@@ -47,8 +51,10 @@ use crate::fingerprint::Fingerprint;
 use crate::record::{Record, StoredBody};
 use crate::store::{Claim, ClaimToken, RecordKey, Store, StoreError};
 
+mod faults;
 mod protocol;
 
+pub use faults::{Fault, FaultyStore, Operation};
 pub use protocol::{check_protocol, ManualClock, ProtocolReport, Subject, MODEL_MAX_LEASE};
 
 const LEASE: Duration = Duration::from_millis(300);

@@ -2,6 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod demo;
+pub mod json_values;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

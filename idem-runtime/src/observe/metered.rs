@@ -140,16 +140,9 @@ fn request_labels(method: &Method, route: &str, kind: Option<OutcomeKind>) -> Ve
     labels
 }
 
-/// The method's name, without a copy for the methods handlers are annotated for.
+/// The method's bounded name (see [`super::method_label`]), never copied.
 fn method_name(method: &Method) -> SharedString {
-    let name = match *method {
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        _ => return SharedString::from_owned(method.as_str().to_owned()),
-    };
-    SharedString::const_str(name)
+    SharedString::const_str(super::method_label(method))
 }
 
 /// A store whose every operation's time is recorded in `idem_store_operation_seconds`.
@@ -213,8 +206,15 @@ fn store_histogram<T>(operation: Operation, result: &Result<T, StoreError>) -> m
 type Boxed<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
 impl<S: Store> DynStore for Timed<S> {
-    fn claim<'a>(&'a self, key: &'a RecordKey, fingerprint: &'a Fingerprint, lease: Duration) -> Boxed<'a, Claim> {
-        Box::pin(time_operation(Operation::Claim, move || Store::claim(&self.0, key, fingerprint, lease)))
+    fn claim_owned(
+        self: Arc<Self>,
+        key: RecordKey,
+        fingerprint: Fingerprint,
+        lease: Duration,
+    ) -> Boxed<'static, Claim> {
+        Box::pin(time_operation(Operation::Claim, move || async move {
+            Store::claim(&self.0, &key, &fingerprint, lease).await
+        }))
     }
 
     fn complete<'a>(&'a self, key: &'a RecordKey, token: ClaimToken, record: Record) -> Boxed<'a, ()> {

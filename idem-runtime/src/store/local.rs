@@ -1,10 +1,9 @@
 //! A local tier: completed records cached in process, in front of any store.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use moka::sync::Cache;
-
-use super::memory::record_cache;
+use super::cached::RecordCache;
 use super::packed::Packed;
 use super::{Claim, ClaimToken, RecordKey, Store, StoreError};
 use crate::fingerprint::Fingerprint;
@@ -17,7 +16,9 @@ use crate::record::Record;
 /// A completed record never changes until it expires, so a cached copy cannot be stale. A
 /// cached copy is checked against the inner store's clock ([`Store::now`]) on every read: an
 /// expired one is dropped, never replayed. The cache is bounded in entries and bytes and evicts
-/// the least recently used copies; an evicted copy is asked of the inner store again.
+/// the least recently used copies; an evicted copy is asked of the inner store again. A record
+/// heavier than the tier's `max_bytes` by itself is not cached at all: its replays are asked of
+/// the inner store, which keeps it whole.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), idem_runtime::store::StoreError> {
@@ -29,7 +30,7 @@ use crate::record::Record;
 #[derive(Clone)]
 pub struct LocalTier<S> {
     inner: S,
-    cache: Cache<RecordKey, Packed>,
+    cache: Arc<RecordCache>,
 }
 
 impl<S> std::fmt::Debug for LocalTier<S> {
@@ -46,7 +47,7 @@ impl<S: Store> LocalTier<S> {
 
     /// A tier of at most `max_entries` records and `max_bytes` bytes in front of `inner`.
     pub fn with_capacity(inner: S, max_entries: u64, max_bytes: u64) -> Self {
-        Self { inner, cache: record_cache(max_entries, max_bytes) }
+        Self { inner, cache: Arc::new(RecordCache::new(max_entries, max_bytes)) }
     }
 
     /// The store behind the tier.
@@ -56,7 +57,14 @@ impl<S: Store> LocalTier<S> {
 
     fn remember(&self, key: &RecordKey, record: &Record) {
         if !record.is_expired_at(self.inner.now()) {
-            self.cache.insert(*key, Packed::new(record));
+            self.keep(key, Packed::new(record));
+        }
+    }
+
+    /// Caches a copy that fits the tier; a heavier one is left to the inner store.
+    fn keep(&self, key: &RecordKey, packed: Packed) {
+        if self.cache.fits(&packed) {
+            self.cache.insert(*key, packed);
         }
     }
 }
@@ -80,7 +88,7 @@ impl<S: Store> Store for LocalTier<S> {
         let packed = Packed::new(&record);
         self.inner.complete(key, token, record).await?;
         if !packed.is_expired_at(self.inner.now()) {
-            self.cache.insert(*key, packed);
+            self.keep(key, packed);
         }
         Ok(())
     }

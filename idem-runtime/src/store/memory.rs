@@ -5,13 +5,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use moka::policy::EvictionPolicy;
-use moka::sync::Cache;
-
+use super::cached::RecordCache;
 use super::packed::Packed;
 use super::{Claim, ClaimToken, Clock, RecordKey, Store, StoreError, SystemClock, DEFAULT_MAX_BODY_BYTES};
 use crate::fingerprint::Fingerprint;
-use crate::record::Record;
+use crate::record::{Record, StoredBody};
 
 const SHARDS: usize = 64;
 
@@ -20,12 +18,20 @@ const SHARDS: usize = 64;
 ///
 /// - Bounded in entries and in bytes: each record weighs `max(its size, max_bytes /
 ///   max_entries)`, and the cache holds at most `max_bytes` of weight, so neither bound is
-///   exceeded (beyond the cache's short maintenance lag). Under pressure the least recently used
-///   completed records are evicted; a retry of an evicted key runs the handler again.
+///   exceeded (beyond the cache's short maintenance lag, and headers heavier than the store,
+///   below). Under pressure the least recently used completed records are evicted; a retry of
+///   an evicted key runs the handler again.
 /// - A record's expiry is checked on every read against the store's [`Clock`]: an expired
 ///   record is never replayed, and it is dropped when a read finds it or when eviction reaches
 ///   it (expired records are not swept otherwise, so a store that is not full keeps them until
 ///   it fills).
+/// - A completed record is never refused. One heavier than `max_bytes` by itself (a body
+///   within [`max_body_bytes`](MemoryStoreBuilder::max_body_bytes) whose headers and about 200
+///   bytes of bookkeeping take it past `max_bytes`) is kept as status and headers, and its
+///   replay answers with the documented body-not-stored problem, as for a body over the limit.
+///   Headers heavier than `max_bytes` by themselves are kept all the same: that record counts
+///   as the whole capacity, so the store holds it alone (beyond `max_bytes` by its excess) until
+///   it is evicted like any other.
 /// - In-flight claims are never evicted: they live outside the cache until completed or
 ///   released, so their number is bounded by the requests running at once.
 /// - Every operation on one key holds that key's shard lock, which makes claims atomic.
@@ -44,7 +50,7 @@ pub struct MemoryStore {
 }
 
 struct Inner {
-    completed: Cache<RecordKey, Packed>,
+    completed: RecordCache,
     in_flight: Box<[Mutex<HashMap<RecordKey, InFlight>>]>,
     next_token: AtomicU64,
     max_body_bytes: usize,
@@ -105,7 +111,8 @@ impl MemoryStoreBuilder {
     }
 
     /// The largest response body kept [1 MiB]; a larger one is kept as status and headers only.
-    /// Capped at `max_bytes`.
+    /// Capped at `max_bytes`; a record whose body fits but which, with its headers, is heavier
+    /// than `max_bytes` is kept as status and headers too.
     pub fn max_body_bytes(mut self, n: usize) -> Self {
         self.max_body_bytes = n;
         self
@@ -120,7 +127,7 @@ impl MemoryStoreBuilder {
 
     /// Builds the store.
     pub fn build(self) -> MemoryStore {
-        let completed = record_cache(self.max_entries, self.max_bytes);
+        let completed = RecordCache::new(self.max_entries, self.max_bytes);
         MemoryStore {
             inner: Arc::new(Inner {
                 completed,
@@ -131,28 +138,6 @@ impl MemoryStoreBuilder {
             }),
         }
     }
-}
-
-/// A cache of completed records bounded in entries and bytes, least recently used first out.
-///
-/// No per-entry expiry: the cache's own timers run on real time, which a store's injected
-/// clock need not follow (a paused Tokio clock would see live records vanish). Readers check a
-/// record's expiry against the store's clock instead, and the bounds keep memory in check.
-pub(super) fn record_cache(max_entries: u64, max_bytes: u64) -> Cache<RecordKey, Packed> {
-    // What an entry costs besides its encoding: the cache's own bookkeeping and the key.
-    const ENTRY_OVERHEAD: u64 = 160;
-    let min_weight = (max_bytes / max_entries.max(1)).max(1);
-    Cache::builder()
-        // Least recently used goes first. moka's default (TinyLFU) admits a new entry into a full
-        // cache only if it was read more often than the entries it would evict; a record just
-        // completed has been read once at most, so it would often be refused, and its retry
-        // would run the handler again. The newest records are the ones retries ask for.
-        .eviction_policy(EvictionPolicy::lru())
-        .max_capacity(max_bytes)
-        .weigher(move |_: &RecordKey, packed: &Packed| {
-            (packed.len() as u64 + ENTRY_OVERHEAD).max(min_weight).min(u32::MAX as u64) as u32
-        })
-        .build()
 }
 
 impl MemoryStore {
@@ -202,6 +187,27 @@ impl MemoryStore {
         Claim::Acquired(ClaimToken(token))
     }
 
+    /// `record` as the store keeps it: whole if it fits the store's capacity, else as status and
+    /// headers (see the type's docs).
+    fn keepable(&self, record: Record) -> Packed {
+        let packed = Packed::new(&record);
+        let cache = &self.inner.completed;
+        if cache.fits(&packed) {
+            return packed;
+        }
+        let record_bytes = packed.len();
+        let packed = match record.body {
+            StoredBody::Kept(_) => Packed::new(&Record { body: StoredBody::TooLarge, ..record }),
+            StoredBody::TooLarge | StoredBody::Failed => packed,
+        };
+        if cache.fits(&packed) {
+            tracing::warn!(target: "idem", record_bytes, "a record is heavier than the embedded store's max_bytes: it is kept as status and headers, and its replay answers with the body-not-stored problem");
+        } else {
+            tracing::warn!(target: "idem", record_bytes, "a record's headers alone are heavier than the embedded store's max_bytes: it is kept as status and headers, and the store holds it alone until it is evicted");
+        }
+        packed
+    }
+
     fn owned<'a>(
         map: &'a mut HashMap<RecordKey, InFlight>,
         key: &RecordKey,
@@ -220,7 +226,7 @@ impl Store for MemoryStore {
         let mut in_flight = self.shard(key);
         Self::owned(&mut in_flight, key, token)?;
         if !record.is_expired_at(self.inner.clock.now()) {
-            self.inner.completed.insert(*key, Packed::new(&record));
+            self.inner.completed.insert(*key, self.keepable(record));
         }
         in_flight.remove(key);
         Ok(())

@@ -37,6 +37,7 @@ use crate::key::IdempotencyKey;
 use crate::record::Record;
 use crate::scope::Scope;
 
+mod cached;
 mod clock;
 mod local;
 mod memory;
@@ -49,6 +50,8 @@ mod redis;
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use local::LocalTier;
 pub use memory::{MemoryStore, MemoryStoreBuilder};
+#[cfg(feature = "postgres")]
+pub(crate) use postgres::aborted_earlier;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PgStore, PgStoreBuilder};
@@ -242,16 +245,10 @@ pub trait Store: Send + Sync + 'static {
 /// The default largest stored body: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// [`Store`] made object-safe, so one handle can hold any store.
 pub(crate) trait DynStore: Send + Sync + 'static {
-    fn claim<'a>(
-        &'a self,
-        key: &'a RecordKey,
-        fp: &'a Fingerprint,
-        lease: Duration,
-    ) -> BoxFuture<'a, Result<Claim, StoreError>>;
     fn complete<'a>(
         &'a self,
         key: &'a RecordKey,
@@ -265,6 +262,13 @@ pub(crate) trait DynStore: Send + Sync + 'static {
         token: ClaimToken,
         lease: Duration,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// [`DynStore::claim`] owning what it needs, so that it can finish in a task of its own.
+    fn claim_owned(
+        self: Arc<Self>,
+        key: RecordKey,
+        fp: Fingerprint,
+        lease: Duration,
+    ) -> BoxFuture<'static, Result<Claim, StoreError>>;
     fn max_body_bytes(&self) -> usize;
     /// For the checks that a route's store is the one the application configured.
     #[allow(dead_code)]
@@ -275,14 +279,6 @@ pub(crate) trait DynStore: Send + Sync + 'static {
 }
 
 impl<T: Store> DynStore for T {
-    fn claim<'a>(
-        &'a self,
-        key: &'a RecordKey,
-        fp: &'a Fingerprint,
-        lease: Duration,
-    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
-        Box::pin(Store::claim(self, key, fp, lease))
-    }
     fn complete<'a>(
         &'a self,
         key: &'a RecordKey,
@@ -301,6 +297,14 @@ impl<T: Store> DynStore for T {
         lease: Duration,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(Store::renew(self, key, token, lease))
+    }
+    fn claim_owned(
+        self: Arc<Self>,
+        key: RecordKey,
+        fp: Fingerprint,
+        lease: Duration,
+    ) -> BoxFuture<'static, Result<Claim, StoreError>> {
+        Box::pin(async move { Store::claim(&*self, &key, &fp, lease).await })
     }
     fn max_body_bytes(&self) -> usize {
         Store::max_body_bytes(self)

@@ -13,8 +13,10 @@ use proptest::strategy::{BoxedStrategy, Just, Strategy, Union};
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestError, TestRunner};
 
 mod model;
+mod race;
 mod run;
 
+use self::race::Racing;
 use self::run::{run_case, Tally};
 use crate::store::{Clock, Store};
 
@@ -93,7 +95,8 @@ impl<S: Store> Subject<S> {
     ///   mismatches answer as usual;
     /// - an owner whose claim it forgot, renewing or completing while its lease (as last
     ///   renewed) still holds and nothing else holds the key, re-asserts its claim: the renewal
-    ///   or completion succeeds as if the claim had been there;
+    ///   or completion succeeds as if the claim had been there; never once the owner released
+    ///   it (a renewal still on its way when its owner released does not put the claim back);
     /// - a local tier in front may keep replaying a forgotten record it cached, until the
     ///   record expires.
     pub fn forgetting<F, Fut>(mut self, mut forget: F) -> Self
@@ -170,7 +173,9 @@ impl std::fmt::Display for ProtocolReport {
 /// Each case builds a fresh store with `make_store` on a [`ManualClock`] and drives several
 /// owners over three keys and two fingerprints: claims with leases of 1 to 5 s, renewals,
 /// completions with records whose ttl varies (including already expired), releases, crashes
-/// (the owner never acts again), the clock advancing (past leases and ttls, or not), store
+/// (the owner never acts again), releases that overtake the owner's own renewal or completion
+/// sent just before (the store may run them in either order, but never put the claim back
+/// after the release), the clock advancing (past leases and ttls, or not), store
 /// outages (an operation fails without effect, or takes effect and its reply is lost), and,
 /// for a [forgetting](Subject::forgetting) store, the store forgetting everything. After every
 /// step it checks that:
@@ -274,6 +279,12 @@ enum Step {
         owner: usize,
         fault: Fault,
     },
+    /// The owner releases while one of its own renewals or completions, sent just before, is
+    /// still on its way to the store.
+    ReleaseRacing {
+        owner: usize,
+        racing: Racing,
+    },
     Crash {
         owner: usize,
     },
@@ -323,6 +334,7 @@ fn step() -> BoxedStrategy<Step> {
                 .boxed(),
         ),
         (2, (owner.clone(), fault()).prop_map(|(owner, fault)| Step::Release { owner, fault }).boxed()),
+        (2, (owner.clone(), race::racing()).prop_map(|(owner, racing)| Step::ReleaseRacing { owner, racing }).boxed()),
         (2, owner.prop_map(|owner| Step::Crash { owner }).boxed()),
         // Within a lease, or past leases and short ttls.
         (4, (0..=400u64).prop_map(|ms| Step::Advance { ms }).boxed()),

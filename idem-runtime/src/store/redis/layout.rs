@@ -16,6 +16,13 @@
 //! | 9..17 | lease deadline (ms, u64, big-endian) | expiry (ms, u64, big-endian) |
 //! | 17.. | fingerprint (32 bytes) | the record, as `Record::encode` writes it |
 //!
+//! A claim its owner released keeps its key for a while as a mark of the release: state 1, the
+//! released claim's token, a deadline of 0 and no fingerprint (17 bytes). A claim reads it as a
+//! free key; the renewal or completion of the released claim (one still on its way when the
+//! owner released) reads it as the release it is, not as a claim Redis forgot, and is refused.
+//! The mark expires a second after the released claim's lease deadline. Versions that predate
+//! the mark read it as a lapsed claim, so a free key, too.
+//!
 //! A value whose first byte is neither is not read as a record: the scripts answer with an
 //! error.
 

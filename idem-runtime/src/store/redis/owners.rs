@@ -62,8 +62,8 @@ impl Owners {
         }
     }
 
-    pub(super) fn remove(&self, token: u64) {
-        self.shard(token).owners.remove(&token);
+    pub(super) fn remove(&self, token: u64) -> Option<Owner> {
+        self.shard(token).owners.remove(&token)
     }
 }
 

@@ -37,6 +37,13 @@ if v then
   end
   deadline = struct.unpack('>I8', v, 10)
 end
+-- A claim its owner released: a deadline of 0 and no fingerprint (see the layout module).
+local released = state == @IN_FLIGHT@ and deadline == 0
+-- Whether the owner whose claim's deadline was `d` ('' when unknown) may re-assert it: the
+-- key holds nothing live and no release, and that deadline is still ahead.
+local function forgotten(d)
+  return (state == 0 or deadline <= now) and not released and d ~= '' and tonumber(d) > now
+end
 local function token_of()
   return string.sub(v, 2, 9)
 end
@@ -82,15 +89,15 @@ return {forgot, 'A', d}
 /// Owner only: the claim with token ARGV[3] holds for ARGV[4] ms more (key expiry ARGV[5] ms).
 /// ARGV[6] and ARGV[7], the claim's fingerprint and the deadline its owner last obtained (empty
 /// when unknown): a claim that vanished while that deadline is still ahead was forgotten by the
-/// store, and its owner re-asserts it, unless another claim or a record holds the key.
-/// Replies `{_, 1, deadline}` renewed, `{_, 2, deadline}` re-asserted, `{_, 0, 0}` lost.
+/// store, and its owner re-asserts it, unless another claim, a record or a release holds the
+/// key. Replies `{_, 1, deadline}` renewed, `{_, 2, deadline}` re-asserted, `{_, 0, 0}` lost.
 const RENEW: &str = r"
 local d = now + tonumber(ARGV[4])
-if state == @IN_FLIGHT@ and token_of() == ARGV[3] then
+if state == @IN_FLIGHT@ and not released and token_of() == ARGV[3] then
   redis.call('SET', KEYS[1], in_flight(ARGV[3], d, fingerprint_of()), 'PX', ARGV[5])
   return {forgot, 1, d}
 end
-if (state == 0 or deadline <= now) and ARGV[7] ~= '' and tonumber(ARGV[7]) > now then
+if forgotten(ARGV[7]) then
   redis.call('SET', KEYS[1], in_flight(ARGV[3], d, ARGV[6]), 'PX', ARGV[5])
   return {forgot, 2, d}
 end
@@ -100,13 +107,14 @@ return {forgot, 0, 0}
 /// Owner only: the claim with token ARGV[3] becomes the record ARGV[4] (its byte encoding),
 /// kept ARGV[5] ms (key expiry ARGV[6] ms). ARGV[7] the deadline the owner last obtained
 /// (empty when unknown), to store a record whose claim the store forgot, as in RENEW. A
-/// record this owner already stored (an attempt whose reply was lost) counts as stored.
+/// record this owner already stored (an attempt whose reply was lost) counts as stored; a
+/// claim it released stays released.
 /// Replies `{_, 1}` stored, `{_, 2}` stored over a forgotten claim, `{_, 0}` lost.
 const COMPLETE: &str = r"
 local mine = state ~= 0 and token_of() == ARGV[3]
 if state == @COMPLETED@ and mine then return {forgot, 1} end
-local held = state == @IN_FLIGHT@ and mine
-if held or ((state == 0 or deadline <= now) and ARGV[7] ~= '' and tonumber(ARGV[7]) > now) then
+local held = state == @IN_FLIGHT@ and not released and mine
+if held or forgotten(ARGV[7]) then
   local d = now + tonumber(ARGV[5])
   redis.call('SET', KEYS[1], '\@COMPLETED@' .. ARGV[3] .. struct.pack('>I8', d) .. ARGV[4], 'PX', ARGV[6])
   if held then return {forgot, 1} end
@@ -115,11 +123,24 @@ end
 return {forgot, 0}
 ";
 
-/// Owner only: drop the in-flight claim with token ARGV[3]. Replies `{_, 1}` or `{_, 0}` lost.
+/// Owner only: the in-flight claim with token ARGV[3] is released. The key keeps a mark of the
+/// release (see the layout module) until the claim's lease deadline has passed, plus a second,
+/// and at least ARGV[5] ms (the key expiry floor under an injected clock): a renewal or a
+/// completion of this owner still on its way then finds the release, not a claim the store
+/// forgot, and is refused instead of putting the claim back. ARGV[4] the deadline the owner
+/// last obtained (empty when unknown): a claim the store forgot is marked released all the
+/// same while that deadline is ahead. Replies `{_, 1}` released or `{_, 0}` lost.
 const RELEASE: &str = r"
-if state == @IN_FLIGHT@ and token_of() == ARGV[3] then
-  redis.call('DEL', KEYS[1])
+local function mark_released(until_ms)
+  local px = math.max(math.max(until_ms - now, 0) + 1000, tonumber(ARGV[5]))
+  redis.call('SET', KEYS[1], in_flight(ARGV[3], 0, ''), 'PX', px)
+end
+if state == @IN_FLIGHT@ and not released and token_of() == ARGV[3] then
+  mark_released(deadline)
   return {forgot, 1}
+end
+if state == 0 and ARGV[4] ~= '' and tonumber(ARGV[4]) > now then
+  mark_released(tonumber(ARGV[4]))
 end
 return {forgot, 0}
 ";

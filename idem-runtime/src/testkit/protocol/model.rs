@@ -24,6 +24,7 @@ pub(super) enum Holder {
     Orphan,
 }
 
+#[derive(Clone)]
 pub(super) struct KeyModel {
     pub(super) key: RecordKey,
     pub(super) slot: Slot,
@@ -31,6 +32,7 @@ pub(super) struct KeyModel {
     pub(super) lost: Option<Record>,
 }
 
+#[derive(Clone)]
 pub(super) struct OwnerModel {
     pub(super) key: usize,
     pub(super) fingerprint: u8,
@@ -64,6 +66,7 @@ pub(super) fn ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+#[derive(Clone)]
 pub(super) struct Model {
     /// The clock at the start of the case, for the log.
     pub(super) start: u64,

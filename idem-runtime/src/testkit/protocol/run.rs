@@ -9,6 +9,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use bytes::Bytes;
 
 use super::model::{ms, Check, Granted, Holder, KeyModel, Model, OwnerModel, Quarantine, Slot};
+use super::race::release_racing;
 use super::{Fault, ManualClock, ProtocolReport, Step, Subject, KEYS, LEASES_MS, MODEL_MAX_LEASE, TTLS_MS};
 use crate::record::{Record, StoredBody};
 use crate::store::{Claim, Store, StoreError};
@@ -101,7 +102,7 @@ fn outage(fault: Fault) -> Option<&'static str> {
     }
 }
 
-fn unexpected_error<T>(answer: &Result<T, StoreError>) -> Check {
+pub(super) fn unexpected_error<T>(answer: &Result<T, StoreError>) -> Check {
     match answer {
         Err(StoreError::Unavailable(e)) => Err(format!("the store failed: {e}")),
         _ => Ok(()),
@@ -147,7 +148,7 @@ fn pick(model: &Model, n: usize) -> Option<usize> {
     (!active.is_empty()).then(|| active[n % active.len()])
 }
 
-fn record_for(owner: usize, fp: u8, now: u64, ttl_ms: u64, body: bool) -> Record {
+pub(super) fn record_for(owner: usize, fp: u8, now: u64, ttl_ms: u64, body: bool) -> Record {
     let mut record = record(fingerprint(fp), Duration::ZERO, None);
     record.expires_at = UNIX_EPOCH + Duration::from_millis(now + ttl_ms);
     record.body =
@@ -253,6 +254,15 @@ async fn run_step<S: Store>(
             let Some(real) = real else { return Ok(true) };
             unexpected_error(&real)?;
             tally(model.release(owner, &real)?);
+        }
+        Step::ReleaseRacing { owner, racing } => {
+            let Some(owner) = pick(model, owner) else { return Ok(false) };
+            run.operations += 2;
+            run.interleaving.push((owner, "release racing"));
+            let raced =
+                release_racing(store, model, owner, racing).await.map_err(|failure| format!("t+{at}: {failure}"))?;
+            raced.answers.iter().for_each(|answer| tally(answer));
+            run.log.push(format!("t+{at}: {}", raced.log));
         }
         Step::Crash { owner } => {
             let Some(owner) = pick(model, owner) else { return Ok(false) };

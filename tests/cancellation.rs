@@ -1,0 +1,264 @@
+//! Cancellation is an input: a request future dropped after any number of polls (a client gone,
+//! a timeout layer, a shutdown) leaves nothing behind. For each path — a miss, a replay, a
+//! duplicate refused or waiting while the first runs, a mismatch — and each store, the request is
+//! polled k times and dropped, for every k until it completes; afterwards the handler has run at
+//! most once for its key, and a retry gets its answer at once (no claim is left without an
+//! owner: the lease here is a minute, and the retry is given a few seconds).
+
+mod common;
+mod pg_common;
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use http_body_util::BodyExt as _;
+use idem_runtime::fingerprint::Fingerprint;
+use idem_runtime::record::Record;
+use idem_runtime::store::{Claim, ClaimToken, MemoryStore, RecordKey, RedisStore, Store, StoreError};
+use idem_runtime::{idempotent, Idempotency};
+use tower::ServiceExt as _;
+
+/// Runs per key, and the keys whose handlers may finish.
+#[derive(Default)]
+struct Runs {
+    runs: Mutex<HashMap<String, usize>>,
+    open: Mutex<HashSet<String>>,
+}
+
+impl Runs {
+    fn of(&self, key: &str) -> usize {
+        self.runs.lock().unwrap().get(key).copied().unwrap_or(0)
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Order {
+    k: String,
+    #[serde(default)]
+    gated: bool,
+}
+
+/// Runs once per key (counted), yielding a few times on the way, and waits for its key's gate
+/// when asked to.
+async fn work(runs: &Runs, body: &Order) -> Response {
+    let n = {
+        let mut all = runs.runs.lock().unwrap();
+        let n = all.entry(body.k.clone()).or_default();
+        *n += 1;
+        *n
+    };
+    for _ in 0..3 {
+        tokio::task::yield_now().await;
+    }
+    while body.gated && !runs.open.lock().unwrap().contains(&body.k) {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    (StatusCode::CREATED, Json(serde_json::json!({ "k": body.k, "run": n }))).into_response()
+}
+
+#[idempotent(required, lease = "60s")]
+async fn reject(State(runs): State<Arc<Runs>>, Json(body): Json<Order>) -> Response {
+    work(&runs, &body).await
+}
+
+#[idempotent(required, lease = "60s", on_conflict = "wait")]
+async fn wait(State(runs): State<Arc<Runs>>, Json(body): Json<Order>) -> Response {
+    work(&runs, &body).await
+}
+
+/// The embedded store, answering each operation after yielding to the runtime, as a remote
+/// store would: every operation is a point where the request can be dropped.
+#[derive(Clone, Default)]
+struct Yielding(MemoryStore);
+
+impl Store for Yielding {
+    async fn claim(&self, key: &RecordKey, fingerprint: &Fingerprint, lease: Duration) -> Result<Claim, StoreError> {
+        tokio::task::yield_now().await;
+        let claim = self.0.claim(key, fingerprint, lease).await;
+        tokio::task::yield_now().await;
+        claim
+    }
+    async fn complete(&self, key: &RecordKey, token: ClaimToken, record: Record) -> Result<(), StoreError> {
+        tokio::task::yield_now().await;
+        let done = self.0.complete(key, token, record).await;
+        tokio::task::yield_now().await;
+        done
+    }
+    async fn release(&self, key: &RecordKey, token: ClaimToken) -> Result<(), StoreError> {
+        tokio::task::yield_now().await;
+        self.0.release(key, token).await
+    }
+    async fn renew(&self, key: &RecordKey, token: ClaimToken, lease: Duration) -> Result<(), StoreError> {
+        self.0.renew(key, token, lease).await
+    }
+}
+
+fn app(layer: Idempotency) -> (Router, Arc<Runs>) {
+    let runs = Arc::new(Runs::default());
+    let app =
+        Router::new().route("/reject", post(reject)).route("/wait", post(wait)).layer(layer).with_state(runs.clone());
+    (app, runs)
+}
+
+fn request(path: &str, key: &str, body: serde_json::Value) -> Request<Body> {
+    Request::post(path)
+        .header("idempotency-key", key)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+/// Polls the inner future at most `left` more times, then gives up (`None`) and drops it.
+struct PolledAtMost<F> {
+    inner: Pin<Box<F>>,
+    left: usize,
+}
+
+impl<F: Future> Future for PolledAtMost<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        self.left -= 1;
+        self.inner.as_mut().poll(cx).map(Some)
+    }
+}
+
+/// Sends the request to completion; the status and whether it was a replay.
+async fn send(app: &Router, request: Request<Body>) -> (StatusCode, bool, Vec<u8>) {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let replayed = response.headers().contains_key("idempotent-replayed");
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes().to_vec();
+    (status, replayed, body)
+}
+
+/// Retries `request` until it is no longer refused as in flight, for at most a few seconds.
+async fn settled(app: &Router, request: impl Fn() -> Request<Body>) -> (StatusCode, bool, Vec<u8>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = send(app, request()).await;
+        if answer.0 != StatusCode::CONFLICT {
+            return answer;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the key is still claimed 5 s after the request was dropped (lease 60 s): a claim was left without an owner"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Path {
+    Miss,
+    Replay,
+    InFlight,
+    Waiting,
+    Mismatch,
+}
+
+/// Drops the request of `path` after k polls for k = 1, 2, … until one completes, each with a
+/// fresh key, and checks what is left after each drop. Returns how many drop points it tried.
+async fn sweep(name: &str, layer: impl Fn() -> Idempotency, path: Path) -> usize {
+    let (app, runs) = app(layer());
+    let prefix = format!("{name}-{path:?}-{}", &idem_runtime::testkit::fresh_key().to_hex()[..8]);
+    let route = if matches!(path, Path::Waiting) { "/wait" } else { "/reject" };
+    for k in 1.. {
+        let key = format!("{prefix}-{k}");
+        let body = serde_json::json!({ "k": key });
+        let gated = serde_json::json!({ "k": key, "gated": true });
+        let first = match path {
+            Path::Miss => None,
+            Path::Replay | Path::Mismatch => Some(send(&app, request(route, &key, body.clone())).await),
+            Path::InFlight | Path::Waiting => {
+                let (app, request) = (app.clone(), request(route, &key, gated.clone()));
+                let first = tokio::spawn(async move { send(&app, request).await });
+                while runs.of(&key) == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                drop(first);
+                None
+            }
+        };
+        let sent = match path {
+            Path::Mismatch => serde_json::json!({ "k": key, "other": true }),
+            Path::InFlight | Path::Waiting => gated.clone(),
+            _ => body.clone(),
+        };
+        if matches!(path, Path::Waiting) {
+            // The first finishes while the duplicate waits, so that some number of polls sees it
+            // through to the replay.
+            let runs = runs.clone();
+            let key = key.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                runs.open.lock().unwrap().insert(key);
+            });
+        }
+        let polled = PolledAtMost { inner: Box::pin(app.clone().oneshot(request(route, &key, sent))), left: k };
+        let completed = polled.await.is_some();
+        runs.open.lock().unwrap().insert(key.clone());
+
+        let retried = if matches!(path, Path::InFlight | Path::Waiting) { gated.clone() } else { body.clone() };
+        let (status, _, answer) = settled(&app, || request(route, &key, retried.clone())).await;
+        assert_eq!(status, StatusCode::CREATED, "{name} {path:?}, dropped after {k} polls: the retry got {status}");
+        assert_eq!(runs.of(&key), 1, "{name} {path:?}, dropped after {k} polls: the handler ran more than once");
+        let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(
+            answer["run"], 1,
+            "{name} {path:?}, dropped after {k} polls: the retry did not get the first run's answer"
+        );
+        if let Some((status, ..)) = first {
+            assert_eq!(status, StatusCode::CREATED);
+        }
+        if completed {
+            return k;
+        }
+    }
+    unreachable!()
+}
+
+async fn every_path(name: &str, layer: impl Fn() -> Idempotency) {
+    for path in [Path::Miss, Path::Replay, Path::InFlight, Path::Waiting, Path::Mismatch] {
+        let points = sweep(name, &layer, path).await;
+        eprintln!("{name} {path:?}: dropped at each of {points} polls");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_dropped_at_any_poll_leaves_nothing_behind_in_the_embedded_store() {
+    every_path("memory", || Idempotency::new(Yielding::default())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_dropped_at_any_poll_leaves_nothing_behind_in_redis() {
+    let Some(url) = common::redis_url("a_request_dropped_at_any_poll_leaves_nothing_behind_in_redis") else {
+        return;
+    };
+    let store = RedisStore::connect(url).await.unwrap();
+    every_path("redis", || Idempotency::new(store.clone())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_dropped_at_any_poll_leaves_nothing_behind_in_postgres() {
+    let Some(schema) =
+        pg_common::TestSchema::create("a_request_dropped_at_any_poll_leaves_nothing_behind_in_postgres").await
+    else {
+        return;
+    };
+    let store = schema.store().await;
+    every_path("postgres", || Idempotency::new(store.clone())).await;
+}
