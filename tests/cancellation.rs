@@ -1,8 +1,9 @@
 //! Cancellation is an input: a request future dropped after any number of polls (a client gone,
 //! a timeout layer, a shutdown) leaves nothing behind. For each path — a miss, a replay, a
-//! duplicate refused or waiting while the first runs, a mismatch — and each store, the request is
-//! polled k times and dropped, for every k until it completes; afterwards the handler has run at
-//! most once for its key, and a retry gets its answer at once (no claim is left without an
+//! duplicate refused or waiting while the first runs, a mismatch — and each store, the
+//! transactional mode included, the request is polled k times and dropped, for every k until it
+//! completes; afterwards the handler's effect took hold once for its key (its run, or with `Tx`
+//! its committed row), and a retry gets that run's answer at once (no claim is left without an
 //! owner: the lease here is a minute, and the retry is given a few seconds).
 
 mod common;
@@ -16,15 +17,16 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use http_body_util::BodyExt as _;
 use idem_runtime::fingerprint::Fingerprint;
+use idem_runtime::postgres::Tx;
 use idem_runtime::record::Record;
-use idem_runtime::store::{Claim, ClaimToken, MemoryStore, RecordKey, RedisStore, Store, StoreError};
+use idem_runtime::store::{Claim, ClaimToken, MemoryStore, PgStore, RecordKey, RedisStore, Store, StoreError};
 use idem_runtime::{idempotent, Idempotency};
 use tower::ServiceExt as _;
 
@@ -51,6 +53,13 @@ struct Order {
 /// Runs once per key (counted), yielding a few times on the way, and waits for its key's gate
 /// when asked to.
 async fn work(runs: &Runs, body: &Order) -> Response {
+    let n = run(runs, body).await;
+    (StatusCode::CREATED, Json(serde_json::json!({ "k": body.k, "run": n }))).into_response()
+}
+
+/// Counts a run of `body`'s key, yields a few times, and waits for the key's gate when asked
+/// to; the run's number.
+async fn run(runs: &Runs, body: &Order) -> usize {
     let n = {
         let mut all = runs.runs.lock().unwrap();
         let n = all.entry(body.k.clone()).or_default();
@@ -63,7 +72,7 @@ async fn work(runs: &Runs, body: &Order) -> Response {
     while body.gated && !runs.open.lock().unwrap().contains(&body.k) {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    (StatusCode::CREATED, Json(serde_json::json!({ "k": body.k, "run": n }))).into_response()
+    n
 }
 
 #[idempotent(required, lease = "60s")]
@@ -103,11 +112,30 @@ impl Store for Yielding {
     }
 }
 
-fn app(layer: Idempotency) -> (Router, Arc<Runs>) {
+/// How many times the handler's effect for a key took hold, and whether `answer` is the one
+/// that did.
+type Effects =
+    Box<dyn Fn(String, serde_json::Value) -> Pin<Box<dyn Future<Output = (usize, bool)> + Send>> + Send + Sync>;
+
+/// An application under the sweep: `/reject` and `/wait` routes, their runs, and what counts as
+/// the handler's effect.
+struct Subject {
+    app: Router,
+    runs: Arc<Runs>,
+    effects: Effects,
+}
+
+/// Handlers whose effect is their run, behind `layer`.
+fn subject(layer: Idempotency) -> Subject {
     let runs = Arc::new(Runs::default());
     let app =
         Router::new().route("/reject", post(reject)).route("/wait", post(wait)).layer(layer).with_state(runs.clone());
-    (app, runs)
+    let counted = runs.clone();
+    let effects: Effects = Box::new(move |key, answer| {
+        let runs = counted.of(&key);
+        Box::pin(async move { (runs, answer["run"] == 1) })
+    });
+    Subject { app, runs, effects }
 }
 
 fn request(path: &str, key: &str, body: serde_json::Value) -> Request<Body> {
@@ -172,8 +200,8 @@ enum Path {
 
 /// Drops the request of `path` after k polls for k = 1, 2, … until one completes, each with a
 /// fresh key, and checks what is left after each drop. Returns how many drop points it tried.
-async fn sweep(name: &str, layer: impl Fn() -> Idempotency, path: Path) -> usize {
-    let (app, runs) = app(layer());
+async fn sweep(name: &str, subject: &Subject, path: Path) -> usize {
+    let Subject { app, runs, effects } = subject;
     let prefix = format!("{name}-{path:?}-{}", &idem_runtime::testkit::fresh_key().to_hex()[..8]);
     let route = if matches!(path, Path::Waiting) { "/wait" } else { "/reject" };
     for k in 1.. {
@@ -215,11 +243,15 @@ async fn sweep(name: &str, layer: impl Fn() -> Idempotency, path: Path) -> usize
         let retried = if matches!(path, Path::InFlight | Path::Waiting) { gated.clone() } else { body.clone() };
         let (status, _, answer) = settled(&app, || request(route, &key, retried.clone())).await;
         assert_eq!(status, StatusCode::CREATED, "{name} {path:?}, dropped after {k} polls: the retry got {status}");
-        assert_eq!(runs.of(&key), 1, "{name} {path:?}, dropped after {k} polls: the handler ran more than once");
         let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+        let (effects, answered_by_it) = effects(key.clone(), answer).await;
         assert_eq!(
-            answer["run"], 1,
-            "{name} {path:?}, dropped after {k} polls: the retry did not get the first run's answer"
+            effects, 1,
+            "{name} {path:?}, dropped after {k} polls: the handler's effect took hold {effects} times"
+        );
+        assert!(
+            answered_by_it,
+            "{name} {path:?}, dropped after {k} polls: the retry did not get the answer of the run that took hold"
         );
         if let Some((status, ..)) = first {
             assert_eq!(status, StatusCode::CREATED);
@@ -231,16 +263,16 @@ async fn sweep(name: &str, layer: impl Fn() -> Idempotency, path: Path) -> usize
     unreachable!()
 }
 
-async fn every_path(name: &str, layer: impl Fn() -> Idempotency) {
+async fn every_path(name: &str, subject: Subject) {
     for path in [Path::Miss, Path::Replay, Path::InFlight, Path::Waiting, Path::Mismatch] {
-        let points = sweep(name, &layer, path).await;
+        let points = sweep(name, &subject, path).await;
         eprintln!("{name} {path:?}: dropped at each of {points} polls");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_dropped_at_any_poll_leaves_nothing_behind_in_the_embedded_store() {
-    every_path("memory", || Idempotency::new(Yielding::default())).await;
+    every_path("memory", subject(Idempotency::new(Yielding::default()))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,7 +281,7 @@ async fn a_request_dropped_at_any_poll_leaves_nothing_behind_in_redis() {
         return;
     };
     let store = RedisStore::connect(url).await.unwrap();
-    every_path("redis", || Idempotency::new(store.clone())).await;
+    every_path("redis", subject(Idempotency::new(store))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,5 +292,67 @@ async fn a_request_dropped_at_any_poll_leaves_nothing_behind_in_postgres() {
         return;
     };
     let store = schema.store().await;
-    every_path("postgres", || Idempotency::new(store.clone())).await;
+    every_path("postgres", subject(Idempotency::new(store))).await;
+}
+
+/// The transactional mode's handlers: the order is inserted through the request's transaction,
+/// and the effect is the committed row.
+#[derive(Clone)]
+struct Transactional {
+    store: PgStore,
+    /// `"schema".orders`.
+    orders: String,
+    runs: Arc<Runs>,
+}
+
+impl FromRef<Transactional> for PgStore {
+    fn from_ref(app: &Transactional) -> PgStore {
+        app.store.clone()
+    }
+}
+
+async fn insert(app: &Transactional, tx: &mut Tx, body: &Order) -> Response {
+    let insert = format!("INSERT INTO {} (k) VALUES ($1) RETURNING id", app.orders);
+    let id: i64 = sqlx::query_scalar(&insert).bind(&body.k).fetch_one(&mut **tx).await.unwrap();
+    run(&app.runs, body).await;
+    (StatusCode::CREATED, Json(serde_json::json!({ "k": body.k, "id": id }))).into_response()
+}
+
+#[idempotent(required, lease = "60s")]
+async fn tx_reject(State(app): State<Transactional>, mut tx: Tx, Json(body): Json<Order>) -> Response {
+    insert(&app, &mut tx, &body).await
+}
+
+#[idempotent(required, lease = "60s", on_conflict = "wait")]
+async fn tx_wait(State(app): State<Transactional>, mut tx: Tx, Json(body): Json<Order>) -> Response {
+    insert(&app, &mut tx, &body).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transactional_request_dropped_at_any_poll_commits_once() {
+    let Some(schema) = pg_common::TestSchema::create("a_transactional_request_dropped_at_any_poll_commits_once").await
+    else {
+        return;
+    };
+    let pool = schema.pool(4).await;
+    let orders = format!("\"{}\".orders", schema.name);
+    sqlx::query(&format!("CREATE TABLE {orders} (id bigserial PRIMARY KEY, k text NOT NULL)"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let runs = Arc::new(Runs::default());
+    let state = Transactional { store: schema.store().await, orders: orders.clone(), runs: runs.clone() };
+    let app = Router::new().route("/reject", post(tx_reject)).route("/wait", post(tx_wait)).with_state(state);
+    let effects: Effects = Box::new(move |key, answer| {
+        let (pool, orders) = (pool.clone(), orders.clone());
+        Box::pin(async move {
+            let ids: Vec<i64> = sqlx::query_scalar(&format!("SELECT id FROM {orders} WHERE k = $1"))
+                .bind(&key)
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+            (ids.len(), ids.first().is_some_and(|id| answer["id"] == *id))
+        })
+    });
+    every_path("tx", Subject { app, runs, effects }).await;
 }
