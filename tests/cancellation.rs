@@ -210,7 +210,7 @@ async fn sweep(name: &str, subject: &Subject, path: Path) -> usize {
         let gated = serde_json::json!({ "k": key, "gated": true });
         let first = match path {
             Path::Miss => None,
-            Path::Replay | Path::Mismatch => Some(send(&app, request(route, &key, body.clone())).await),
+            Path::Replay | Path::Mismatch => Some(send(app, request(route, &key, body.clone())).await),
             Path::InFlight | Path::Waiting => {
                 let (app, request) = (app.clone(), request(route, &key, gated.clone()));
                 let first = tokio::spawn(async move { send(&app, request).await });
@@ -241,7 +241,7 @@ async fn sweep(name: &str, subject: &Subject, path: Path) -> usize {
         runs.open.lock().unwrap().insert(key.clone());
 
         let retried = if matches!(path, Path::InFlight | Path::Waiting) { gated.clone() } else { body.clone() };
-        let (status, _, answer) = settled(&app, || request(route, &key, retried.clone())).await;
+        let (status, _, answer) = settled(app, || request(route, &key, retried.clone())).await;
         assert_eq!(status, StatusCode::CREATED, "{name} {path:?}, dropped after {k} polls: the retry got {status}");
         let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
         let (effects, answered_by_it) = effects(key.clone(), answer).await;
