@@ -6,6 +6,8 @@
 //! - A body that is still being produced (a stream: SSE, a proxied upstream, an export) is sent
 //!   chunk by chunk; the record is written when it ends, before the end of the body is signalled.
 //!   The claim's lease is renewed all the while, however long the body takes.
+//! - Trailers after the body reach the client as the handler sent them, and the record keeps
+//!   those a replay repeats with the body; they count toward the store's limit with it.
 //! - A body that fails after the handler ran is stored as status and headers with a problem body
 //!   ([`StoredBody::Failed`]): the handler never runs twice for it.
 //! - A body that panics while it is produced releases the key, as a handler panic does.
@@ -26,7 +28,7 @@ use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt as _;
 
 use crate::engine::Owner;
-use crate::record::StoredBody;
+use crate::record::{replayable_trailers, trailers_len, StoredBody};
 
 type Completing = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -78,10 +80,12 @@ enum ReadReady {
     Waiting,
 }
 
-/// What is kept of a body for the record: the whole body up to the store's limit.
+/// What is kept of a body for the record: the whole body and the trailers a replay repeats,
+/// up to the store's limit, which they count toward together.
 #[derive(Default)]
 struct BodyCopy {
     chunks: Vec<Bytes>,
+    trailers: HeaderMap,
     len: usize,
     limit: usize,
     too_large: bool,
@@ -89,16 +93,23 @@ struct BodyCopy {
 
 impl BodyCopy {
     fn push(&mut self, frame: &Frame<Bytes>) {
-        let Some(data) = frame.data_ref() else { return };
         if self.too_large {
             return;
         }
-        self.len += data.len();
+        if let Some(data) = frame.data_ref() {
+            self.len += data.len();
+            self.chunks.push(data.clone());
+        } else if let Some(trailers) = frame.trailers_ref() {
+            let kept = replayable_trailers(trailers);
+            self.len += trailers_len(&kept);
+            for (name, value) in &kept {
+                self.trailers.append(name, value.clone());
+            }
+        }
         if !self.fits(self.len) {
             self.too_large = true;
             self.chunks = Vec::new();
-        } else {
-            self.chunks.push(data.clone());
+            self.trailers = HeaderMap::new();
         }
     }
 
@@ -111,7 +122,7 @@ impl BodyCopy {
         if self.too_large {
             return StoredBody::TooLarge;
         }
-        StoredBody::Kept(match self.chunks.len() {
+        let body = match self.chunks.len() {
             0 => Bytes::new(),
             1 => self.chunks.pop().expect("one chunk"),
             _ => {
@@ -119,7 +130,8 @@ impl BodyCopy {
                 self.chunks.drain(..).for_each(|chunk| all.extend_from_slice(&chunk));
                 all.freeze()
             }
-        })
+        };
+        StoredBody::kept(body, std::mem::take(&mut self.trailers))
     }
 }
 
@@ -276,9 +288,11 @@ impl http_body::Body for Tee {
 
     fn size_hint(&self) -> SizeHint {
         let ready: u64 = self.ready.iter().filter_map(Frame::data_ref).map(|data| data.len() as u64).sum();
+        let trailers = self.ready.iter().any(Frame::is_trailers);
         match &self.inner {
-            // Exact only once nothing can follow: a failure must not look like a complete body.
-            None if self.done() && self.error.is_none() => SizeHint::with_exact(ready),
+            // Exact only once nothing can follow: a failure must not look like a complete body,
+            // and trailers need a chunked body on HTTP/1.1, not one framed by its length.
+            None if self.done() && self.error.is_none() && !trailers => SizeHint::with_exact(ready),
             None => {
                 let mut hint = SizeHint::new();
                 hint.set_lower(ready);

@@ -110,6 +110,7 @@ async fn claim<S: Store>(store: &S, key: &RecordKey, fp: u8, lease: Duration, ch
 pub async fn check_store<S: Store>(store: Arc<S>) {
     claim_is_atomic(store.clone()).await;
     completed_is_replayed(&*store).await;
+    trailers_are_kept(&*store).await;
     mismatch(&*store).await;
     in_flight_conflict(&*store).await;
     release_frees_the_key(&*store).await;
@@ -159,6 +160,24 @@ pub async fn completed_is_replayed<S: Store>(store: &S) {
             Claim::Completed(record) => assert_eq!(*record, stored, "{check}: the record changed in the store"),
             other => panic!("{check}: expected Completed, got {other:?}"),
         }
+    }
+}
+
+/// A record whose body ended with trailers comes back with them, intact.
+pub async fn trailers_are_kept<S: Store>(store: &S) {
+    let check = "trailers_are_kept";
+    let key = fresh_key();
+    let token = acquired(claim(store, &key, 1, LONG, check).await, check);
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-checksum", HeaderValue::from_static("sha-256=:n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=:"));
+    trailers.append("grpc-message", HeaderValue::from_static("first"));
+    trailers.append("grpc-message", HeaderValue::from_static("second"));
+    let mut stored = record(fingerprint(1), LONG, None);
+    stored.body = StoredBody::kept(Bytes::from_static(b"{\"id\":1}"), trailers);
+    store.complete(&key, token, stored.clone()).await.unwrap_or_else(|e| panic!("{check}: complete: {e}"));
+    match claim(store, &key, 1, LONG, check).await {
+        Claim::Completed(record) => assert_eq!(*record, stored, "{check}: the record changed in the store"),
+        other => panic!("{check}: expected Completed, got {other:?}"),
     }
 }
 

@@ -21,7 +21,7 @@ use crate::fingerprint::Fingerprint;
 use crate::observe::{self, HeldClaim, Operation};
 use crate::outcome::{Answer, Outcome};
 use crate::problem::Problem;
-use crate::record::{Record, StoredBody};
+use crate::record::{body_with_trailers, replayable_trailers, trailers_len, Record, StoredBody};
 use crate::store::{aborted_earlier, Claim, ClaimToken, PgStore, Store as _, StoreError};
 
 const STILL_IN_USE: &str =
@@ -210,20 +210,24 @@ impl Owner {
             self.call.report(Outcome::ExecutedNotStored(status));
             return response;
         }
-        // The whole body before the commit: the client must not see a response whose writes
-        // may still roll back.
+        // The whole body (and its trailers) before the commit: the client must not see a
+        // response whose writes may still roll back.
         let (parts, body) = response.into_parts();
         self.call.watch.pause();
         let (kept, body) = match AssertUnwindSafe(body.collect()).catch_unwind().await {
             Err(_panic) => return self.panicked().await,
             Ok(Ok(collected)) => {
+                // The client gets the trailers the handler sent; the record, those a replay
+                // repeats, counted toward the limit with the body.
+                let trailers = collected.trailers().cloned();
                 let bytes = collected.to_bytes();
-                let kept = if bytes.len() <= self.store.max_body_bytes() {
-                    StoredBody::Kept(bytes.clone())
+                let kept_trailers = trailers.as_ref().map(replayable_trailers).unwrap_or_default();
+                let kept = if bytes.len() + trailers_len(&kept_trailers) <= self.store.max_body_bytes() {
+                    StoredBody::kept(bytes.clone(), kept_trailers)
                 } else {
                     StoredBody::TooLarge
                 };
-                (kept, Body::from(bytes))
+                (kept, body_with_trailers(bytes, trailers))
             }
             // Stored as status and headers with a problem body, as on every store; the client
             // sees the body fail, as the handler made it.

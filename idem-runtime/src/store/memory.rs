@@ -26,7 +26,7 @@ const SHARDS: usize = 64;
 ///   it (expired records are not swept otherwise, so a store that is not full keeps them until
 ///   it fills).
 /// - A completed record is never refused. One heavier than `max_bytes` by itself (a body
-///   within [`max_body_bytes`](MemoryStoreBuilder::max_body_bytes) whose headers and about 200
+///   and its trailers within [`max_body_bytes`](MemoryStoreBuilder::max_body_bytes) whose headers and about 200
 ///   bytes of bookkeeping take it past `max_bytes`) is kept as status and headers, and its
 ///   replay answers with the documented body-not-stored problem, as for a body over the limit.
 ///   Headers heavier than `max_bytes` by themselves are kept all the same: that record counts
@@ -197,7 +197,9 @@ impl MemoryStore {
         }
         let record_bytes = packed.len();
         let packed = match record.body {
-            StoredBody::Kept(_) => Packed::new(&Record { body: StoredBody::TooLarge, ..record }),
+            StoredBody::Kept(_) | StoredBody::KeptWithTrailers { .. } => {
+                Packed::new(&Record { body: StoredBody::TooLarge, ..record })
+            }
             StoredBody::TooLarge | StoredBody::Failed => packed,
         };
         if cache.fits(&packed) {

@@ -4,11 +4,12 @@
 //! rest depends on this one, since it never leaves the process.
 //!
 //! Layout: fingerprint (32), expiry in ms since the Unix epoch (6, big-endian), status (2,
-//! big-endian), what is kept of the body (1: 0 too large, 1 kept, 2 failed), header count
-//! (varint), each header as its name and its value, then the kept body to the end. A name is
+//! big-endian), what is kept of the body (1: 0 too large, 1 kept, 2 failed, 3 kept with
+//! trailers), the headers, with kind 3 the trailers, then the kept body to the end. Headers and
+//! trailers are each a count (varint), then each field as its name and its value. A name is
 //! one byte, its index in [`NAMES`] plus one, or 0 followed by a varint length and the name; a
 //! value is one byte, its index in [`VALUES`] plus one, or 0 followed by a varint length and the
-//! value.
+//! value. A record without trailers takes not one byte more than before trailers were kept.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -64,24 +65,9 @@ pub(super) struct Packed(Arc<[u8]>);
 
 impl Packed {
     pub(super) fn new(record: &Record) -> Self {
-        let headers_len: usize = record
-            .headers
-            .iter()
-            .map(|(name, value)| {
-                let name_len = match name_index(name) {
-                    Some(_) => 1,
-                    None => 1 + varint_len(name.as_str().len()) + name.as_str().len(),
-                };
-                let value_len = match value_index(value) {
-                    Some(_) => 1,
-                    None => 1 + varint_len(value.len()) + value.len(),
-                };
-                name_len + value_len
-            })
-            .sum();
-        let count = record.headers.len();
+        let trailers = record.body.trailers();
         let body = record.body.bytes().map_or(&[][..], |body| &body[..]);
-        let len = HEADERS + varint_len(count) + headers_len + body.len();
+        let len = HEADERS + fields_len(&record.headers) + trailers.map_or(0, fields_len) + body.len();
         // Allocated once at its final size and written in place.
         let mut packed: Arc<[u8]> = std::iter::repeat_n(0, len).collect();
         let out = &mut Writer { bytes: Arc::get_mut(&mut packed).expect("not shared yet"), at: 0 };
@@ -93,25 +79,11 @@ impl Packed {
             StoredBody::TooLarge => 0,
             StoredBody::Kept(_) => 1,
             StoredBody::Failed => 2,
+            StoredBody::KeptWithTrailers { .. } => 3,
         }]);
-        out.varint(count);
-        for (name, value) in &record.headers {
-            match name_index(name) {
-                Some(i) => out.put(&[i as u8 + 1]),
-                None => {
-                    out.put(&[0]);
-                    out.varint(name.as_str().len());
-                    out.put(name.as_str().as_bytes());
-                }
-            }
-            match value_index(value) {
-                Some(i) => out.put(&[i as u8 + 1]),
-                None => {
-                    out.put(&[0]);
-                    out.varint(value.len());
-                    out.put(value.as_bytes());
-                }
-            }
+        out.fields(&record.headers);
+        if let Some(trailers) = trailers {
+            out.fields(trailers);
         }
         out.put(body);
         debug_assert_eq!(out.at, len);
@@ -139,32 +111,17 @@ impl Packed {
 
     pub(super) fn unpack(&self) -> Arc<Record> {
         let bytes = &self.0;
-        let mut r = Reader { bytes, at: HEADERS };
-        let count = r.varint();
-        // Room for what a replay adds: `Content-Length` and `Idempotent-Replayed`.
-        let mut headers = HeaderMap::with_capacity(count + 2);
         let shared = Bytes::from_owner(bytes.clone());
-        for _ in 0..count {
-            let name = match r.byte() {
-                0 => {
-                    let len = r.varint();
-                    HeaderName::from_bytes(r.take(len)).expect("a name idem packed")
-                }
-                i => NAMES[i as usize - 1].clone(),
-            };
-            let value = match r.byte() {
-                0 => {
-                    let len = r.varint();
-                    HeaderValue::from_maybe_shared(shared.slice_ref(r.take(len))).expect("a value idem packed")
-                }
-                i => HeaderValue::from_static(VALUES[i as usize - 1]),
-            };
-            headers.append(name, value);
-        }
-        let body = match bytes[BODY_KIND] {
+        let mut r = Reader { bytes, at: HEADERS };
+        // Room for what a replay adds: `Content-Length` and `Idempotent-Replayed`.
+        let headers = r.fields(&shared, 2);
+        let kind = bytes[BODY_KIND];
+        let trailers = if kind == 3 { r.fields(&shared, 0) } else { HeaderMap::new() };
+        let rest = || if r.at == bytes.len() { Bytes::new() } else { shared.slice(r.at..) };
+        let body = match kind {
             0 => StoredBody::TooLarge,
-            1 if r.at == bytes.len() => StoredBody::Kept(Bytes::new()),
-            1 => StoredBody::Kept(shared.slice(r.at..)),
+            1 => StoredBody::Kept(rest()),
+            3 => StoredBody::KeptWithTrailers { body: rest(), trailers: Box::new(trailers) },
             _ => StoredBody::Failed,
         };
         let fingerprint = Fingerprint::from_bytes(bytes[FINGERPRINT..EXPIRY].try_into().expect("32 bytes"));
@@ -181,6 +138,25 @@ impl Packed {
             Claim::Mismatch
         }
     }
+}
+
+/// The packed size of `fields`: their count, then each name and value.
+fn fields_len(fields: &HeaderMap) -> usize {
+    let each: usize = fields
+        .iter()
+        .map(|(name, value)| {
+            let name_len = match name_index(name) {
+                Some(_) => 1,
+                None => 1 + varint_len(name.as_str().len()) + name.as_str().len(),
+            };
+            let value_len = match value_index(value) {
+                Some(_) => 1,
+                None => 1 + varint_len(value.len()) + value.len(),
+            };
+            name_len + value_len
+        })
+        .sum();
+    varint_len(fields.len()) + each
 }
 
 fn name_index(name: &HeaderName) -> Option<usize> {
@@ -218,6 +194,28 @@ impl Writer<'_> {
         }
         self.put(&[n as u8]);
     }
+
+    fn fields(&mut self, fields: &HeaderMap) {
+        self.varint(fields.len());
+        for (name, value) in fields {
+            match name_index(name) {
+                Some(i) => self.put(&[i as u8 + 1]),
+                None => {
+                    self.put(&[0]);
+                    self.varint(name.as_str().len());
+                    self.put(name.as_str().as_bytes());
+                }
+            }
+            match value_index(value) {
+                Some(i) => self.put(&[i as u8 + 1]),
+                None => {
+                    self.put(&[0]);
+                    self.varint(value.len());
+                    self.put(value.as_bytes());
+                }
+            }
+        }
+    }
 }
 
 /// Reads what [`Packed::new`] wrote: the bytes are idem's own, so a short read is a bug and
@@ -249,21 +247,49 @@ impl<'a> Reader<'a> {
             shift += 7;
         }
     }
+
+    /// What [`Writer::fields`] wrote, values shared with `shared`; with room for `room` more.
+    fn fields(&mut self, shared: &Bytes, room: usize) -> HeaderMap {
+        let count = self.varint();
+        let mut fields = HeaderMap::with_capacity(count + room);
+        for _ in 0..count {
+            let name = match self.byte() {
+                0 => {
+                    let len = self.varint();
+                    HeaderName::from_bytes(self.take(len)).expect("a name idem packed")
+                }
+                i => NAMES[i as usize - 1].clone(),
+            };
+            let value = match self.byte() {
+                0 => {
+                    let len = self.varint();
+                    HeaderValue::from_maybe_shared(shared.slice_ref(self.take(len))).expect("a value idem packed")
+                }
+                i => HeaderValue::from_static(VALUES[i as usize - 1]),
+            };
+            fields.append(name, value);
+        }
+        fields
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn record(headers: &[(&str, &str)], body: StoredBody) -> Record {
+    fn fields(fields: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
-        for (name, value) in headers {
+        for (name, value) in fields {
             map.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
         }
+        map
+    }
+
+    fn record(headers: &[(&str, &str)], body: StoredBody) -> Record {
         Record {
             fingerprint: Fingerprint::from_bytes(std::array::from_fn(|i| i as u8)),
             status: StatusCode::CREATED,
-            headers: map,
+            headers: fields(headers),
             body,
             expires_at: UNIX_EPOCH + Duration::from_millis(1_800_000_000_123),
         }
@@ -287,6 +313,8 @@ mod tests {
             StoredBody::Kept(Bytes::from(vec![7; 1000])),
             StoredBody::TooLarge,
             StoredBody::Failed,
+            StoredBody::kept(Bytes::from_static(b"{}"), fields(&headers)),
+            StoredBody::kept(Bytes::new(), fields(&[("grpc-status", "0")])),
         ];
         for body in bodies {
             for headers in [&headers[..], &[]] {
@@ -306,6 +334,10 @@ mod tests {
             Packed::new(&record(&[("content-type", "application/json")], StoredBody::Kept(Bytes::from_static(b"{}"))));
         assert_eq!(json.len() - bare.len(), 2);
         assert_eq!(bare.len(), HEADERS + 1 + 2);
+        // Trailers take their count and fields, coded as headers are.
+        let trailers = fields(&[("x-checksum", "abc")]);
+        let trailed = Packed::new(&record(&[], StoredBody::kept(Bytes::from_static(b"{}"), trailers)));
+        assert_eq!(trailed.len() - bare.len(), 1 + (2 + "x-checksum".len()) + (2 + "abc".len()));
     }
 
     #[test]

@@ -148,11 +148,21 @@ fn pick(model: &Model, n: usize) -> Option<usize> {
     (!active.is_empty()).then(|| active[n % active.len()])
 }
 
+/// The record `owner` completes with: with a body (`body`), kept with trailers by every other
+/// owner, so that replays are checked to carry them too.
 pub(super) fn record_for(owner: usize, fp: u8, now: u64, ttl_ms: u64, body: bool) -> Record {
     let mut record = record(fingerprint(fp), Duration::ZERO, None);
     record.expires_at = UNIX_EPOCH + Duration::from_millis(now + ttl_ms);
-    record.body =
-        if body { StoredBody::Kept(Bytes::from(format!("{{\"owner\":{owner}}}"))) } else { StoredBody::TooLarge };
+    let data = Bytes::from(format!("{{\"owner\":{owner}}}"));
+    record.body = match (body, owner % 2) {
+        (false, _) => StoredBody::TooLarge,
+        (true, 0) => StoredBody::Kept(data),
+        (true, _) => {
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("x-owner", http::HeaderValue::from(owner));
+            StoredBody::kept(data, trailers)
+        }
+    };
     record
 }
 
