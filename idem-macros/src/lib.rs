@@ -216,7 +216,8 @@ mod validate;
 /// header but the hop-by-hop ones, `Date` and `Set-Cookie`. With the list, it repeats just the
 /// headers named (case-insensitive; `Set-Cookie` and `Date` may be named) plus `Content-Type`
 /// and `Content-Encoding`, which describe the stored body. Hop-by-hop headers and
-/// `Content-Length` (recomputed from the body) cannot be listed.
+/// `Content-Length` (recomputed from the body) cannot be listed. Trailers sent after the body
+/// are not narrowed by the list: a replay repeats them by the default rule.
 ///
 /// ```
 /// # use idem_runtime::idempotent;

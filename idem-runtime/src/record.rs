@@ -1,6 +1,6 @@
 //! A stored response: what a record keeps (status, headers, body and its trailers), which
-//! fields a replay repeats, and the replay itself. Its byte encoding for remote stores is in
-//! [`codec`].
+//! fields a replay repeats, and the replay itself. Its byte encoding for remote stores is
+//! [`Record::encode`].
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
