@@ -10,6 +10,7 @@ mod pg_common;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{FromRef, State};
@@ -23,7 +24,7 @@ use http_body::Frame;
 use http_body_util::{BodyExt as _, StreamBody};
 use idem_runtime::postgres::Tx;
 use idem_runtime::store::{LocalTier, MemoryStore, PgStore, RedisStore, Store};
-use idem_runtime::testkit::fresh_key;
+use idem_runtime::testkit::{fresh_key, Fault, FaultyStore, Operation};
 use idem_runtime::{idempotent, Idempotency};
 use tower::ServiceExt as _;
 
@@ -232,7 +233,11 @@ fn wire_trailers(wire: &common::Wire) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trailers_reach_an_http1_client_on_the_first_response_and_on_the_replay() {
-    let (router, runs) = app(MemoryStore::new());
+    // A record write that takes a while: the trailers, which end the response on the wire, must
+    // not reach the client before its record is stored, or a retry would find the key in flight.
+    let store = FaultyStore::new(MemoryStore::new());
+    store.always(Operation::Complete, Fault::Delay(Duration::from_millis(200)));
+    let (router, runs) = app(store);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });

@@ -4,7 +4,8 @@
 //! - A body that is complete at once (the usual `Json`, `String` or `Bytes`) is stored before
 //!   the response is sent, so a client that has its response and retries gets the replay.
 //! - A body that is still being produced (a stream: SSE, a proxied upstream, an export) is sent
-//!   chunk by chunk; the record is written when it ends, before the end of the body is signalled.
+//!   chunk by chunk; the record is written when it ends, before the end of the body (or the
+//!   trailers that end it) is signalled.
 //!   The claim's lease is renewed all the while, however long the body takes.
 //! - Trailers after the body reach the client as the handler sent them, and the record keeps
 //!   those a replay repeats with the body; they count toward the store's limit with it.
@@ -196,7 +197,12 @@ impl Tee {
                         return ReadReady::OnePiece(frame.into_data().expect("a data frame"));
                     }
                     self.copy.push(&frame);
+                    let last = frame.is_trailers();
                     self.ready.push_back(frame);
+                    if last {
+                        self.inner = None;
+                        return ReadReady::Ended;
+                    }
                 }
                 Ok(Poll::Ready(Some(Err(error)))) => {
                     self.inner = None;
@@ -244,18 +250,28 @@ impl http_body::Body for Tee {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         let this = &mut *self;
         loop {
-            if let Some(frame) = this.ready.pop_front() {
-                return Poll::Ready(Some(Ok(frame)));
-            }
+            // The record is written before anything after the body's end is passed on.
             if let Some(completing) = &mut this.completing {
                 std::task::ready!(completing.as_mut().poll(cx));
                 this.completing = None;
+            }
+            if let Some(frame) = this.ready.pop_front() {
+                return Poll::Ready(Some(Ok(frame)));
             }
             if this.inner.is_none() {
                 return Poll::Ready(this.error.take().map(Err));
             }
             match this.poll_inner(cx) {
                 Ok(Poll::Pending) => return Poll::Pending,
+                Ok(Poll::Ready(Some(Ok(frame)))) if frame.is_trailers() => {
+                    // Trailers end the body (HTTP/1.1 sends them as its end): the record is
+                    // written before they are passed on.
+                    this.copy.push(&frame);
+                    this.inner = None;
+                    this.ready.push_back(frame);
+                    let body = this.copy.finish();
+                    this.finish(body);
+                }
                 Ok(Poll::Ready(Some(Ok(frame)))) => {
                     this.copy.push(&frame);
                     return Poll::Ready(Some(Ok(frame)));
