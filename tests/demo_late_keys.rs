@@ -5,25 +5,12 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use common::demo::{create, create_with, orders, start, unique_token};
-use common::Wire;
+use common::{v4, v7_at, Wire};
 
 const BOOK: &str = r#"{"item":"book","qty":1}"#;
-
-fn v7_at(at: SystemTime) -> String {
-    let since = at.duration_since(UNIX_EPOCH).unwrap();
-    let ts = uuid::Timestamp::from_unix(uuid::NoContext, since.as_secs(), since.subsec_nanos());
-    uuid::Uuid::new_v7(ts).hyphenated().to_string()
-}
-
-/// A fresh key in the layout of a UUIDv4: no time in it.
-fn v4() -> String {
-    let mut key = v7_at(SystemTime::now());
-    key.replace_range(14..15, "4");
-    key
-}
 
 fn assert_key_expired(reply: &Wire) {
     assert_eq!(reply.status, 412, "{reply:?}");

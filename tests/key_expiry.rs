@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
-use common::{post_to, Down, Reply};
+use common::{post_to, v4, v7_at, Down, Reply};
 use idem_runtime::store::{Clock as _, MemoryStore, Store as _};
 use idem_runtime::testkit::ManualClock;
 use idem_runtime::{defaults, idempotent, Defaults, Idempotency};
@@ -82,20 +82,6 @@ fn app() -> (Router, Runs, ManualClock) {
 fn app_on(layer: Idempotency) -> (Router, Runs) {
     let runs = Runs::default();
     (routes().layer(layer).with_state(runs.clone()), runs)
-}
-
-/// A UUIDv7 key minted at `at` (to the millisecond).
-fn v7_at(at: SystemTime) -> String {
-    let since = at.duration_since(UNIX_EPOCH).unwrap();
-    let ts = uuid::Timestamp::from_unix(uuid::NoContext, since.as_secs(), since.subsec_nanos());
-    uuid::Uuid::new_v7(ts).hyphenated().to_string()
-}
-
-/// A fresh key in the layout of a UUIDv4: no time in it.
-fn v4() -> String {
-    let mut key = v7_at(SystemTime::now());
-    key.replace_range(14..15, "4");
-    key
 }
 
 fn http_date(at: SystemTime) -> String {

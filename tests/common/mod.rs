@@ -594,3 +594,17 @@ pub async fn lossy_proxy(upstream: std::net::SocketAddr, lose: usize) -> std::ne
     });
     addr
 }
+
+/// A UUIDv7 key minted at `at` (to the millisecond).
+pub fn v7_at(at: std::time::SystemTime) -> String {
+    let since = at.duration_since(std::time::UNIX_EPOCH).unwrap();
+    let ts = uuid::Timestamp::from_unix(uuid::NoContext, since.as_secs(), since.subsec_nanos());
+    uuid::Uuid::new_v7(ts).hyphenated().to_string()
+}
+
+/// A fresh key in the layout of a UUIDv4: no time in it.
+pub fn v4() -> String {
+    let mut key = v7_at(std::time::SystemTime::now());
+    key.replace_range(14..15, "4");
+    key
+}
