@@ -12,7 +12,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -80,13 +80,35 @@ impl IdempotencyKey {
     /// assert_eq!(v4.uuid_v7_time(), None);
     /// ```
     pub fn uuid_v7_time(&self) -> Option<SystemTime> {
-        crate::lifetime::uuid_v7_time(&self.0)
+        uuid_v7_time(&self.0)
     }
 
     /// The key as a header value (bare form).
     pub fn to_header_value(&self) -> HeaderValue {
         HeaderValue::from_str(&self.0).expect("a validated key is a valid header value")
     }
+}
+
+/// The time a UUIDv7 key was minted: its first 48 bits, Unix milliseconds. Only the RFC 9562
+/// text form (`8-4-4-4-12` hex digits, either case) with version 7 and the RFC variant counts;
+/// any other key carries no time.
+pub(crate) fn uuid_v7_time(key: &str) -> Option<SystemTime> {
+    let bytes = key.as_bytes();
+    if bytes.len() != 36 || bytes[14] != b'7' || !matches!(bytes[19], b'8' | b'9' | b'a' | b'b' | b'A' | b'B') {
+        return None;
+    }
+    let layout = bytes.iter().enumerate().all(|(i, &b)| match i {
+        8 | 13 | 18 | 23 => b == b'-',
+        _ => b.is_ascii_hexdigit(),
+    });
+    if !layout {
+        return None;
+    }
+    let millis = bytes[..13].iter().filter(|&&b| b != b'-').fold(0u64, |n, &b| {
+        // A hex digit, checked above.
+        n << 4 | u64::from((b as char).to_digit(16).unwrap_or(0))
+    });
+    UNIX_EPOCH.checked_add(Duration::from_millis(millis))
 }
 
 /// [`IdempotencyKey::parse`], borrowing the key from `value` when it is there as it is (the

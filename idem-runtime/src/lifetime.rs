@@ -8,11 +8,11 @@
 //! and running it again could be the very duplicate idempotency exists to prevent. A call that
 //! begins more than [`MAX_CLOCK_SKEW`] from now comes from a client whose clock is wrong.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
 
-use crate::key::{MAX_CLOCK_SKEW, REPEATABILITY_FIRST_SENT};
+use crate::key::{uuid_v7_time, MAX_CLOCK_SKEW, REPEATABILITY_FIRST_SENT};
 
 /// What said when a request's call began.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,28 +94,6 @@ impl Began {
     }
 }
 
-/// The time a UUIDv7 key was minted: its first 48 bits, Unix milliseconds. Only the RFC 9562
-/// text form (`8-4-4-4-12` hex digits, either case) with version 7 and the RFC variant counts;
-/// any other key carries no time.
-pub(crate) fn uuid_v7_time(key: &str) -> Option<SystemTime> {
-    let bytes = key.as_bytes();
-    if bytes.len() != 36 || bytes[14] != b'7' || !matches!(bytes[19], b'8' | b'9' | b'a' | b'b' | b'A' | b'B') {
-        return None;
-    }
-    let layout = bytes.iter().enumerate().all(|(i, &b)| match i {
-        8 | 13 | 18 | 23 => b == b'-',
-        _ => b.is_ascii_hexdigit(),
-    });
-    if !layout {
-        return None;
-    }
-    let millis = bytes[..13].iter().filter(|&&b| b != b'-').fold(0u64, |n, &b| {
-        // A hex digit, checked above.
-        n << 4 | u64::from((b as char).to_digit(16).unwrap_or(0))
-    });
-    UNIX_EPOCH.checked_add(Duration::from_millis(millis))
-}
-
 /// A duration as a problem's detail shows it: `25h 3s`, `5min`, `1s 500ms`.
 pub(crate) fn compact(d: Duration) -> String {
     let secs = d.as_secs();
@@ -130,6 +108,8 @@ pub(crate) fn compact(d: Duration) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::UNIX_EPOCH;
+
     use http::HeaderValue;
 
     use super::*;

@@ -24,6 +24,10 @@ pub use codec::DecodeError;
 /// The header marking a replayed response.
 pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
+/// The request id header that tower-http's `SetRequestId` and most proxies use. A record keeps
+/// the id of the request that did the work, so that a replay names it.
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// A completed request's response, as kept in a store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {

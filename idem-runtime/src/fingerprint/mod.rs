@@ -17,6 +17,7 @@
 //! binds that text as it is.
 
 mod recent;
+pub(crate) mod record_key;
 mod sources;
 #[cfg(test)]
 mod tests;
@@ -118,7 +119,7 @@ pub struct RequestInput<'a> {
     parts: &'a http::request::Parts,
     body: Option<&'a [u8]>,
     /// The record the request addresses, when it is covered.
-    record: Option<crate::store::RecordKey>,
+    record: Option<record_key::RecordKey>,
 }
 
 impl<'a> RequestInput<'a> {
@@ -128,7 +129,7 @@ impl<'a> RequestInput<'a> {
     }
 
     /// Input for an extractor that reads the body of a request addressing `record`.
-    pub(crate) fn with_body(parts: &'a http::request::Parts, body: &'a [u8], record: crate::store::RecordKey) -> Self {
+    pub(crate) fn with_body(parts: &'a http::request::Parts, body: &'a [u8], record: record_key::RecordKey) -> Self {
         Self { parts, body: Some(body), record: Some(record) }
     }
 

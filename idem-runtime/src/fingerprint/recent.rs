@@ -14,7 +14,7 @@
 
 use std::sync::Mutex;
 
-use crate::store::RecordKey;
+use super::record_key::RecordKey;
 
 const SLOTS: usize = 512;
 

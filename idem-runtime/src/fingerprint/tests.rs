@@ -2,8 +2,8 @@
 //! digests, and writes that cannot be confused with one another.
 
 use super::recent;
+use super::record_key::RecordKey;
 use super::FingerprintWriter;
-use crate::store::RecordKey;
 
 fn json(raw: &str) -> [u8; 32] {
     let mut w = FingerprintWriter::new();

@@ -38,7 +38,7 @@ static NAMES: [HeaderName; 16] = [
     header::ACCESS_CONTROL_ALLOW_ORIGIN,
     header::STRICT_TRANSPORT_SECURITY,
     header::X_CONTENT_TYPE_OPTIONS,
-    crate::engine::X_REQUEST_ID,
+    crate::record::X_REQUEST_ID,
 ];
 
 /// Header values a response commonly carries (content types mostly), written as one byte.
