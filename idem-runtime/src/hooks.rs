@@ -72,6 +72,9 @@
 //! first saw the request. It never sees the idempotency key, the `Authorization` header or any
 //! other part of the request. It runs on the request's path: keep it short and never block.
 //!
+//! [`Idempotency`]: crate::Idempotency
+//! [`Idempotency::shape_problems`]: crate::Idempotency::shape_problems
+//! [`Idempotency::on_outcome`]: crate::Idempotency::on_outcome
 //! [`ProblemKind::BodyNotStored`]: crate::problem::ProblemKind::BodyNotStored
 //! [`ProblemKind::BodyFailed`]: crate::problem::ProblemKind::BodyFailed
 
@@ -82,16 +85,81 @@ use std::time::Duration;
 use axum::response::Response;
 use http::{header, HeaderValue, Method, StatusCode};
 
-use crate::layer::Idempotency;
 use crate::problem::{MadeFrom, Problem, ProblemKind};
 use crate::record::IDEMPOTENT_REPLAYED;
 
-pub use crate::outcome::OutcomeKind;
+pub(crate) type ShapeFn = dyn Fn(&Problem) -> Option<Response> + Send + Sync;
+pub(crate) type ObserveFn = dyn Fn(&RequestOutcome<'_>) + Send + Sync;
 
-type ShapeFn = dyn Fn(&Problem) -> Option<Response> + Send + Sync;
-type ObserveFn = dyn Fn(&RequestOutcome<'_>) + Send + Sync;
+/// How a covered request ended, as events, metrics and the layer's outcome hook name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OutcomeKind {
+    /// Refused before the claim: no key on a `required` handler, a malformed key, a malformed
+    /// `Repeatability-First-Sent`, a request that says it begins in the future, or a scope that
+    /// cannot be resolved. The handler did not run.
+    Rejected,
+    /// The stored response of an earlier execution was replayed. The handler did not run.
+    Replayed,
+    /// The key was used for a different request (`422` unless shaped). The handler did not run.
+    Mismatch,
+    /// A request with the same key is still running (`409` unless shaped). The handler did not
+    /// run.
+    Conflict,
+    /// The store could not be reached and the layer fails closed (`503`). The handler did not run.
+    StoreUnavailable,
+    /// The store lost its in-flight claims and grants none until every lease that may be running
+    /// has run out (`503`). The handler did not run.
+    StoreRecovering,
+    /// The handler takes its store from a layer and its route is behind none (`500`). The
+    /// handler did not run.
+    StoreNotConfigured,
+    /// The handler or its response body panicked (`500`); the key was released.
+    Panicked,
+    /// The request's logical call began longer ago than the handler keeps responses, and no
+    /// record of it is left (`412`): whether it ran is unknown. The handler did not run.
+    KeyExpired,
+    /// The handler's database transaction could not be used as the application is built
+    /// (`500`, feature `postgres`); nothing was committed.
+    TransactionUnavailable,
+    /// The handler ran and its response is stored.
+    Executed,
+    /// The handler ran and its response is not stored: a status that releases the key, or a
+    /// claim lost to another request.
+    ExecutedNotStored,
+    /// The handler ran; its response is stored once the unreachable store is back.
+    ExecutedStorePending,
+    /// The store was unreachable and the layer fails open: the handler ran without idempotency.
+    ExecutedFailOpen,
+}
 
-/// How a covered request ended, as [`Idempotency::on_outcome`] sees it. It carries neither the
+impl OutcomeKind {
+    /// The name events and metrics give it: `rejected`, `replayed`, `mismatch`, `conflict`,
+    /// `store-error`, `store-recovering`, `store-not-configured`, `panicked`, `key-expired`,
+    /// `transaction-unavailable`, `executed`, `executed-not-stored`, `executed-store-pending`,
+    /// `executed-fail-open`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Rejected => "rejected",
+            Self::Replayed => "replayed",
+            Self::Mismatch => "mismatch",
+            Self::Conflict => "conflict",
+            Self::StoreUnavailable => "store-error",
+            Self::StoreRecovering => "store-recovering",
+            Self::StoreNotConfigured => "store-not-configured",
+            Self::Panicked => "panicked",
+            Self::KeyExpired => "key-expired",
+            Self::TransactionUnavailable => "transaction-unavailable",
+            Self::Executed => "executed",
+            Self::ExecutedNotStored => "executed-not-stored",
+            Self::ExecutedStorePending => "executed-store-pending",
+            Self::ExecutedFailOpen => "executed-fail-open",
+        }
+    }
+}
+
+/// How a covered request ended, as
+/// [`Idempotency::on_outcome`](crate::Idempotency::on_outcome) sees it. It carries neither the
 /// idempotency key nor any credential.
 #[derive(Debug)]
 pub struct RequestOutcome<'a> {
@@ -110,7 +178,8 @@ impl<'a> RequestOutcome<'a> {
         self.kind
     }
 
-    /// The status the client received (after [`Idempotency::shape_problems`]).
+    /// The status the client received (after
+    /// [`Idempotency::shape_problems`](crate::Idempotency::shape_problems)).
     pub fn status(&self) -> StatusCode {
         self.status
     }
@@ -145,11 +214,11 @@ impl<'a> RequestOutcome<'a> {
     }
 }
 
-/// The hooks of one [`Idempotency`] layer.
+/// The hooks of one [`Idempotency`](crate::Idempotency) layer.
 #[derive(Clone, Default)]
 pub(crate) struct Hooks {
-    shape: Option<Arc<ShapeFn>>,
-    observe: Option<Arc<ObserveFn>>,
+    pub(crate) shape: Option<Arc<ShapeFn>>,
+    pub(crate) observe: Option<Arc<ObserveFn>>,
 }
 
 impl std::fmt::Debug for Hooks {
@@ -228,34 +297,4 @@ fn keep_what_clients_rely_on(mut response: Response, problem: &Problem) -> Respo
         None => headers.remove(header::RETRY_AFTER),
     };
     response
-}
-
-impl Idempotency {
-    /// Shapes the problems idem answers itself (missing or malformed key, malformed
-    /// `Repeatability-First-Sent`, a request dated in the future or past its lifetime, unresolved
-    /// scope, unreadable or too large body, conflict, mismatch, unavailable or recovering store,
-    /// panicked handler) to the service's own error format: `shape` returns the response to send
-    /// instead, or `None` to keep idem's `application/problem+json`.
-    ///
-    /// The response keeps its status class (a 4xx stays a 4xx, a 5xx a 5xx; otherwise idem's
-    /// own problem is sent and an error logged), idem's `Retry-After`, and never carries
-    /// `Idempotent-Replayed`. See the [module docs](crate::hooks) for an example and why.
-    pub fn shape_problems<F>(mut self, shape: F) -> Self
-    where
-        F: Fn(&Problem) -> Option<Response> + Send + Sync + 'static,
-    {
-        self.hooks.shape = Some(Arc::new(shape));
-        self
-    }
-
-    /// Calls `observe` once per covered request behind this layer, when its outcome is known:
-    /// executed, replayed, conflict, mismatch, rejected, … ([`OutcomeKind`]). It sees no key and
-    /// no credential, and runs on the request's path: keep it short and never block.
-    pub fn on_outcome<F>(mut self, observe: F) -> Self
-    where
-        F: Fn(&RequestOutcome<'_>) + Send + Sync + 'static,
-    {
-        self.hooks.observe = Some(Arc::new(observe));
-        self
-    }
 }

@@ -6,8 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
-use crate::hooks::Hooks;
+use axum::response::Response;
+
+use crate::hooks::{Hooks, RequestOutcome};
 use crate::observe;
+use crate::problem::Problem;
 use crate::store::{DynStore, MemoryStore, Store};
 
 /// The store (and store-wide policy) every annotated handler under a [`Router`] uses, and the
@@ -136,5 +139,35 @@ where
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         req.extensions_mut().insert(self.idempotency.clone());
         self.inner.call(req)
+    }
+}
+
+impl Idempotency {
+    /// Shapes the problems idem answers itself (missing or malformed key, malformed
+    /// `Repeatability-First-Sent`, a request dated in the future or past its lifetime, unresolved
+    /// scope, unreadable or too large body, conflict, mismatch, unavailable or recovering store,
+    /// panicked handler) to the service's own error format: `shape` returns the response to send
+    /// instead, or `None` to keep idem's `application/problem+json`.
+    ///
+    /// The response keeps its status class (a 4xx stays a 4xx, a 5xx a 5xx; otherwise idem's
+    /// own problem is sent and an error logged), idem's `Retry-After`, and never carries
+    /// `Idempotent-Replayed`. See the [module docs](crate::hooks) for an example and why.
+    pub fn shape_problems<F>(mut self, shape: F) -> Self
+    where
+        F: Fn(&Problem) -> Option<Response> + Send + Sync + 'static,
+    {
+        self.hooks.shape = Some(Arc::new(shape));
+        self
+    }
+
+    /// Calls `observe` once per covered request behind this layer, when its outcome is known:
+    /// executed, replayed, conflict, mismatch, rejected, … ([`OutcomeKind`]). It sees no key and
+    /// no credential, and runs on the request's path: keep it short and never block.
+    pub fn on_outcome<F>(mut self, observe: F) -> Self
+    where
+        F: Fn(&RequestOutcome<'_>) + Send + Sync + 'static,
+    {
+        self.hooks.observe = Some(Arc::new(observe));
+        self
     }
 }

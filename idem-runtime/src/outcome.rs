@@ -9,7 +9,7 @@ use axum::response::Response;
 use http::{HeaderValue, Method, StatusCode};
 use tracing::Span;
 
-use crate::hooks::{Hooks, RequestOutcome};
+use crate::hooks::{Hooks, OutcomeKind, RequestOutcome};
 use crate::lifetime::Late;
 use crate::observe::{self, Stopwatch};
 use crate::problem::{MadeFrom, Problem, ProblemKind};
@@ -57,73 +57,6 @@ pub(crate) enum Answer {
     /// detail says why); nothing was committed.
     #[cfg(feature = "postgres")]
     TransactionUnavailable(&'static str),
-}
-
-/// How a covered request ended, as events, metrics and the layer's outcome hook name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum OutcomeKind {
-    /// Refused before the claim: no key on a `required` handler, a malformed key, a malformed
-    /// `Repeatability-First-Sent`, a request that says it begins in the future, or a scope that
-    /// cannot be resolved. The handler did not run.
-    Rejected,
-    /// The stored response of an earlier execution was replayed. The handler did not run.
-    Replayed,
-    /// The key was used for a different request (`422` unless shaped). The handler did not run.
-    Mismatch,
-    /// A request with the same key is still running (`409` unless shaped). The handler did not
-    /// run.
-    Conflict,
-    /// The store could not be reached and the layer fails closed (`503`). The handler did not run.
-    StoreUnavailable,
-    /// The store lost its in-flight claims and grants none until every lease that may be running
-    /// has run out (`503`). The handler did not run.
-    StoreRecovering,
-    /// The handler takes its store from a layer and its route is behind none (`500`). The
-    /// handler did not run.
-    StoreNotConfigured,
-    /// The handler or its response body panicked (`500`); the key was released.
-    Panicked,
-    /// The request's logical call began longer ago than the handler keeps responses, and no
-    /// record of it is left (`412`): whether it ran is unknown. The handler did not run.
-    KeyExpired,
-    /// The handler's database transaction could not be used as the application is built
-    /// (`500`, feature `postgres`); nothing was committed.
-    TransactionUnavailable,
-    /// The handler ran and its response is stored.
-    Executed,
-    /// The handler ran and its response is not stored: a status that releases the key, or a
-    /// claim lost to another request.
-    ExecutedNotStored,
-    /// The handler ran; its response is stored once the unreachable store is back.
-    ExecutedStorePending,
-    /// The store was unreachable and the layer fails open: the handler ran without idempotency.
-    ExecutedFailOpen,
-}
-
-impl OutcomeKind {
-    /// The name events and metrics give it: `rejected`, `replayed`, `mismatch`, `conflict`,
-    /// `store-error`, `store-recovering`, `store-not-configured`, `panicked`, `key-expired`,
-    /// `transaction-unavailable`, `executed`, `executed-not-stored`, `executed-store-pending`,
-    /// `executed-fail-open`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Rejected => "rejected",
-            Self::Replayed => "replayed",
-            Self::Mismatch => "mismatch",
-            Self::Conflict => "conflict",
-            Self::StoreUnavailable => "store-error",
-            Self::StoreRecovering => "store-recovering",
-            Self::StoreNotConfigured => "store-not-configured",
-            Self::Panicked => "panicked",
-            Self::KeyExpired => "key-expired",
-            Self::TransactionUnavailable => "transaction-unavailable",
-            Self::Executed => "executed",
-            Self::ExecutedNotStored => "executed-not-stored",
-            Self::ExecutedStorePending => "executed-store-pending",
-            Self::ExecutedFailOpen => "executed-fail-open",
-        }
-    }
 }
 
 impl Outcome {

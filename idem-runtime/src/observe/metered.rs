@@ -19,7 +19,7 @@ use http::Method;
 use metrics::{Gauge, Label, SharedString, Unit};
 
 use crate::fingerprint::Fingerprint;
-use crate::outcome::OutcomeKind;
+use crate::hooks::OutcomeKind;
 use crate::record::Record;
 use crate::store::{Claim, ClaimToken, DynStore, RecordKey, Store, StoreError};
 

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use http::Method;
 
-use crate::outcome::OutcomeKind;
+use crate::hooks::OutcomeKind;
 
 /// Measures nothing.
 #[derive(Debug)]
