@@ -28,7 +28,7 @@ use http::{HeaderMap, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt as _;
 
-use crate::engine::Owner;
+use crate::owner::Owner;
 use crate::record::{replayable_trailers, trailers_len, StoredBody};
 
 type Completing = Pin<Box<dyn Future<Output = ()> + Send>>;

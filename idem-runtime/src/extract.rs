@@ -6,20 +6,22 @@ use std::marker::PhantomData;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{FromRequest, FromRequestParts, MatchedPath, OriginalUri, Request};
+use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Request};
 use axum::response::{IntoResponse, Response};
 use axum::RequestExt as _;
 use bytes::{Bytes, BytesMut};
 use http::{request::Parts, HeaderName, Method};
 use http_body_util::BodyExt as _;
 
+use crate::call::{Call, Route};
 use crate::config::HandlerSpec;
-use crate::engine::{Call, X_REQUEST_ID};
 use crate::fingerprint::{FingerprintBuilder, FingerprintSource, RequestInput};
 use crate::layer::Idempotency;
+use crate::mode::Plug;
 use crate::observe::{self, Digests, Stopwatch};
 use crate::outcome::{self, Answer, Seen};
 use crate::problem::Problem;
+use crate::record::X_REQUEST_ID;
 use crate::store::RecordKey;
 
 /// Present in a request's extensions when its fingerprint is needed: the record it addresses,
@@ -31,45 +33,6 @@ fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
 }
 
-/// The route label of a request without a matched route template. No template can be it: they
-/// start with `/`.
-pub(crate) const UNMATCHED: &str = "unmatched";
-
-/// The matched route template, or the path for a handler called outside a `Router`.
-#[derive(Clone)]
-pub(crate) enum Route {
-    /// Shares the router's string: no copy per request.
-    Matched(MatchedPath),
-    Path(String),
-}
-
-impl Route {
-    fn of(parts: &Parts) -> Self {
-        match parts.extensions.get::<MatchedPath>() {
-            Some(path) => Self::Matched(path.clone()),
-            None => Self::Path(parts.uri.path().to_owned()),
-        }
-    }
-
-    /// The template, or the path: what the fingerprint binds.
-    pub(crate) fn as_str(&self) -> &str {
-        match self {
-            Self::Matched(path) => path.as_str(),
-            Self::Path(path) => path,
-        }
-    }
-
-    /// What observation (events, spans, metrics, hooks) names the route by: its template, or
-    /// [`UNMATCHED`] for a request that matched none (an annotated fallback, a handler called
-    /// outside a `Router`). Never the path a client sent, which is unbounded and may carry tokens.
-    pub(crate) fn label(&self) -> &str {
-        match self {
-            Self::Matched(path) => path.as_str(),
-            Self::Path(_) => UNMATCHED,
-        }
-    }
-}
-
 /// The hidden first extractor of an annotated handler: reads the key and scope before any
 /// other extractor runs.
 #[doc(hidden)]
@@ -78,9 +41,9 @@ pub struct IdempotencyContext<C> {
     /// Boxed: the handler's futures move this value several times before it runs, and a pointer
     /// moves for less than the request's state.
     pub(crate) covered: Option<Box<Covered>>,
-    /// Where a [`Tx`](crate::postgres::Tx) parameter of the handler, if any, meets the engine.
-    #[cfg(feature = "postgres")]
-    pub(crate) transaction: std::sync::Arc<crate::postgres::Link>,
+    /// Where a parameter of the handler may plug in another way of running the request (a
+    /// `Tx` parameter, the transactional one); `None` when no such mode is built in.
+    pub(crate) plug: Option<std::sync::Arc<Plug>>,
     _spec: PhantomData<fn() -> C>,
 }
 
@@ -100,14 +63,8 @@ impl<S: Send + Sync, C: HandlerSpec> FromRequestParts<S> for IdempotencyContext<
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
-        #[cfg(feature = "postgres")]
-        let transaction = crate::postgres::Link::offer(parts);
-        let inactive = Self {
-            covered: None,
-            #[cfg(feature = "postgres")]
-            transaction: transaction.clone(),
-            _spec: PhantomData,
-        };
+        let plug = Plug::offer(parts);
+        let inactive = Self { covered: None, plug: plug.clone(), _spec: PhantomData };
         if is_safe(&parts.method) {
             return Ok(inactive);
         }

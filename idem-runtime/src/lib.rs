@@ -148,16 +148,20 @@ pub mod testkit;
 // A request's way through idem, in order: the layer sets the store, the extractors read the key
 // and fingerprint, the engine claims and runs, capture streams and stores the response, the
 // lease keeper renews claims meanwhile, and every request ends in one outcome.
+mod call;
 mod canonical;
 mod capture;
+mod completion;
 mod config;
 mod engine;
 mod extract;
 mod layer;
 mod lease;
 mod lifetime;
+mod mode;
 mod observe;
 mod outcome;
+mod owner;
 
 /// The crate README's code blocks (the page crates.io shows), compiled as doctests.
 #[cfg(all(doctest, feature = "macros"))]

@@ -3,10 +3,9 @@
 //! when the handler has returned.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
 use axum::response::Response;
-use http::request::Parts;
 
 use super::Transaction;
 use crate::hooks::Hooks;
@@ -73,13 +72,6 @@ impl Handed {
 const USED_LATE: &str = "idem: this `Tx` was used after its handler had returned (was it moved into a task?); its transaction was rolled back then, and the request answered without it";
 
 impl Link {
-    /// A new link, in the request's extensions for a `Tx` parameter to find.
-    pub(crate) fn offer(parts: &mut Parts) -> Arc<Self> {
-        let link = Arc::new(Self::default());
-        parts.extensions.insert(link.clone());
-        link
-    }
-
     /// A `Tx` parameter was extracted, with the state's store and the layer's hooks, if any.
     pub(super) fn register(&self, store: PgStore, hooks: Option<&Hooks>) {
         let registered = Registered { store, hooks: hooks.cloned().unwrap_or_default() };

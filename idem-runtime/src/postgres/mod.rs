@@ -107,8 +107,8 @@ use axum::response::Response;
 use http::request::Parts;
 use sqlx::postgres::{PgConnection, Postgres};
 
-pub(crate) use self::link::Link;
-pub(crate) use self::run::{run_covered, run_uncovered};
+use self::link::Link;
+use crate::mode::Plug;
 use crate::problem::Problem;
 use crate::store::PgStore;
 use crate::Idempotency;
@@ -169,13 +169,24 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
         let layer = parts.extensions.get::<Idempotency>();
-        let Some(link) = parts.extensions.get::<Arc<Link>>().cloned() else {
+        let Some(plug) = parts.extensions.get::<Arc<Plug>>().cloned() else {
             let detail = "`Tx` is a parameter of `#[idempotent]` handlers only, and this handler has no such attribute";
             tracing::error!(target: "idem", path = parts.uri.path(), "{detail}");
             let problem = Problem::transaction_unavailable(detail);
             return Err(layer.map_or_else(|| problem.to_response(), |layer| layer.hooks.respond(&problem)));
         };
+        // One link per request, plugged in by the first `Tx` parameter; a second one registers
+        // in it too, and the request is refused.
+        let (link, first) = match parts.extensions.get::<Arc<Link>>() {
+            Some(link) => (link.clone(), false),
+            None => (Arc::new(Link::default()), true),
+        };
         link.register(PgStore::from_ref(state), layer.map(|layer| &layer.hooks));
+        if first {
+            parts.extensions.insert(link.clone());
+            let plugged = plug.plug(link.clone());
+            debug_assert!(plugged, "the transactional mode is the only one, and plugs in once");
+        }
         Ok(Self { link, held: OnceLock::new() })
     }
 }

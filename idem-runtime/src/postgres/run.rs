@@ -10,14 +10,17 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use futures_util::FutureExt as _;
 use http_body_util::BodyExt as _;
 
 use super::link::{Handed, Link};
 use super::Transaction;
+use crate::call::Call;
+use crate::completion::RunToCompletion;
 use crate::config::HandlerConfig;
-use crate::engine::{Call, RunToCompletion};
 use crate::fingerprint::Fingerprint;
+use crate::mode::{self, Claimed, Handler, Mode};
 use crate::observe::{self, HeldClaim, Operation};
 use crate::outcome::{Answer, Outcome};
 use crate::problem::Problem;
@@ -27,10 +30,28 @@ use crate::store::{aborted_earlier, Claim, ClaimToken, PgStore, Store as _, Stor
 const STILL_IN_USE: &str =
     "the handler returned while its `Tx` was still held elsewhere (moved into a task?); its transaction is rolled back";
 
+/// A request whose handler takes `Tx` runs in the transaction the `Tx` parameter plugged in.
+impl Mode for Link {
+    fn run_covered(
+        self: Arc<Self>,
+        call: Call,
+        fingerprint: Fingerprint,
+        handler: Handler,
+    ) -> BoxFuture<'static, Response> {
+        let store = self.store().expect("a `Tx` parameter registers its store before it plugs the link in").clone();
+        Box::pin(run_covered(call, fingerprint, self, store, handler))
+    }
+
+    fn run_uncovered(self: Arc<Self>, config: HandlerConfig, handler: Handler) -> BoxFuture<'static, Response> {
+        let store = self.store().expect("a `Tx` parameter registers its store before it plugs the link in").clone();
+        Box::pin(run_uncovered(self, store, config, handler))
+    }
+}
+
 /// A request without a key: the handler runs in a transaction committed or rolled back by the
 /// status of its response, as a covered request's would be. A commit of a transaction that a
 /// failed statement aborted commits nothing, and the handler's answer is sent as it is.
-pub(crate) async fn run_uncovered<F>(link: Arc<Link>, store: PgStore, config: HandlerConfig, handler: F) -> Response
+async fn run_uncovered<F>(link: Arc<Link>, store: PgStore, config: HandlerConfig, handler: F) -> Response
 where
     F: Future<Output = Response> + Send + 'static,
 {
@@ -88,7 +109,7 @@ async fn roll_back(transaction: Option<Transaction>) {
 
 /// A covered request whose handler takes [`Tx`](super::Tx): claim in a new transaction, then
 /// replay, refuse, or run the handler in it and commit its writes with the record.
-pub(crate) async fn run_covered<F>(
+async fn run_covered<F>(
     mut call: Call,
     fingerprint: Fingerprint,
     link: Arc<Link>,
@@ -160,7 +181,7 @@ where
     let owner = Owner { call, token, fingerprint, link, store, _claim: claim };
     // A client that disconnects drops this future; the handler then finishes in a task of its
     // own and commits for the retry.
-    RunToCompletion::new(owner.execute(handler)).await
+    RunToCompletion::new(mode::execute(owner, handler)).await
 }
 
 /// A covered request refused for a mistake in the application (`detail`).
@@ -192,24 +213,25 @@ struct Owner {
     _claim: HeldClaim,
 }
 
-impl Owner {
-    async fn execute<F>(mut self, handler: F) -> Response
-    where
-        F: Future<Output = Response> + Send + 'static,
-    {
-        // The handler and the production of its body are its own time, not idem's.
-        self.call.watch.pause();
-        let response = match AssertUnwindSafe(handler).catch_unwind().await {
-            Ok(response) => response,
-            Err(_panic) => return self.panicked().await,
-        };
-        self.call.watch.resume();
+/// The transaction's owner of a claim runs the handler once: a kept answer commits with the
+/// handler's writes, any other rolls them back.
+impl Claimed for Owner {
+    fn call(&mut self) -> &mut Call {
+        &mut self.call
+    }
+
+    async fn panicked(self) -> Response {
+        Owner::panicked(self).await
+    }
+
+    async fn give_up(self, response: Response) -> Response {
+        roll_back(self.link.close().into_transaction()).await;
+        self.call.report(Outcome::ExecutedNotStored(response.status()));
+        response
+    }
+
+    async fn keep(mut self, response: Response) -> Response {
         let status = response.status();
-        if !self.call.config.stores(status) {
-            roll_back(self.link.close().into_transaction()).await;
-            self.call.report(Outcome::ExecutedNotStored(status));
-            return response;
-        }
         // The whole body (and its trailers) before the commit: the client must not see a
         // response whose writes may still roll back.
         let (parts, body) = response.into_parts();
@@ -259,7 +281,9 @@ impl Owner {
             Err(error) => unavailable(&self.call, &error),
         }
     }
+}
 
+impl Owner {
     /// Writes the record in the transaction. When a statement of the handler failed (and the
     /// handler answered anyway), the transaction refuses it: every write of the handler is
     /// undone, back to the savepoint taken after the claim, and the record written then.
