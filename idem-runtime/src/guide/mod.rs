@@ -48,6 +48,7 @@
 //! | [`observability`] | hooks that shape idem's responses and observe outcomes, tracing, metrics | `metrics` for the metrics |
 //! | [`testing`] | testing your handlers, with leases and ttls on a paused clock | |
 //! | [`choices`] | the choices made where the expected behaviour left room | |
+//! | [`architecture`] | how idem is built: its layers, the path of a request, where a change goes | |
 //!
 //! A chapter that needs a cargo feature is built with it: `cargo doc --open -p idem-runtime
 //! --all-features` shows them all, as docs.rs does.
@@ -104,4 +105,8 @@ pub mod testing {
 
 pub mod choices {
     #![doc = include_str!("choices.md")]
+}
+
+pub mod architecture {
+    #![doc = include_str!("architecture.md")]
 }
