@@ -161,7 +161,7 @@ impl Idempotency {
     }
 
     /// Calls `observe` once per covered request behind this layer, when its outcome is known:
-    /// executed, replayed, conflict, mismatch, rejected, … ([`OutcomeKind`]). It sees no key and
+    /// executed, replayed, conflict, mismatch, rejected, … ([`OutcomeKind`](crate::hooks::OutcomeKind)). It sees no key and
     /// no credential, and runs on the request's path: keep it short and never block.
     pub fn on_outcome<F>(mut self, observe: F) -> Self
     where
