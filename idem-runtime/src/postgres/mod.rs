@@ -96,7 +96,6 @@
 //! problem idem answers on these paths, with a key or without, goes through the layer's
 //! [`shape_problems`](Idempotency::shape_problems) hook.
 
-mod claim;
 mod link;
 mod run;
 

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::response::Response;
@@ -13,7 +14,6 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt as _;
 use http_body_util::BodyExt as _;
 
-use super::claim::{self, KeyClaim};
 use super::link::{Handed, Link};
 use super::Transaction;
 use crate::call::Call;
@@ -25,7 +25,7 @@ use crate::observe::{self, HeldClaim, Operation};
 use crate::outcome::{Answer, Outcome};
 use crate::problem::Problem;
 use crate::record::{body_with_trailers, replayable_trailers, trailers_len, Record, StoredBody};
-use crate::store::{aborted_earlier, Claim, PgStore, Store as _, StoreError};
+use crate::store::{aborted_earlier, Claim, ClaimToken, PgStore, Store as _, StoreError};
 
 const STILL_IN_USE: &str =
     "the handler returned while its `Tx` was still held elsewhere (moved into a task?); its transaction is rolled back";
@@ -129,30 +129,56 @@ where
             "the router's `Idempotency` layer configures a store other than the `PgStore` in its state, where `Tx` keeps its records; give both the same store",
         );
     }
-    let claiming = match claim::claim(&call, &store, &fingerprint).await {
-        KeyClaim::Acquired(claiming) => claiming,
-        KeyClaim::Answered(Claim::Completed(record)) => {
-            call.report(Outcome::Replayed(record.status));
-            return Arc::try_unwrap(record).map_or_else(|shared| shared.replay(), Record::into_replay);
-        }
-        KeyClaim::Answered(Claim::Mismatch) => return call.ended(Answer::Mismatch),
-        KeyClaim::Answered(Claim::InFlight { .. } | Claim::Acquired(_)) => return call.ended(Answer::Conflict),
-        KeyClaim::Failed(error) => return unavailable(&call, &error),
-    };
-    // A late request found no record: nothing of it is kept, and it is refused, never run.
-    if let Some(late) = call.late {
-        claiming.roll_back().await;
-        return call.ended(Answer::KeyExpired(late));
-    }
-    // The handler's writes begin after a savepoint: whatever it leaves behind can be undone
-    // without giving up the key's lock.
-    let transaction = match store.lend(claiming.into_connection()).await {
+    let mut transaction = match store.pool().begin().await {
         Ok(transaction) => transaction,
         Err(error) => return unavailable(&call, &error),
     };
+    let lease = call.config.lease;
+    let give_up = Instant::now() + lease;
+    let mut pause = Duration::from_millis(5);
+    let token = loop {
+        let claim = observe::time_operation(Operation::Claim, || {
+            store.claim_in(&mut transaction, &call.key, &fingerprint, lease)
+        });
+        match claim.await {
+            Ok(Some(Claim::Acquired(token))) => break token,
+            Ok(Some(Claim::Completed(record))) => {
+                call.report(Outcome::Replayed(record.status));
+                return Arc::try_unwrap(record).map_or_else(|shared| shared.replay(), Record::into_replay);
+            }
+            Ok(Some(Claim::Mismatch)) => return call.ended(Answer::Mismatch),
+            // Claimed outside a transaction (by a handler without `Tx`): wait as on any store.
+            Ok(Some(Claim::InFlight { .. })) if call.config.wait && Instant::now() < give_up => {
+                tokio::time::sleep(pause.min(give_up.saturating_duration_since(Instant::now()))).await;
+                pause = (pause * 2).min(Duration::from_millis(250));
+            }
+            Ok(Some(Claim::InFlight { .. })) => return call.ended(Answer::Conflict),
+            // Another transaction holds the key: PostgreSQL wakes this one when it ends.
+            Ok(None) if call.config.wait && Instant::now() < give_up => {
+                let left = give_up.saturating_duration_since(Instant::now());
+                match store.wait_for_key(&mut transaction, &call.key, left).await {
+                    Ok(true) => {}
+                    Ok(false) => return call.ended(Answer::Conflict),
+                    Err(error) => return failed(&call, transaction, &error).await,
+                }
+            }
+            Ok(None) => return call.ended(Answer::Conflict),
+            Err(error) => return failed(&call, transaction, &error).await,
+        }
+    };
+    // A late request found no record: nothing of it is kept, and it is refused, never run.
+    if let Some(late) = call.late {
+        roll_back(Some(transaction)).await;
+        return call.ended(Answer::KeyExpired(late));
+    }
+    // The handler's writes begin here: whatever it leaves behind can be undone without
+    // giving up the claim.
+    if let Err(error) = store.mark_handler_start(&mut transaction).await {
+        return failed(&call, transaction, &error).await;
+    }
     link.open(transaction);
     let claim = call.held_claim();
-    let owner = Owner { call, fingerprint, link, store, _claim: claim };
+    let owner = Owner { call, token, fingerprint, link, store, _claim: claim };
     // A client that disconnects drops this future; the handler then finishes in a task of its
     // own and commits for the retry.
     RunToCompletion::new(mode::execute(owner, handler)).await
@@ -169,9 +195,18 @@ fn unavailable(call: &Call, error: &dyn std::fmt::Display) -> Response {
     call.ended(Answer::StoreUnavailable)
 }
 
+/// [`unavailable`], once the transaction, which may hold the key's lock, is rolled back: a
+/// transaction only dropped is rolled back when its connection is next used, after the answer,
+/// and a retry in between would find the key still taken (409).
+async fn failed(call: &Call, transaction: Transaction, error: &(dyn std::fmt::Display + Sync)) -> Response {
+    roll_back(Some(transaction)).await;
+    unavailable(call, error)
+}
+
 /// A request that claimed its key in the transaction it lends the handler.
 struct Owner {
     call: Call,
+    token: ClaimToken,
     fingerprint: Fingerprint,
     link: Arc<Link>,
     store: PgStore,
@@ -253,8 +288,8 @@ impl Owner {
     /// handler answered anyway), the transaction refuses it: every write of the handler is
     /// undone, back to the savepoint taken after the claim, and the record written then.
     async fn complete(&self, transaction: &mut Transaction, record: &Record) -> Result<(), StoreError> {
-        let key = &self.call.key;
-        match self.store.record_in(transaction, key, record).await {
+        let (key, token) = (&self.call.key, self.token);
+        match self.store.complete_in(transaction, key, token, record).await {
             Err(error) if aborted_earlier(&error) => {
                 let status = record.status.as_u16();
                 if record.status.is_success() {
@@ -263,7 +298,7 @@ impl Owner {
                     tracing::debug!(target: "idem", route = self.call.route.label(), status, "one of the handler's statements failed: its writes are rolled back and its answer is stored");
                 }
                 self.store.undo_handler(transaction).await?;
-                self.store.record_in(transaction, key, record).await
+                self.store.complete_in(transaction, key, token, record).await
             }
             done => done,
         }

@@ -47,7 +47,7 @@ pub use clock::{Clock, SystemClock, TokioClock};
 pub use local::LocalTier;
 pub use memory::{MemoryStore, MemoryStoreBuilder};
 #[cfg(feature = "postgres")]
-pub(crate) use postgres::{aborted_earlier, TxClaim};
+pub(crate) use postgres::aborted_earlier;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PgStore, PgStoreBuilder};

@@ -13,7 +13,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::Row as _;
 
 pub use self::builder::PgStoreBuilder;
-pub(crate) use self::in_transaction::{aborted_earlier, TxClaim};
+pub(crate) use self::in_transaction::aborted_earlier;
 use self::sql::{Names, Statements};
 use self::sweep::{Background, Sweeper};
 use super::{Claim, ClaimToken, Clock, RecordKey, Store, StoreError, SystemClock, DEFAULT_MAX_BODY_BYTES};
@@ -224,27 +224,22 @@ impl PgStore {
 
 /// What a claim's row says.
 fn claim_of(row: &PgRow) -> Result<Claim, StoreError> {
-    if let Some(token) = row.try_get::<Option<i64>, _>(0).map_err(unavailable)? {
+    let column = |e: sqlx::Error| StoreError::Unavailable(Box::new(e));
+    if let Some(token) = row.try_get::<Option<i64>, _>(0).map_err(column)? {
         return Ok(Claim::Acquired(ClaimToken(token as u64)));
     }
-    live_row(row, 1)
-}
-
-/// What a live row says, from its columns `completed`, `same`, `left_us` and `record`, the
-/// first of them at `first`: a record to replay, a mismatch, or a claim in flight.
-fn live_row(row: &PgRow, first: usize) -> Result<Claim, StoreError> {
-    let completed: Option<bool> = row.try_get(first).map_err(unavailable)?;
-    let same: Option<bool> = row.try_get(first + 1).map_err(unavailable)?;
+    let completed: Option<bool> = row.try_get(1).map_err(column)?;
+    let same: Option<bool> = row.try_get(2).map_err(column)?;
     match (completed, same) {
         (Some(_), Some(false)) => Ok(Claim::Mismatch),
         (Some(true), Some(true)) => {
-            let bytes: Option<Vec<u8>> = row.try_get(first + 3).map_err(unavailable)?;
+            let bytes: Option<Vec<u8>> = row.try_get(4).map_err(column)?;
             let bytes = Bytes::from(bytes.ok_or_else(|| malformed("a completed row without its record"))?);
             let record = Record::decode_shared(&bytes).map_err(|e| StoreError::Unavailable(Box::new(e)))?;
             Ok(Claim::Completed(Arc::new(record)))
         }
         (Some(false), Some(true)) => {
-            let left_us: Option<i64> = row.try_get(first + 2).map_err(unavailable)?;
+            let left_us: Option<i64> = row.try_get(3).map_err(column)?;
             let left_us = left_us.ok_or_else(|| malformed("an in-flight row without its lease"))?;
             Ok(Claim::InFlight { lease_left: Duration::from_micros(left_us.max(0) as u64) })
         }
@@ -262,16 +257,10 @@ impl Store for PgStore {
                 .bind(&fingerprint.as_bytes()[..])
                 .bind(millis(lease, 1))
                 .bind(self.inner.abandoned_after_ms)
-                .bind(self.lock_key(key))
                 .fetch_optional(&self.inner.pool)
                 .await
                 .map_err(unavailable)?;
             if let Some(row) = row {
-                // A handler taking `Tx` is running the key in its transaction, which keeps no
-                // row until it commits: in flight, for at most a lease as far as anyone knows.
-                if row.try_get::<bool, _>(5).map_err(unavailable)? {
-                    return Ok(Claim::InFlight { lease_left: lease });
-                }
                 return claim_of(&row);
             }
         }

@@ -5,11 +5,10 @@
 
 use std::time::Duration;
 
-use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnection, Postgres};
-use sqlx::{Row as _, Transaction};
+use sqlx::postgres::PgConnection;
+use sqlx::Row as _;
 
-use super::{live_row, millis, owned, sql, unavailable, PgStore, LOCK_NOT_AVAILABLE};
+use super::{claim_of, malformed, millis, owned, unavailable, PgStore, CLAIM_ATTEMPTS, LOCK_NOT_AVAILABLE};
 use crate::fingerprint::Fingerprint;
 use crate::record::Record;
 use crate::store::{Claim, ClaimToken, RecordKey, Store as _, StoreError};
@@ -32,79 +31,36 @@ pub(crate) fn aborted_earlier(error: &StoreError) -> bool {
         .is_some_and(|error| error.code().as_deref() == Some(IN_FAILED_TRANSACTION))
 }
 
-/// What a handler taking `Tx` found when it claimed its key.
-#[derive(Debug)]
-pub(crate) enum TxClaim {
-    /// Its transaction holds the key's lock and no live row is there: the handler runs.
-    Acquired,
-    /// A live row answers: a record (to replay, or a mismatch), or a claim taken outside a
-    /// transaction and still in flight.
-    Found(Claim),
-    /// Another transaction holds the key's lock: it is running the key right now. See
-    /// [`PgStore::wait_for_key`].
-    Busy,
-}
-
 impl PgStore {
-    /// The claim of `key` by a handler taking `Tx`, on `conn`: with `begin`, the transaction
-    /// is opened first. Then, unless a live row is there, the key's advisory lock is taken
-    /// (`pg_try_advisory_xact_lock`, held until the transaction ends), and the key's row is
-    /// looked at in a statement of its own, whose snapshot sees every transaction that released
-    /// the lock before. One round trip: a simple query with the values written in. Nothing is
-    /// written: the record, written at the end, is the key's only row. A replay takes no lock.
+    /// [`Store::claim`] inside the transaction `conn` is in, for a handler that writes through
+    /// it: the claim's row is written in the transaction and commits with it. `None`: another
+    /// transaction holds the key's lock (it is claiming or running the key right now); see
+    /// [`PgStore::wait_for_key`].
     pub(crate) async fn claim_in(
         &self,
         conn: &mut PgConnection,
         key: &RecordKey,
         fingerprint: &Fingerprint,
-        begin: bool,
-    ) -> Result<Option<TxClaim>, StoreError> {
+        lease: Duration,
+    ) -> Result<Option<Claim>, StoreError> {
         self.inner.background.ensure_started();
-        let statements = &self.inner.statements;
-        let clock = self.clock_arg();
-        let script = format!(
-            "{begin}{lock};\n{lookup}",
-            begin = if begin { "BEGIN;\n" } else { "" },
-            lock = sql::lock_unless_live(&statements.table, clock, &key.0, self.lock_key(key)),
-            lookup = sql::lookup(&statements.table, clock, &key.0, fingerprint.as_bytes()),
-        );
-        let rows = sqlx::Executor::fetch_all(&mut *conn, script.as_str()).await.map_err(unavailable)?;
-        // The lock's statement answers one column, when it ran; the look, four, when a live row
-        // is there.
-        let held = match rows.iter().find(|row| row.len() == 1) {
-            Some(row) => Some(row.try_get::<bool, _>(0).map_err(unavailable)?),
-            None => None,
-        };
-        match (rows.iter().find(|row| row.len() == 4), held) {
-            (Some(row), _) => live_row(row, 0).map(|claim| Some(TxClaim::Found(claim))),
-            (None, Some(true)) => Ok(Some(TxClaim::Acquired)),
-            (None, Some(false)) => Ok(Some(TxClaim::Busy)),
-            // The live row the lock's statement saw was gone (expired) by the look: again.
-            (None, None) => Ok(None),
+        for _ in 0..CLAIM_ATTEMPTS {
+            let row = sqlx::query(&self.inner.statements.claim_in_transaction)
+                .bind(self.clock_arg())
+                .bind(&key.0[..])
+                .bind(&fingerprint.as_bytes()[..])
+                .bind(millis(lease, 1))
+                .bind(self.inner.abandoned_after_ms)
+                .bind(self.lock_key(key))
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(unavailable)?;
+            if let Some(row) = row {
+                let busy: bool = row.try_get(5).map_err(unavailable)?;
+                return if busy { Ok(None) } else { claim_of(&row).map(Some) };
+            }
         }
-    }
-
-    /// Sets the savepoint the handler's writes begin after (so that [`PgStore::undo_handler`]
-    /// keeps the key's lock) on `conn`, whose transaction [`PgStore::claim_in`] opened, and
-    /// hands that transaction over as the handler's: one round trip.
-    pub(crate) async fn lend(
-        &self,
-        conn: PoolConnection<Postgres>,
-    ) -> Result<Transaction<'static, Postgres>, StoreError> {
-        // The savepoint is the statement sqlx begins its transaction with, so that sqlx counts
-        // one level of transaction (the handler's own `begin()` is then a savepoint) without a
-        // statement of its own. A savepoint in a healthy transaction fails only with the
-        // connection, which the pool then closes.
-        Transaction::begin(conn, Some(HANDLER_SAVEPOINT.into())).await.map_err(unavailable)
-    }
-
-    /// Ends the transaction [`PgStore::claim_in`] opened on `conn` before it was lent, keeping
-    /// nothing; a connection that cannot is closed rather than reused.
-    pub(crate) async fn roll_back_claim(&self, mut conn: PoolConnection<Postgres>) {
-        if let Err(error) = sqlx::Executor::execute(&mut *conn, "ROLLBACK").await {
-            tracing::warn!(target: "idem", %error, "rolling back a claim's transaction failed; its connection is closed");
-            conn.close_on_drop();
-        }
+        Err(malformed("the key kept changing under the claim"))
     }
 
     /// Waits, inside the transaction `conn` is in, until no other transaction holds `key`'s
@@ -136,7 +92,7 @@ SELECT set_config('lock_timeout', current_setting('idem.lock_timeout'), true);",
 
     /// The advisory lock of `key` in this store's table: the digest's first eight bytes, mixed
     /// with the table's name so that stores in other tables do not share locks.
-    pub(super) fn lock_key(&self, key: &RecordKey) -> i64 {
+    fn lock_key(&self, key: &RecordKey) -> i64 {
         let head = u64::from_be_bytes(key.0[..8].try_into().expect("eight bytes"));
         (head ^ self.inner.statements.lock_salt) as i64
     }
@@ -172,32 +128,6 @@ SELECT set_config('lock_timeout', current_setting('idem.lock_timeout'), true);",
         }
     }
 
-    /// Writes the record of a handler taking `Tx` in its transaction, under the key's lock:
-    /// it commits with the handler's writes. [`StoreError::LeaseLost`] when a live row is there
-    /// (a claim outside a transaction took the key meanwhile); nothing is written for a record
-    /// whose ttl has already run out.
-    pub(crate) async fn record_in(
-        &self,
-        conn: &mut PgConnection,
-        key: &RecordKey,
-        record: &Record,
-    ) -> Result<(), StoreError> {
-        let ttl = record.ttl_left(self.now());
-        if ttl.is_zero() {
-            return Ok(());
-        }
-        let written = sqlx::query(&self.inner.statements.record_in_transaction)
-            .bind(self.clock_arg())
-            .bind(&key.0[..])
-            .bind(&record.fingerprint.as_bytes()[..])
-            .bind(record.encode())
-            .bind(millis(ttl, 1))
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(unavailable)?;
-        written.map(|_| ()).ok_or(StoreError::LeaseLost)
-    }
-
     /// [`Store::release`] on `conn`.
     pub(crate) async fn release_in(
         &self,
@@ -214,7 +144,15 @@ SELECT set_config('lock_timeout', current_setting('idem.lock_timeout'), true);",
         owned(done.rows_affected())
     }
 
-    /// Undoes every write the handler made since [`PgStore::lend`] (its own
+    /// Marks, inside the transaction `conn` is in, where the handler's work begins: after the
+    /// claim, so that [`PgStore::undo_handler`] keeps the claim's row and the key's lock. One
+    /// simple statement.
+    pub(crate) async fn mark_handler_start(&self, conn: &mut PgConnection) -> Result<(), StoreError> {
+        sqlx::Executor::execute(&mut *conn, HANDLER_SAVEPOINT).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Undoes every write the handler made since [`PgStore::mark_handler_start`] (its own
     /// savepoints included) and leaves the transaction usable again if a statement failed in
     /// it; the claim stays. One simple statement.
     pub(crate) async fn undo_handler(&self, conn: &mut PgConnection) -> Result<(), StoreError> {

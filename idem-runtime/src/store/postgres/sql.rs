@@ -78,19 +78,19 @@ fn ms(param: &str) -> String {
 #[derive(Debug)]
 pub(super) struct Statements {
     /// `$1` clock, `$2` key, `$3` fingerprint, `$4` lease ms, `$5` how long after its lease an
-    /// abandoned claim is swept, in ms, `$6` the key's advisory lock. At most one row: `token`
-    /// when acquired; otherwise `completed`, `same` (fingerprint), `left_us` (lease left) and
-    /// `record` (when `same`) of the live row found; or, when a transaction of a handler taking
-    /// `Tx` holds the key's lock (it is running that key now, and keeps no row until it
-    /// commits), `busy` true. No row: the key changed between the statement's snapshot and its
+    /// abandoned claim is swept, in ms. At most one row: `token` when acquired; otherwise
+    /// `completed`, `same` (fingerprint), `left_us` (lease left) and `record` (when `same`) of
+    /// the live row found. No row: the key changed between the statement's snapshot and its
     /// write (a concurrent claim or sweep committed in between); running it again sees why.
     pub(super) claim: String,
-    /// The record of a handler taking `Tx`, written in its transaction under the key's lock:
-    /// `$1` clock, `$2` key, `$3` fingerprint, `$4` record, `$5` ttl ms. Inserted, or written
-    /// over a row that is no longer live (an expired record, a claim whose lease ran out). One
-    /// row when written; none when a live row is there (a claim outside a transaction that
-    /// took the key while the handler ran).
-    pub(super) record_in_transaction: String,
+    /// `claim` inside the caller's transaction, for a handler that writes through it: the same
+    /// parameters and columns, plus `$6`, the key's advisory lock, and a last column `busy`.
+    /// A live row (completed, or claimed outside a transaction) is answered as `claim` does,
+    /// without the lock. Otherwise the key is taken only under `pg_try_advisory_xact_lock($6)`,
+    /// held until the transaction ends; when another transaction holds it, the one row has
+    /// `busy` true. The claim's row is written in the transaction: nobody else sees it until it
+    /// commits, completed, together with the handler's own writes.
+    pub(super) claim_in_transaction: String,
     /// `$1` clock, `$2` key, `$3` token, `$4` fingerprint, `$5` record, `$6` ttl ms. One row,
     /// one boolean: stored now, or stored by this token already (a retry whose first reply was
     /// lost).
@@ -105,51 +105,9 @@ pub(super) struct Statements {
     /// written into the statement: with a known limit even a generic plan (made without the
     /// parameters' values) reads the index, and stays cheap enough for no JIT.
     pub(super) sweep: String,
-    /// `"schema"."table"`, for the statements written with their values.
-    pub(super) table: String,
     /// Mixed into every advisory lock key of this table (FNV-1a of its quoted name), so that
     /// tables sharing a database do not share locks.
     pub(super) lock_salt: u64,
-}
-
-/// The look at a key's row by a handler taking `Tx`, once its transaction holds the key's lock:
-/// `completed`, `same`, `left_us` and `record` of the live row, as in [`Statements::claim`]; no
-/// row when none is live. Written with its values in it, so that it travels in one simple query
-/// with the `BEGIN` and the lock before it: `clock` is the caller's clock in ms, or none for the
-/// database's; `key` and `fingerprint` are digests, written in hex.
-pub(super) fn lookup(table: &str, clock: Option<i64>, key: &[u8; 32], fingerprint: &[u8; 32]) -> String {
-    let now = now_literal(clock);
-    let (key, fingerprint) = (hex(key), hex(fingerprint));
-    format!(
-        "SELECT completed, fingerprint = decode('{fingerprint}', 'hex'),
-    (extract(epoch FROM deadline - {now}) * 1000000)::int8,
-    CASE WHEN fingerprint = decode('{fingerprint}', 'hex') THEN record END
-FROM {table} WHERE record_key = decode('{key}', 'hex') AND deadline > {now}"
-    )
-}
-
-/// The key's advisory lock `lock`, taken (`pg_try_advisory_xact_lock`) unless a live row is
-/// there: one row with whether it is held, or none when it was not tried. Written with its
-/// values in it, as [`lookup`].
-pub(super) fn lock_unless_live(table: &str, clock: Option<i64>, key: &[u8; 32], lock: i64) -> String {
-    format!(
-        "SELECT pg_try_advisory_xact_lock({lock})
-WHERE NOT EXISTS (SELECT FROM {table} WHERE record_key = decode('{key}', 'hex') AND deadline > {now})",
-        key = hex(key),
-        now = now_literal(clock)
-    )
-}
-
-/// The time a statement written with its values reads: the caller's clock, or the database's.
-fn now_literal(clock: Option<i64>) -> String {
-    match clock {
-        Some(ms) => format!("(timestamptz 'epoch' + {ms}::int8 * interval '1 millisecond')"),
-        None => "statement_timestamp()".to_owned(),
-    }
-}
-
-fn hex(bytes: &[u8; 32]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Statements {
@@ -157,6 +115,32 @@ impl Statements {
         let (t, seq) = (names.table(), names.sequence());
         let (lease, grace) = (ms("$4"), ms("($4::int8 + $5::int8)"));
         let claim = format!(
+            "WITH found AS (
+    SELECT completed, fingerprint, deadline, record FROM {t} WHERE record_key = $2
+),
+taken AS (
+    UPDATE {t}
+    SET token = nextval({seq}), fingerprint = $3, completed = false, record = NULL,
+        deadline = {NOW} + {lease}, purge_at = {NOW} + {grace}
+    WHERE record_key = $2 AND deadline <= {NOW}
+    RETURNING token
+),
+inserted AS (
+    INSERT INTO {t} (record_key, token, fingerprint, completed, deadline, purge_at)
+    SELECT $2, nextval({seq}), $3, false, {NOW} + {lease}, {NOW} + {grace}
+    WHERE NOT EXISTS (SELECT FROM found)
+    ON CONFLICT (record_key) DO NOTHING
+    RETURNING token
+)
+SELECT token, NULL::boolean AS completed, NULL::boolean AS same, NULL::int8 AS left_us, NULL::bytea AS record
+FROM taken
+UNION ALL SELECT token, NULL, NULL, NULL, NULL FROM inserted
+UNION ALL
+SELECT NULL, completed, fingerprint = $3, (extract(epoch FROM deadline - {NOW}) * 1000000)::int8,
+    CASE WHEN fingerprint = $3 THEN record END
+FROM found WHERE deadline > {NOW}"
+        );
+        let claim_in_transaction = format!(
             "WITH found AS (
     SELECT completed, fingerprint, deadline, record FROM {t} WHERE record_key = $2
 ),
@@ -188,15 +172,6 @@ SELECT NULL, completed, fingerprint = $3, (extract(epoch FROM deadline - {NOW}) 
 FROM found WHERE deadline > {NOW}
 UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, true FROM lock WHERE NOT held"
         );
-        let record_in_transaction = format!(
-            "INSERT INTO {t} AS r (record_key, token, fingerprint, completed, deadline, purge_at, record)
-VALUES ($2, 0, $3, true, {NOW} + {ttl5}, {NOW} + {ttl5}, $4)
-ON CONFLICT (record_key) DO UPDATE
-SET token = 0, fingerprint = $3, completed = true, record = $4, deadline = {NOW} + {ttl5}, purge_at = {NOW} + {ttl5}
-WHERE r.deadline <= {NOW}
-RETURNING 1",
-            ttl5 = ms("$5")
-        );
         let ttl = ms("$6");
         let complete = format!(
             "WITH stored AS (
@@ -220,7 +195,7 @@ WHERE record_key = $2 AND token = $3 AND NOT completed"
         );
         let lock_salt =
             t.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-        Self { claim, record_in_transaction, complete, release, renew, sweep, table: t, lock_salt }
+        Self { claim, claim_in_transaction, complete, release, renew, sweep, lock_salt }
     }
 }
 
