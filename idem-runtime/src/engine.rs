@@ -126,8 +126,10 @@ impl Claimed for Owner {
         &mut self.call
     }
 
-    async fn panicked(self) -> Response {
-        Owner::panicked(self).await
+    // The futures of the owner's own methods are returned as they are, not wrapped in another
+    // `async` block that would move the owner (and the response) once more.
+    fn panicked(self) -> impl Future<Output = Response> + Send {
+        Owner::panicked(self)
     }
 
     async fn give_up(self, response: Response) -> Response {
@@ -135,7 +137,7 @@ impl Claimed for Owner {
         response
     }
 
-    async fn keep(self, response: Response) -> Response {
-        capture::respond(self, response).await
+    fn keep(self, response: Response) -> impl Future<Output = Response> + Send {
+        capture::respond(self, response)
     }
 }
