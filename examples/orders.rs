@@ -12,6 +12,11 @@
 //! OpenAPI document is at `GET /openapi.json`, and idem's metrics as Prometheus text at
 //! `GET /metrics`, both without authorization.
 //!
+//! `POST /orders/wait` places an order as `POST /orders` does, except that a duplicate sent
+//! while the first runs waits for its response instead of getting 409 (`on_conflict = "wait"`):
+//! with `--handler-delay-ms 300`, a retry sent 100 ms after the first returns the replay right
+//! after the first's 201.
+//!
 //! With `--store postgres://…` the orders live in that database's table `idem_demo_orders`,
 //! written through the request's transaction (`idem_runtime::postgres::Tx`) together with the
 //! idempotency record: a crash at any instant leaves both or neither. `--orders-db` keeps the
@@ -198,6 +203,26 @@ async fn create_order(
     Extension(caller): Extension<Caller>,
     Json(order): Json<NewOrder>,
 ) -> Response {
+    place_order(&db, caller, order).await
+}
+
+/// Place an order; a duplicate sent while the first runs waits for its response (at most the
+/// lease) instead of a 409.
+#[utoipa::path(post, path = "/orders/wait", security(("bearer" = [])), responses(
+    (status = 201, description = "The order", body = Order, headers(("Location" = String, description = "The order's URL"))),
+    (status = 500, description = "An injected failure (`--fail-first`)", content_type = "application/problem+json", body = Problem),
+    Refusals,
+))]
+#[idempotent(defaults = ORDERS, on_conflict = "wait")]
+async fn create_order_waiting(
+    State(db): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Json(order): Json<NewOrder>,
+) -> Response {
+    place_order(&db, caller, order).await
+}
+
+async fn place_order(db: &AppState, caller: Caller, order: NewOrder) -> Response {
     tokio::time::sleep(db.handler_delay).await;
     if db.failures_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
         return problem(StatusCode::INTERNAL_SERVER_ERROR, "injected failure (--fail-first); nothing was created");
@@ -290,9 +315,30 @@ async fn create_order_in_tx(
     insert_order(&mut *tx, &state.orders.db, &caller, order).await
 }
 
+/// [`create_order_in_tx`], waiting for a duplicate still running.
+#[idempotent(defaults = ORDERS, on_conflict = "wait")]
+async fn create_order_in_tx_waiting(
+    State(state): State<TxOrders>,
+    Extension(caller): Extension<Caller>,
+    mut tx: Tx,
+    Json(order): Json<NewOrder>,
+) -> Response {
+    insert_order(&mut *tx, &state.orders.db, &caller, order).await
+}
+
 /// The order commits at once; the record is written to the other store after the handler.
 #[idempotent(defaults = ORDERS)]
 async fn create_order_autocommit(
+    State(orders): State<PgOrders>,
+    Extension(caller): Extension<Caller>,
+    Json(order): Json<NewOrder>,
+) -> Response {
+    insert_order(&orders.pool, &orders.db, &caller, order).await
+}
+
+/// [`create_order_autocommit`], waiting for a duplicate still running.
+#[idempotent(defaults = ORDERS, on_conflict = "wait")]
+async fn create_order_autocommit_waiting(
     State(orders): State<PgOrders>,
     Extension(caller): Extension<Caller>,
     Json(order): Json<NewOrder>,
@@ -341,7 +387,7 @@ async fn list_notes(State(db): State<AppState>, Extension(caller): Extension<Cal
 }
 
 #[derive(OpenApi)]
-#[openapi(info(title = "orders demo"), paths(create_order, list_orders, create_note, list_notes))]
+#[openapi(info(title = "orders demo"), paths(create_order, create_order_waiting, list_orders, create_note, list_notes))]
 struct ApiDoc;
 
 /// The document: what utoipa reads from the handlers, plus what idem does on each annotated one.
@@ -350,6 +396,7 @@ fn api_doc() -> utoipa::openapi::OpenApi {
     let bearer = SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer));
     api.components.get_or_insert_with(Default::default).add_security_scheme("bearer", bearer);
     openapi::document(&mut api, "/orders", HttpMethod::Post, create_order).expect("documented");
+    openapi::document(&mut api, "/orders/wait", HttpMethod::Post, create_order_waiting).expect("documented");
     openapi::document(&mut api, "/notes", HttpMethod::Post, create_note).expect("documented");
     api
 }
@@ -376,12 +423,17 @@ fn app(options: &Options, idempotency: Idempotency, orders_in: OrdersIn, prometh
         ..Db::default()
     });
     let orders = match orders_in {
-        OrdersIn::Memory => Router::new().route("/orders", post(create_order).get(list_orders)).with_state(db.clone()),
+        OrdersIn::Memory => Router::new()
+            .route("/orders", post(create_order).get(list_orders))
+            .route("/orders/wait", post(create_order_waiting))
+            .with_state(db.clone()),
         OrdersIn::Db { pool, store: Some(store) } => Router::new()
             .route("/orders", post(create_order_in_tx).get(list_orders_in_db))
+            .route("/orders/wait", post(create_order_in_tx_waiting))
             .with_state(TxOrders { orders: PgOrders { db: db.clone(), pool }, store }),
         OrdersIn::Db { pool, store: None } => Router::new()
             .route("/orders", post(create_order_autocommit).get(list_orders_in_db))
+            .route("/orders/wait", post(create_order_autocommit_waiting))
             .with_state(PgOrders { db: db.clone(), pool }),
     };
     Router::new()

@@ -59,8 +59,11 @@ impl Drop for ClaimInFlight {
         let (store, key) = (self.store.clone(), self.key);
         let undo = async move {
             if let Ok(Claim::Acquired(token)) = attempt.await {
-                if let Err(error) = store.release(&key, token).await {
-                    tracing::error!(target: "idem", %error, "could not release the claim of a request dropped while claiming; retries get 409 until its lease expires");
+                match store.release(&key, token).await {
+                    Ok(()) => crate::wake::wake(&key),
+                    Err(error) => {
+                        tracing::error!(target: "idem", %error, "could not release the claim of a request dropped while claiming; retries get 409 until its lease expires");
+                    }
                 }
             }
         };

@@ -22,6 +22,7 @@ use crate::outcome::{Answer, Outcome};
 use crate::owner::Owner;
 use crate::record::Record;
 use crate::store::{Claim, ClaimToken, StoreError};
+use crate::wake::{self, Waiting};
 
 impl<C: HandlerSpec> IdempotencyContext<C> {
     /// Runs `handler` under the idempotency contract, given the digests of the selected
@@ -61,7 +62,11 @@ where
     let lease = call.config.lease;
     let give_up = Instant::now() + lease;
     let mut pause = Duration::from_millis(5);
+    // Registered once the key is found in flight: the owner, when it is in this process, wakes
+    // the wait as soon as it is done; polling the store is left for an owner elsewhere.
+    let mut waiting: Option<Waiting> = None;
     let token = loop {
+        let woken = waiting.as_ref().map(Waiting::next);
         let attempt = ClaimInFlight::new(&call.idempotency.store, call.key, fingerprint, lease);
         match attempt.await {
             Ok(Claim::Acquired(token)) => break token,
@@ -71,8 +76,22 @@ where
             }
             Ok(Claim::Mismatch) => return call.ended(Answer::Mismatch),
             Ok(Claim::InFlight { .. }) if call.config.wait && Instant::now() < give_up => {
-                tokio::time::sleep(pause.min(give_up.saturating_duration_since(Instant::now()))).await;
-                pause = (pause * 2).min(Duration::from_millis(250));
+                let Some(woken) = woken else {
+                    // Listening from now on, the key is looked at once more: an owner that was
+                    // done in between is not missed.
+                    waiting = Some(Waiting::new(call.key));
+                    continue;
+                };
+                // An owner in this process wakes the wait when it ends; only one elsewhere is
+                // polled for.
+                let left = give_up.saturating_duration_since(Instant::now());
+                let here = wake::owned_here(&call.key);
+                tokio::select! {
+                    () = woken => {}
+                    () = tokio::time::sleep(if here { left } else { pause.min(left) }) => {
+                        pause = (pause * 2).min(Duration::from_millis(250));
+                    }
+                }
             }
             Ok(Claim::InFlight { .. }) => return call.ended(Answer::Conflict),
             // Never run without idempotency here, fail-open or not: the store is reachable but
@@ -111,8 +130,11 @@ async fn refuse_late(call: Call, token: ClaimToken, late: Late) -> Response {
     // Runs to completion: a request dropped here still releases the claim it took.
     RunToCompletion::new(async move {
         let release = call.idempotency.store.release(&call.key, token);
-        if let Err(error) = within(call.config.lease, release).await {
-            tracing::warn!(target: "idem", route = call.route.label(), %error, "could not release the claim of a request refused as past its lifetime; retries get 409 until its lease expires");
+        match within(call.config.lease, release).await {
+            Ok(()) => wake::wake(&call.key),
+            Err(error) => {
+                tracing::warn!(target: "idem", route = call.route.label(), %error, "could not release the claim of a request refused as past its lifetime; retries get 409 until its lease expires");
+            }
         }
         call.ended(Answer::KeyExpired(late))
     })

@@ -162,6 +162,7 @@ mod mode;
 mod observe;
 mod outcome;
 mod owner;
+mod wake;
 
 /// The crate README's code blocks (the page crates.io shows), compiled as doctests.
 #[cfg(all(doctest, feature = "macros"))]

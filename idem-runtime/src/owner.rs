@@ -14,6 +14,7 @@ use crate::observe::HeldClaim;
 use crate::outcome::{Answer, Outcome};
 use crate::record::{Record, StoredBody};
 use crate::store::{ClaimToken, StoreError};
+use crate::wake;
 
 /// A request that holds the claim of its key: it runs the handler, then either stores the
 /// response or releases the key. Its lease is renewed for as long as it exists.
@@ -23,6 +24,9 @@ pub(crate) struct Owner {
     fingerprint: Fingerprint,
     _lease: HeldLease,
     _claim: HeldClaim,
+    /// Dropped last (fields drop in order): the store has the outcome when waiting requests of
+    /// this process are woken.
+    _owning: wake::Owning,
 }
 
 impl Owner {
@@ -31,7 +35,8 @@ impl Owner {
     pub(crate) fn hold(call: Call, token: ClaimToken, fingerprint: Fingerprint) -> Self {
         let lease = lease::hold(&call.idempotency.store, call.key, token, call.config.lease);
         let claim = call.held_claim();
-        Self { call, token, fingerprint, _lease: lease, _claim: claim }
+        let owning = wake::Owning::new(call.key);
+        Self { call, token, fingerprint, _lease: lease, _claim: claim, _owning: owning }
     }
 
     /// The handler, or the body it returned, panicked: the key is released so that a retry
@@ -46,17 +51,16 @@ impl Owner {
     }
 
     async fn release_quietly(self) -> Call {
-        let Owner { call, token, _lease: lease, .. } = self;
+        let Owner { call, token, _lease: lease, _owning: owning, .. } = self;
         // Renewal stops first, so that none crosses the release; a release that fails or never
         // answers leaves the claim to lapse after one lease.
         drop(lease);
         let release = call.idempotency.store.release(&call.key, token);
-        match within(call.config.lease, release).await {
-            Ok(()) => {}
-            Err(error) => {
-                tracing::error!(target: "idem", route = call.route.label(), %error, "could not release a claim; retries get 409 until its lease expires");
-            }
+        if let Err(error) = within(call.config.lease, release).await {
+            tracing::error!(target: "idem", route = call.route.label(), %error, "could not release a claim; retries get 409 until its lease expires");
         }
+        // The key is free: the requests of this process waiting for it look again.
+        drop(owning);
         call
     }
 
