@@ -62,8 +62,9 @@ where
     let lease = call.config.lease;
     let give_up = Instant::now() + lease;
     let mut pause = Duration::from_millis(5);
-    // Registered once the key is found in flight: the owner, when it is in this process, wakes
-    // the wait as soon as it is done; polling the store is left for an owner elsewhere.
+    // Registered once the key is found in flight: the owner wakes the wait as soon as it is done,
+    // directly when it is in this process, through the store when the store can tell; polling
+    // the store is the fallback.
     let mut waiting: Option<Waiting> = None;
     let token = loop {
         let woken = waiting.as_ref().map(Waiting::next);
@@ -79,19 +80,10 @@ where
                 let Some(woken) = woken else {
                     // Listening from now on, the key is looked at once more: an owner that was
                     // done in between is not missed.
-                    waiting = Some(Waiting::new(call.key));
+                    waiting = Some(Waiting::new(call.key, &*call.idempotency.store).await);
                     continue;
                 };
-                // An owner in this process wakes the wait when it ends; only one elsewhere is
-                // polled for.
-                let left = give_up.saturating_duration_since(Instant::now());
-                let here = wake::owned_here(&call.key);
-                tokio::select! {
-                    () = woken => {}
-                    () = tokio::time::sleep(if here { left } else { pause.min(left) }) => {
-                        pause = (pause * 2).min(Duration::from_millis(250));
-                    }
-                }
+                woken.or_poll(&call.key, &mut pause, give_up.saturating_duration_since(Instant::now())).await;
             }
             Ok(Claim::InFlight { .. }) => return call.ended(Answer::Conflict),
             // Never run without idempotency here, fail-open or not: the store is reachable but

@@ -1,16 +1,17 @@
-//! Wake-ups of requests of this process waiting for a key another request of this process holds:
-//! the owner's outcome (stored, released) wakes them at once, instead of their next poll of the
-//! store.
+//! Wake-ups of requests waiting for a key another request holds: an owner in this process wakes
+//! them when it is done (stored, released); an owner elsewhere, through the store when it can
+//! tell ([`Store::listen`](crate::store::Store::listen)); polling the store is the fallback.
 
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::time::Duration;
 
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 
-use crate::store::RecordKey;
+use crate::store::{DynStore, Listener, RecordKey};
 
 /// Per key some request of this process waits for: what wakes them, and how many they are.
 type Waiters = HashMap<RecordKey, (Arc<Notify>, usize)>;
@@ -58,30 +59,82 @@ pub(crate) fn owned_here(key: &RecordKey) -> bool {
     OWNED.lock().unwrap_or_else(PoisonError::into_inner).contains_key(key)
 }
 
+/// How often a request that listens through the store looks at the key all the same: the
+/// fallback for a notification lost on its way (a dropped subscription).
+const LISTENED_POLL: Duration = Duration::from_secs(1);
+
+/// How long a request that cannot be woken waits at most before it looks again.
+const MAX_POLL: Duration = Duration::from_millis(250);
+
 /// A request waiting for `key`, registered until dropped.
 pub(crate) struct Waiting {
     key: RecordKey,
     notify: Arc<Notify>,
+    /// The store's registration, when it can tell when the key's claim ends.
+    listener: Option<Listener>,
+}
+
+/// The next wake-up of a [`Waiting`] request, listening from the moment it was made.
+pub(crate) struct Wake {
+    here: Pin<Box<OwnedNotified>>,
+    store: Option<Pin<Box<OwnedNotified>>>,
+}
+
+impl Wake {
+    /// Waits for the key's owner to be done (woken here or through the store), or for the next
+    /// poll: right away when the owner is in this process (it always wakes), a second when the
+    /// store listens (a lost notification), else `pause`, which doubles up to 250 ms.
+    pub(crate) async fn or_poll(self, key: &RecordKey, pause: &mut Duration, left: Duration) {
+        let (poll, polling) = if owned_here(key) {
+            (left, false)
+        } else if self.store.is_some() {
+            (LISTENED_POLL.min(left), false)
+        } else {
+            ((*pause).min(left), true)
+        };
+        let store = async {
+            match self.store {
+                Some(woken) => woken.await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = self.here => {}
+            () = store => {}
+            () = tokio::time::sleep(poll) => {
+                if polling {
+                    *pause = (*pause * 2).min(MAX_POLL);
+                }
+            }
+        }
+    }
 }
 
 impl Waiting {
-    /// Registers a request that waits for `key`.
-    pub(crate) fn new(key: RecordKey) -> Self {
+    /// Registers a request that waits for `key`, here and with `store` when it listens.
+    pub(crate) async fn new(key: RecordKey, store: &dyn DynStore) -> Self {
+        let listener = store.listen(&key).await;
+        let mut waiting = Self::here(key);
+        waiting.listener = listener;
+        waiting
+    }
+
+    fn here(key: RecordKey) -> Self {
         let mut waiters = WAITERS.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = waiters.entry(key).or_insert_with(|| {
             WAITED.fetch_add(1, Ordering::SeqCst);
             (Arc::new(Notify::new()), 0)
         });
         entry.1 += 1;
-        Self { key, notify: entry.0.clone() }
+        Self { key, notify: entry.0.clone(), listener: None }
     }
 
     /// The next wake-up for the key, listening from now on: one that comes before it is awaited
     /// (while the key is looked at once more) is not lost.
-    pub(crate) fn next(&self) -> Pin<Box<OwnedNotified>> {
-        let mut woken = Box::pin(self.notify.clone().notified_owned());
-        woken.as_mut().enable();
-        woken
+    pub(crate) fn next(&self) -> Wake {
+        let mut here = Box::pin(self.notify.clone().notified_owned());
+        here.as_mut().enable();
+        Wake { here, store: self.listener.as_ref().map(Listener::next) }
     }
 }
 

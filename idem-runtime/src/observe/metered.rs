@@ -21,7 +21,7 @@ use metrics::{Gauge, Label, SharedString, Unit};
 use crate::fingerprint::Fingerprint;
 use crate::hooks::OutcomeKind;
 use crate::record::Record;
-use crate::store::{Claim, ClaimToken, DynStore, RecordKey, Store, StoreError};
+use crate::store::{Claim, ClaimToken, DynStore, Listener, RecordKey, Store, StoreError};
 
 const REQUESTS: &str = "idem_requests_total";
 const ADDED: &str = "idem_added_seconds";
@@ -231,6 +231,10 @@ impl<S: Store> DynStore for Timed<S> {
 
     fn max_body_bytes(&self) -> usize {
         Store::max_body_bytes(&self.0)
+    }
+
+    fn listen<'a>(&'a self, key: &'a RecordKey) -> Pin<Box<dyn Future<Output = Option<Listener>> + Send + 'a>> {
+        Box::pin(Store::listen(&self.0, key))
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

@@ -1,11 +1,12 @@
 //! A local tier: completed records cached in process, in front of any store.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::cached::RecordCache;
 use super::packed::Packed;
-use super::{Claim, ClaimToken, RecordKey, Store, StoreError};
+use super::{Claim, ClaimToken, Listener, RecordKey, Store, StoreError};
 use crate::fingerprint::Fingerprint;
 use crate::record::Record;
 
@@ -103,6 +104,10 @@ impl<S: Store> Store for LocalTier<S> {
 
     fn max_body_bytes(&self) -> usize {
         self.inner.max_body_bytes()
+    }
+
+    fn listen(&self, key: &RecordKey) -> impl Future<Output = Option<Listener>> + Send {
+        self.inner.listen(key)
     }
 
     fn now(&self) -> SystemTime {

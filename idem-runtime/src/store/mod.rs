@@ -35,6 +35,7 @@ use crate::record::Record;
 
 mod cached;
 mod clock;
+mod listener;
 mod local;
 mod memory;
 mod packed;
@@ -44,6 +45,7 @@ mod postgres;
 mod redis;
 
 pub use clock::{Clock, SystemClock, TokioClock};
+pub use listener::Listener;
 pub use local::LocalTier;
 pub use memory::{MemoryStore, MemoryStoreBuilder};
 #[cfg(feature = "postgres")]
@@ -182,6 +184,16 @@ pub trait Store: Send + Sync + 'static {
     fn now(&self) -> SystemTime {
         SystemClock.now()
     }
+
+    /// Listens for the end of `key`'s claim (a record stored, or the claim released) by any
+    /// process sharing the store, for a request that waits for it (`on_conflict = "wait"`):
+    /// once the returned future is ready, no such end is missed. `None`, the default, when the
+    /// store cannot tell: the request then polls [`claim`](Store::claim). A store that tells
+    /// must also wake listeners when a record is stored or a claim released through it.
+    fn listen(&self, key: &RecordKey) -> impl Future<Output = Option<Listener>> + Send {
+        let _ = key;
+        std::future::ready(None)
+    }
 }
 
 /// The default largest stored body: 1 MiB.
@@ -212,6 +224,7 @@ pub(crate) trait DynStore: Send + Sync + 'static {
         lease: Duration,
     ) -> BoxFuture<'static, Result<Claim, StoreError>>;
     fn max_body_bytes(&self) -> usize;
+    fn listen<'a>(&'a self, key: &'a RecordKey) -> BoxFuture<'a, Option<Listener>>;
     /// For the checks that a route's store is the one the application configured.
     #[allow(dead_code)]
     fn as_any(&self) -> &dyn std::any::Any;
@@ -250,6 +263,9 @@ impl<T: Store> DynStore for T {
     }
     fn max_body_bytes(&self) -> usize {
         Store::max_body_bytes(self)
+    }
+    fn listen<'a>(&'a self, key: &'a RecordKey) -> BoxFuture<'a, Option<Listener>> {
+        Box::pin(Store::listen(self, key))
     }
     fn as_any(&self) -> &dyn std::any::Any {
         self

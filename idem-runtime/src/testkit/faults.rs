@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::fingerprint::Fingerprint;
 use crate::record::Record;
-use crate::store::{Claim, ClaimToken, RecordKey, Store, StoreError};
+use crate::store::{Claim, ClaimToken, Listener, RecordKey, Store, StoreError};
 
 /// One of the four store operations, as [`FaultyStore`] schedules faults for them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -226,6 +226,10 @@ impl<S: Store> Store for FaultyStore<S> {
 
     async fn renew(&self, key: &RecordKey, token: ClaimToken, lease: Duration) -> Result<(), StoreError> {
         self.run(Operation::Renew, || self.inner.renew(key, token, lease)).await
+    }
+
+    fn listen(&self, key: &RecordKey) -> impl std::future::Future<Output = Option<Listener>> + Send {
+        self.inner.listen(key)
     }
 
     fn max_body_bytes(&self) -> usize {
