@@ -60,7 +60,7 @@ impl Drop for ClaimInFlight {
         let undo = async move {
             if let Ok(Claim::Acquired(token)) = attempt.await {
                 match store.release(&key, token).await {
-                    Ok(()) => crate::wake::wake(&key),
+                    Ok(()) => crate::wake::wake(&crate::wake::Slot::of(&store, key)),
                     Err(error) => {
                         tracing::error!(target: "idem", %error, "could not release the claim of a request dropped while claiming; retries get 409 until its lease expires");
                     }

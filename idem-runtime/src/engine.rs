@@ -22,7 +22,7 @@ use crate::outcome::{Answer, Outcome};
 use crate::owner::Owner;
 use crate::record::Record;
 use crate::store::{Claim, ClaimToken, StoreError};
-use crate::wake::{self, Waiting};
+use crate::wake::{self, Slot, Waiting};
 
 impl<C: HandlerSpec> IdempotencyContext<C> {
     /// Runs `handler` under the idempotency contract, given the digests of the selected
@@ -80,10 +80,12 @@ where
                 let Some(woken) = woken else {
                     // Listening from now on, the key is looked at once more: an owner that was
                     // done in between is not missed.
-                    waiting = Some(Waiting::new(call.key, &*call.idempotency.store).await);
+                    let store = &call.idempotency.store;
+                    waiting = Some(Waiting::new(Slot::of(store, call.key), &**store).await);
                     continue;
                 };
-                woken.or_poll(&call.key, &mut pause, give_up.saturating_duration_since(Instant::now())).await;
+                let slot = Slot::of(&call.idempotency.store, call.key);
+                woken.or_poll(&slot, &mut pause, give_up.saturating_duration_since(Instant::now())).await;
             }
             Ok(Claim::InFlight { .. }) => return call.ended(Answer::Conflict),
             // Never run without idempotency here, fail-open or not: the store is reachable but
@@ -123,7 +125,7 @@ async fn refuse_late(call: Call, token: ClaimToken, late: Late) -> Response {
     RunToCompletion::new(async move {
         let release = call.idempotency.store.release(&call.key, token);
         match within(call.config.lease, release).await {
-            Ok(()) => wake::wake(&call.key),
+            Ok(()) => wake::wake(&Slot::of(&call.idempotency.store, call.key)),
             Err(error) => {
                 tracing::warn!(target: "idem", route = call.route.label(), %error, "could not release the claim of a request refused as past its lifetime; retries get 409 until its lease expires");
             }

@@ -35,7 +35,7 @@ impl Owner {
     pub(crate) fn hold(call: Call, token: ClaimToken, fingerprint: Fingerprint) -> Self {
         let lease = lease::hold(&call.idempotency.store, call.key, token, call.config.lease);
         let claim = call.held_claim();
-        let owning = wake::Owning::new(call.key);
+        let owning = wake::Owning::new(wake::Slot::of(&call.idempotency.store, call.key));
         Self { call, token, fingerprint, _lease: lease, _claim: claim, _owning: owning }
     }
 

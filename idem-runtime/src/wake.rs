@@ -13,8 +13,23 @@ use tokio::sync::Notify;
 
 use crate::store::{DynStore, Listener, RecordKey};
 
+/// A key of one store: wake-ups go between the requests of one store handle (an `Idempotency`
+/// layer, or the embedded store), so that two handles on one shared store (two instances in a
+/// test, say) are woken through the store, as two processes are.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Slot {
+    store: usize,
+    key: RecordKey,
+}
+
+impl Slot {
+    pub(crate) fn of(store: &Arc<dyn DynStore>, key: RecordKey) -> Self {
+        Self { store: Arc::as_ptr(store).cast::<()>() as usize, key }
+    }
+}
+
 /// Per key some request of this process waits for: what wakes them, and how many they are.
-type Waiters = HashMap<RecordKey, (Arc<Notify>, usize)>;
+type Waiters = HashMap<Slot, (Arc<Notify>, usize)>;
 
 /// The keys some request of this process waits for.
 static WAITERS: LazyLock<Mutex<Waiters>> = LazyLock::new(Mutex::default);
@@ -24,15 +39,15 @@ static WAITED: AtomicUsize = AtomicUsize::new(0);
 
 /// The keys an owner of this process holds, with how many (a takeover after a lost lease can
 /// make two).
-static OWNED: LazyLock<Mutex<HashMap<RecordKey, usize>>> = LazyLock::new(Mutex::default);
+static OWNED: LazyLock<Mutex<HashMap<Slot, usize>>> = LazyLock::new(Mutex::default);
 
 /// An owner of `key` in this process, registered until dropped; dropped, it wakes every request
 /// of this process waiting for the key, whatever the owner did (stored its response, released
 /// the key, panicked, or was dropped).
-pub(crate) struct Owning(RecordKey);
+pub(crate) struct Owning(Slot);
 
 impl Owning {
-    pub(crate) fn new(key: RecordKey) -> Self {
+    pub(crate) fn new(key: Slot) -> Self {
         *OWNED.lock().unwrap_or_else(PoisonError::into_inner).entry(key).or_default() += 1;
         Self(key)
     }
@@ -55,7 +70,7 @@ impl Drop for Owning {
 
 /// Whether an owner of this process holds `key`: then its end wakes the waiting requests, and
 /// they need not poll the store meanwhile.
-pub(crate) fn owned_here(key: &RecordKey) -> bool {
+pub(crate) fn owned_here(key: &Slot) -> bool {
     OWNED.lock().unwrap_or_else(PoisonError::into_inner).contains_key(key)
 }
 
@@ -68,7 +83,7 @@ const MAX_POLL: Duration = Duration::from_millis(250);
 
 /// A request waiting for `key`, registered until dropped.
 pub(crate) struct Waiting {
-    key: RecordKey,
+    key: Slot,
     notify: Arc<Notify>,
     /// The store's registration, when it can tell when the key's claim ends.
     listener: Option<Listener>,
@@ -84,7 +99,7 @@ impl Wake {
     /// Waits for the key's owner to be done (woken here or through the store), or for the next
     /// poll: right away when the owner is in this process (it always wakes), a second when the
     /// store listens (a lost notification), else `pause`, which doubles up to 250 ms.
-    pub(crate) async fn or_poll(self, key: &RecordKey, pause: &mut Duration, left: Duration) {
+    pub(crate) async fn or_poll(self, key: &Slot, pause: &mut Duration, left: Duration) {
         let (poll, polling) = if owned_here(key) {
             (left, false)
         } else if self.store.is_some() {
@@ -112,14 +127,14 @@ impl Wake {
 
 impl Waiting {
     /// Registers a request that waits for `key`, here and with `store` when it listens.
-    pub(crate) async fn new(key: RecordKey, store: &dyn DynStore) -> Self {
-        let listener = store.listen(&key).await;
+    pub(crate) async fn new(key: Slot, store: &dyn DynStore) -> Self {
+        let listener = store.listen(&key.key).await;
         let mut waiting = Self::here(key);
         waiting.listener = listener;
         waiting
     }
 
-    fn here(key: RecordKey) -> Self {
+    fn here(key: Slot) -> Self {
         let mut waiters = WAITERS.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = waiters.entry(key).or_insert_with(|| {
             WAITED.fetch_add(1, Ordering::SeqCst);
@@ -153,7 +168,7 @@ impl Drop for Waiting {
 
 /// The owner of `key` in this process is done with it (its response stored, or the key
 /// released): every request of this process waiting for it looks again now.
-pub(crate) fn wake(key: &RecordKey) {
+pub(crate) fn wake(key: &Slot) {
     if WAITED.load(Ordering::SeqCst) == 0 {
         return;
     }

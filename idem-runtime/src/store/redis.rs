@@ -3,6 +3,7 @@
 mod builder;
 mod connection;
 mod layout;
+mod listening;
 mod opening;
 mod owners;
 mod scripts;
@@ -23,7 +24,7 @@ use self::connection::Connection;
 use self::layout::{bucket, KeySpace, BUCKETS, HEADER_LEN};
 use self::owners::{Owner, Owners};
 use self::scripts::scripts;
-use super::{Claim, ClaimToken, Clock, RecordKey, Store, StoreError, SystemClock};
+use super::{Claim, ClaimToken, Clock, Listener, RecordKey, Store, StoreError, SystemClock};
 use crate::fingerprint::Fingerprint;
 use crate::record::Record;
 
@@ -102,6 +103,9 @@ struct Shared {
     owners: Owners,
     /// Set while the store opens every bucket after noticing a loss.
     spreading: AtomicBool,
+    /// The subscriber side of waiting requests: `None` for a store that cannot open connections
+    /// of its own (made from a connection) or on a cluster; its waiting requests poll.
+    listening: Option<listening::Listening>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -253,6 +257,17 @@ impl RedisStore {
         invocation
     }
 
+    /// The channel a completion or release of `key` is published on: the key's, or none (empty)
+    /// on a cluster, where a publish from a script would reach every node and its waiting
+    /// requests poll.
+    fn published(&self, key: &RecordKey) -> Vec<u8> {
+        match self.conn {
+            Connection::Single(_) => self.keys.channel(key),
+            #[cfg(feature = "redis-cluster")]
+            Connection::Cluster(_) => Vec::new(),
+        }
+    }
+
     async fn invoke(&self, invocation: ScriptInvocation<'static>) -> Result<Vec<Value>, StoreError> {
         invocation.invoke_async(&mut self.conn.clone()).await.map_err(unavailable)
     }
@@ -297,6 +312,10 @@ impl Store for RedisStore {
         }
     }
 
+    async fn listen(&self, key: &RecordKey) -> Option<Listener> {
+        self.shared.listening.as_ref()?.listen(self.keys.channel(key)).await
+    }
+
     async fn complete(&self, key: &RecordKey, token: ClaimToken, record: Record) -> Result<(), StoreError> {
         let ttl = record.ttl_left(self.now());
         if ttl.is_zero() {
@@ -310,7 +329,8 @@ impl Store for RedisStore {
             .arg(record.encode())
             .arg(ttl_ms)
             .arg(self.key_expiry(ttl_ms))
-            .arg(deadline_arg(self.shared.owners.get(token.0)));
+            .arg(deadline_arg(self.shared.owners.get(token.0)))
+            .arg(self.published(key));
         let reply = self.invoke(invocation).await?;
         let [forgot, Value::Int(done)] = reply.as_slice() else { return Err(malformed("complete")) };
         self.noticed(forgot, max_lease).await;
@@ -329,7 +349,11 @@ impl Store for RedisStore {
         let owner = self.shared.owners.remove(token.0);
         let max_lease = self.shared.max_lease_ms.load(Ordering::Relaxed);
         let mut invocation = self.invocation(&scripts().release, key, max_lease);
-        invocation.arg(&token.0.to_be_bytes()[..]).arg(deadline_arg(owner)).arg(self.key_expiry(0));
+        invocation
+            .arg(&token.0.to_be_bytes()[..])
+            .arg(deadline_arg(owner))
+            .arg(self.key_expiry(0))
+            .arg(self.published(key));
         let reply = self.invoke(invocation).await?;
         let [forgot, Value::Int(done)] = reply.as_slice() else { return Err(malformed("release")) };
         self.noticed(forgot, max_lease).await;

@@ -8,6 +8,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::connection::Connection;
 use super::layout::{valid_prefix, KeySpace};
+use super::listening::Listening;
 use super::owners::Owners;
 use super::scripts::scripts;
 use super::{millis, unavailable, RedisStore, Shared};
@@ -135,9 +136,19 @@ impl RedisStoreBuilder {
     /// space: each bucket's marker is written if missing, with a quarantine if its server
     /// started less than `max_lease` ago (see [`RedisStore`]).
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
+        // A store with a client of its own also opens, when requests wait, one subscriber
+        // connection to be woken by the end of the claims they wait for.
+        let mut listening = None;
         let conn = match &self.source {
-            Source::Url(url) => self.manager(redis::Client::open(url.as_str()).map_err(unavailable)?).await?,
-            Source::Client(client) => self.manager(client.clone()).await?,
+            Source::Url(url) => {
+                let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
+                listening = Some(Listening::new(client.clone()));
+                self.manager(client).await?
+            }
+            Source::Client(client) => {
+                listening = Some(Listening::new(client.clone()));
+                self.manager(client.clone()).await?
+            }
             Source::Manager(conn) => Connection::Single(conn.clone()),
             #[cfg(feature = "redis-cluster")]
             Source::ClusterNodes(nodes) => {
@@ -155,7 +166,7 @@ impl RedisStoreBuilder {
             #[cfg(feature = "redis-cluster")]
             Source::ClusterConnection(conn) => Connection::Cluster(conn.clone()),
         };
-        self.open(conn).await
+        self.open(conn, listening).await
     }
 
     /// A connection manager on `client` with the builder's timeout.
@@ -169,7 +180,7 @@ impl RedisStoreBuilder {
     }
 
     /// The store on `conn`: loads the scripts and opens the key space.
-    async fn open(self, mut conn: Connection) -> Result<RedisStore, StoreError> {
+    async fn open(self, mut conn: Connection, listening: Option<Listening>) -> Result<RedisStore, StoreError> {
         for script in scripts().all() {
             script.load_async(&mut conn).await.map_err(unavailable)?;
         }
@@ -182,6 +193,7 @@ impl RedisStoreBuilder {
                 max_lease_ms: AtomicU64::new(millis(self.max_lease, 0)),
                 owners: Owners::default(),
                 spreading: AtomicBool::new(false),
+                listening,
             }),
         };
         store.open_key_space(self.new_key_space).await?;

@@ -82,6 +82,12 @@ impl KeySpace {
         name
     }
 
+    /// The channel a completion or release of `key` is published on: `{prefix}done:` + the
+    /// digest in hex (readable in `MONITOR` and `PUBSUB CHANNELS`).
+    pub(super) fn channel(&self, key: &RecordKey) -> Vec<u8> {
+        format!("{}done:{}", self.prefix, key.to_hex()).into_bytes()
+    }
+
     /// The marker of `bucket`: `{prefix}{TT}epoch`.
     pub(super) fn marker(&self, bucket: usize) -> String {
         format!("{}epoch", self.heads[bucket])

@@ -109,6 +109,8 @@ return {forgot, 0, 0}
 /// (empty when unknown), to store a record whose claim the store forgot, as in RENEW. A
 /// record this owner already stored (an attempt whose reply was lost) counts as stored; a
 /// claim it released stays released.
+/// ARGV[8] the key's channel (empty: none), where a stored record is published for the requests
+/// waiting for the key.
 /// Replies `{_, 1}` stored, `{_, 2}` stored over a forgotten claim, `{_, 0}` lost.
 const COMPLETE: &str = r"
 local mine = state ~= 0 and token_of() == ARGV[3]
@@ -117,6 +119,7 @@ local held = state == @IN_FLIGHT@ and not released and mine
 if held or forgotten(ARGV[7]) then
   local d = now + tonumber(ARGV[5])
   redis.call('SET', KEYS[1], '\@COMPLETED@' .. ARGV[3] .. struct.pack('>I8', d) .. ARGV[4], 'PX', ARGV[6])
+  if ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[8], '') end
   if held then return {forgot, 1} end
   return {forgot, 2}
 end
@@ -129,7 +132,8 @@ return {forgot, 0}
 /// completion of this owner still on its way then finds the release, not a claim the store
 /// forgot, and is refused instead of putting the claim back. ARGV[4] the deadline the owner
 /// last obtained (empty when unknown): a claim the store forgot is marked released all the
-/// same while that deadline is ahead. Replies `{_, 1}` released or `{_, 0}` lost.
+/// same while that deadline is ahead. ARGV[6] the key's channel (empty: none), where a release
+/// is published for the requests waiting for the key. Replies `{_, 1}` released or `{_, 0}` lost.
 const RELEASE: &str = r"
 local function mark_released(until_ms)
   local px = math.max(math.max(until_ms - now, 0) + 1000, tonumber(ARGV[5]))
@@ -137,6 +141,7 @@ local function mark_released(until_ms)
 end
 if state == @IN_FLIGHT@ and not released and token_of() == ARGV[3] then
   mark_released(deadline)
+  if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], '') end
   return {forgot, 1}
 end
 if state == 0 and ARGV[4] ~= '' and tonumber(ARGV[4]) > now then
