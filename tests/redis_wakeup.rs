@@ -106,3 +106,55 @@ async fn with_its_subscription_cut_a_waiting_duplicate_polls_and_the_next_subscr
     assert_eq!(b_store.calls(Operation::Claim) - before, 3, "woken through the new subscription");
     server.stop();
 }
+
+/// The time from the first instance's answer (its record is stored before it) to the waiting
+/// duplicate's replay on the second, printed as p50 and p99 for a second instance that listens
+/// and for one that polls (a store made from a connection): a measurement for BENCHMARKS.md.
+/// `IDEM_TEST_REDIS_URL=redis://127.0.0.1:6379 cargo test --all-features --test redis_wakeup -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement for BENCHMARKS.md"]
+async fn measure_the_time_from_the_record_to_the_replay_on_another_instance() {
+    #[idempotent(required, on_conflict = "wait", lease = "10s")]
+    async fn work(axum::extract::Path(ms): axum::extract::Path<u64>) -> (StatusCode, &'static str) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        (StatusCode::CREATED, "done")
+    }
+    let Some(url) = common::redis_url("measure") else { return };
+    let prefix = "idem-test:wakeup-measure:";
+    let connect = || RedisStore::builder(url.as_str()).prefix(prefix).connect();
+    let first = Router::new().route("/work/{ms}", post(work)).layer(Idempotency::new(connect().await.unwrap()));
+    let listening = Router::new().route("/work/{ms}", post(work)).layer(Idempotency::new(connect().await.unwrap()));
+    let manager = redis::Client::open(url.as_str()).unwrap().get_connection_manager().await.unwrap();
+    let polling = RedisStore::builder_with_connection(manager).prefix(prefix).connect().await.unwrap();
+    let polling = Router::new().route("/work/{ms}", post(work)).layer(Idempotency::new(polling));
+    for (name, second) in [("polling", &polling), ("listening", &listening)] {
+        let (mut gaps, mut looks) = (Vec::new(), 0);
+        for trial in 0..200u64 {
+            // Handlers of 20 to 59 ms: the duplicate's polls (5, 10, 20, 40 ms apart) fall anywhere.
+            let path = format!("/work/{}", 20 + trial % 40);
+            let key = key(name);
+            let running = tokio::spawn({
+                let (app, path, key) = (first.clone(), path.clone(), key.clone());
+                async move {
+                    let reply = post_to(&path).key(&key).send(&app).await;
+                    (reply, std::time::Instant::now())
+                }
+            });
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let duplicate = post_to(&path).key(&key).send(second).await;
+            let replayed_at = std::time::Instant::now();
+            let (reply, answered_at) = running.await.unwrap();
+            assert_eq!((reply.status.as_u16(), duplicate.status.as_u16(), duplicate.replayed()), (201, 201, true));
+            gaps.push(replayed_at.saturating_duration_since(answered_at));
+            looks += 1;
+        }
+        gaps.sort();
+        let at = |q: f64| gaps[((gaps.len() as f64 - 1.0) * q).round() as usize];
+        println!(
+            "{name}: record to the other instance's replay, {looks} trials: p50 {:?}, p99 {:?}, max {:?}",
+            at(0.5),
+            at(0.99),
+            at(1.0)
+        );
+    }
+}
