@@ -29,6 +29,13 @@ use crate::store::RecordKey;
 #[derive(Clone)]
 pub(crate) struct Fingerprinting(RecordKey, Digests);
 
+impl Fingerprinting {
+    /// The record a covered request addresses, when `parts` is one.
+    pub(crate) fn record(parts: &Parts) -> Option<RecordKey> {
+        parts.extensions.get::<Self>().map(|Self(record, _)| *record)
+    }
+}
+
 fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
 }
@@ -117,7 +124,7 @@ impl<S: Send + Sync, C: HandlerSpec> FromRequestParts<S> for IdempotencyContext<
 
 /// Reports a covered request refused before its claim, and gives its response as the layer's
 /// hooks shape it.
-fn reject(parts: &Parts, started: Instant, response: Response) -> Response {
+pub(crate) fn reject(parts: &Parts, started: Instant, response: Response) -> Response {
     end_early(parts, started, |seen| outcome::reject(seen, response))
 }
 

@@ -127,6 +127,7 @@
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod client;
+pub mod downstream;
 pub mod fingerprint;
 pub mod guide;
 pub mod hooks;
