@@ -257,14 +257,14 @@ impl RedisStore {
         invocation
     }
 
-    /// The channel a completion or release of `key` is published on: the key's, or none (empty)
-    /// on a cluster, where a publish from a script would reach every node and its waiting
+    /// Whether a completion or release publishes on the key's channel (when a request waits for
+    /// it): not on a cluster, where a publish from a script would reach every node and waiting
     /// requests poll.
-    fn published(&self, key: &RecordKey) -> Vec<u8> {
+    fn publishes(&self) -> &'static str {
         match self.conn {
-            Connection::Single(_) => self.keys.channel(key),
+            Connection::Single(_) => "1",
             #[cfg(feature = "redis-cluster")]
-            Connection::Cluster(_) => Vec::new(),
+            Connection::Cluster(_) => "",
         }
     }
 
@@ -313,7 +313,18 @@ impl Store for RedisStore {
     }
 
     async fn listen(&self, key: &RecordKey) -> Option<Listener> {
-        self.shared.listening.as_ref()?.listen(self.keys.channel(key)).await
+        let listener = self.shared.listening.as_ref()?.listen(self.keys.record(key)).await?;
+        // Subscribed first, then the claim marked: its end is published only when it is marked,
+        // so that a miss nobody waits for publishes nothing.
+        let max_lease = self.shared.max_lease_ms.load(Ordering::Relaxed);
+        let reply = self.invoke(self.invocation(&scripts().waited, key, max_lease)).await;
+        match reply.as_deref() {
+            Ok([forgot, _]) => {
+                self.noticed(forgot, max_lease).await;
+                Some(listener)
+            }
+            _ => None,
+        }
     }
 
     async fn complete(&self, key: &RecordKey, token: ClaimToken, record: Record) -> Result<(), StoreError> {
@@ -330,7 +341,7 @@ impl Store for RedisStore {
             .arg(ttl_ms)
             .arg(self.key_expiry(ttl_ms))
             .arg(deadline_arg(self.shared.owners.get(token.0)))
-            .arg(self.published(key));
+            .arg(self.publishes());
         let reply = self.invoke(invocation).await?;
         let [forgot, Value::Int(done)] = reply.as_slice() else { return Err(malformed("complete")) };
         self.noticed(forgot, max_lease).await;
@@ -353,7 +364,7 @@ impl Store for RedisStore {
             .arg(&token.0.to_be_bytes()[..])
             .arg(deadline_arg(owner))
             .arg(self.key_expiry(0))
-            .arg(self.published(key));
+            .arg(self.publishes());
         let reply = self.invoke(invocation).await?;
         let [forgot, Value::Int(done)] = reply.as_slice() else { return Err(malformed("release")) };
         self.noticed(forgot, max_lease).await;

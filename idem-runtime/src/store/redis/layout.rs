@@ -14,7 +14,11 @@
 //! | 0 | `0x01` | `0x02` |
 //! | 1..9 | claim token (u64, big-endian) | the token of the claim that completed |
 //! | 9..17 | lease deadline (ms, u64, big-endian) | expiry (ms, u64, big-endian) |
-//! | 17.. | fingerprint (32 bytes) | the record, as `Record::encode` writes it |
+//! | 17.. | fingerprint (32 bytes), then `w` when a request waits for the key | the record, as `Record::encode` writes it |
+//!
+//! The `w` after an in-flight claim's fingerprint says that some request listens on the key's
+//! channel (named as the key itself): the claim's completion or release publishes there. Versions that predate it read
+//! the fingerprint and ignore the byte after it.
 //!
 //! A claim its owner released keeps its key for a while as a mark of the release: state 1, the
 //! released claim's token, a deadline of 0 and no fingerprint (17 bytes). A claim reads it as a
@@ -80,12 +84,6 @@ impl KeySpace {
         name.extend_from_slice(head);
         name.extend_from_slice(key.as_bytes());
         name
-    }
-
-    /// The channel a completion or release of `key` is published on: `{prefix}done:` + the
-    /// digest in hex (readable in `MONITOR` and `PUBSUB CHANNELS`).
-    pub(super) fn channel(&self, key: &RecordKey) -> Vec<u8> {
-        format!("{}done:{}", self.prefix, key.to_hex()).into_bytes()
     }
 
     /// The marker of `bucket`: `{prefix}{TT}epoch`.

@@ -39,6 +39,8 @@ if v then
 end
 -- A claim its owner released: a deadline of 0 and no fingerprint (see the layout module).
 local released = state == @IN_FLIGHT@ and deadline == 0
+-- A claim some request waits for, listening on the key's channel: its end is published.
+local waited = state == @IN_FLIGHT@ and #v > @HEADER_LEN@ + 32
 -- Whether the owner whose claim's deadline was `d` ('' when unknown) may re-assert it: the
 -- key holds nothing live and no release, and that deadline is still ahead.
 local function forgotten(d)
@@ -94,7 +96,9 @@ return {forgot, 'A', d}
 const RENEW: &str = r"
 local d = now + tonumber(ARGV[4])
 if state == @IN_FLIGHT@ and not released and token_of() == ARGV[3] then
-  redis.call('SET', KEYS[1], in_flight(ARGV[3], d, fingerprint_of()), 'PX', ARGV[5])
+  local mark = ''
+  if waited then mark = 'w' end
+  redis.call('SET', KEYS[1], in_flight(ARGV[3], d, fingerprint_of()) .. mark, 'PX', ARGV[5])
   return {forgot, 1, d}
 end
 if forgotten(ARGV[7]) then
@@ -109,8 +113,8 @@ return {forgot, 0, 0}
 /// (empty when unknown), to store a record whose claim the store forgot, as in RENEW. A
 /// record this owner already stored (an attempt whose reply was lost) counts as stored; a
 /// claim it released stays released.
-/// ARGV[8] the key's channel (empty: none), where a stored record is published for the requests
-/// waiting for the key.
+/// ARGV[8] `1` to publish the stored record on the key's channel (its name, KEYS[1]) when a
+/// request waits for the key (WAITED marked the claim), empty not to (a cluster).
 /// Replies `{_, 1}` stored, `{_, 2}` stored over a forgotten claim, `{_, 0}` lost.
 const COMPLETE: &str = r"
 local mine = state ~= 0 and token_of() == ARGV[3]
@@ -119,7 +123,7 @@ local held = state == @IN_FLIGHT@ and not released and mine
 if held or forgotten(ARGV[7]) then
   local d = now + tonumber(ARGV[5])
   redis.call('SET', KEYS[1], '\@COMPLETED@' .. ARGV[3] .. struct.pack('>I8', d) .. ARGV[4], 'PX', ARGV[6])
-  if ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[8], '') end
+  if waited and ARGV[8] ~= '' then redis.call('PUBLISH', KEYS[1], '') end
   if held then return {forgot, 1} end
   return {forgot, 2}
 end
@@ -132,22 +136,33 @@ return {forgot, 0}
 /// completion of this owner still on its way then finds the release, not a claim the store
 /// forgot, and is refused instead of putting the claim back. ARGV[4] the deadline the owner
 /// last obtained (empty when unknown): a claim the store forgot is marked released all the
-/// same while that deadline is ahead. ARGV[6] the key's channel (empty: none), where a release
-/// is published for the requests waiting for the key. Replies `{_, 1}` released or `{_, 0}` lost.
+/// same while that deadline is ahead. ARGV[6] `1` to publish the release on the key's channel (its
+/// name, KEYS[1]) when a request waits for the key (WAITED marked the claim), empty not to. Replies `{_, 1}` released or `{_, 0}` lost.
 const RELEASE: &str = r"
 local function mark_released(until_ms)
   local px = math.max(math.max(until_ms - now, 0) + 1000, tonumber(ARGV[5]))
   redis.call('SET', KEYS[1], in_flight(ARGV[3], 0, ''), 'PX', px)
 end
 if state == @IN_FLIGHT@ and not released and token_of() == ARGV[3] then
+  local publish = waited and ARGV[6] ~= ''
   mark_released(deadline)
-  if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], '') end
+  if publish then redis.call('PUBLISH', KEYS[1], '') end
   return {forgot, 1}
 end
 if state == 0 and ARGV[4] ~= '' and tonumber(ARGV[4]) > now then
   mark_released(tonumber(ARGV[4]))
 end
 return {forgot, 0}
+";
+
+/// A request waits for the key, listening on its channel: a live claim is marked (a byte after
+/// its fingerprint, kept by renewals), so that its completion or release publishes. Replies
+/// `{_, 1}`.
+const WAITED: &str = r"
+if state == @IN_FLIGHT@ and not released and deadline > now and not waited then
+  redis.call('SET', KEYS[1], v .. 'w', 'KEEPTTL')
+end
+return {forgot, 1}
 ";
 
 /// Opens buckets: KEYS their markers, ARGV[1] the clock as above, ARGV[2] how long to
@@ -181,6 +196,7 @@ pub(super) struct Scripts {
     pub(super) renew: Script,
     pub(super) complete: Script,
     pub(super) release: Script,
+    pub(super) waited: Script,
     pub(super) open: Script,
 }
 
@@ -193,6 +209,7 @@ pub(super) fn scripts() -> &'static Scripts {
             renew: operation(RENEW),
             complete: operation(COMPLETE),
             release: operation(RELEASE),
+            waited: operation(WAITED),
             open: Script::new(&format!("{CLOCK}{OPEN}")),
         }
     })
@@ -209,7 +226,7 @@ fn with_layout(script: &str) -> String {
 }
 
 impl Scripts {
-    pub(super) fn all(&self) -> [&Script; 5] {
-        [&self.claim, &self.renew, &self.complete, &self.release, &self.open]
+    pub(super) fn all(&self) -> [&Script; 6] {
+        [&self.claim, &self.renew, &self.complete, &self.release, &self.waited, &self.open]
     }
 }
