@@ -23,68 +23,36 @@
 //! orders in PostgreSQL with another store (each INSERT commits on its own, as in a service
 //! whose idempotency records live elsewhere): the comparison the crash test draws.
 
+mod options;
+mod pg;
+
+use self::options::{parse_options, Options};
+use self::pg::{
+    create_order_autocommit, create_order_autocommit_waiting, create_order_in_tx, create_order_in_tx_waiting,
+    list_orders_in_db, orders_db, PgOrders, TxOrders,
+};
+
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{FromRef, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use idem_runtime::postgres::Tx;
 use idem_runtime::store::{LocalTier, MemoryStore, PgStore, RedisStore};
 use idem_runtime::Idempotency;
 use idem_runtime::{defaults, idempotent, openapi, Defaults};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::PgPool;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::HttpMethod;
 use utoipa::OpenApi;
-
-#[derive(Debug)]
-struct Options {
-    addr: SocketAddr,
-    store: String,
-    orders_db: Option<String>,
-    handler_delay: Duration,
-    fail_first: u64,
-}
-
-const USAGE: &str = "usage: orders [--addr 127.0.0.1:3000] \
-     [--store memory|redis://HOST:PORT|redis-cluster://HOST:PORT[,HOST:PORT…]|postgres://USER@HOST:PORT/DB] \
-     [--orders-db postgres://USER@HOST:PORT/DB] [--handler-delay-ms N] [--fail-first N]";
-
-fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
-    let mut options = Options {
-        addr: "127.0.0.1:3000".parse().expect("valid address"),
-        store: "memory".to_owned(),
-        orders_db: None,
-        handler_delay: Duration::ZERO,
-        fail_first: 0,
-    };
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"));
-        match flag.as_str() {
-            "--addr" => options.addr = value()?.parse().map_err(|e| format!("--addr: {e}"))?,
-            "--store" => options.store = value()?,
-            "--orders-db" => options.orders_db = Some(value()?),
-            "--handler-delay-ms" => {
-                options.handler_delay =
-                    Duration::from_millis(value()?.parse().map_err(|e| format!("--handler-delay-ms: {e}"))?)
-            }
-            "--fail-first" => options.fail_first = value()?.parse().map_err(|e| format!("--fail-first: {e}"))?,
-            "-h" | "--help" => return Err(USAGE.to_owned()),
-            other => return Err(format!("unknown option {other}\n{USAGE}")),
-        }
-    }
-    Ok(options)
-}
 
 /// The caller, identified by its bearer token.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -242,127 +210,6 @@ async fn list_orders(State(db): State<AppState>, Extension(caller): Extension<Ca
     Json(db.orders.lock().expect("orders lock").get(&caller).cloned().unwrap_or_default())
 }
 
-/// Orders in PostgreSQL (`--store postgres://…` or `--orders-db`).
-#[derive(Clone)]
-struct PgOrders {
-    db: AppState,
-    pool: PgPool,
-}
-
-/// Orders in the database of the idempotency store: written through `Tx`.
-#[derive(Clone)]
-struct TxOrders {
-    orders: PgOrders,
-    store: PgStore,
-}
-
-impl FromRef<TxOrders> for PgStore {
-    fn from_ref(state: &TxOrders) -> PgStore {
-        state.store.clone()
-    }
-}
-
-impl FromRef<TxOrders> for PgOrders {
-    fn from_ref(state: &TxOrders) -> PgOrders {
-        state.orders.clone()
-    }
-}
-
-const ORDERS_TABLE: &str = "CREATE TABLE IF NOT EXISTS idem_demo_orders (
-    id bigserial PRIMARY KEY,
-    owner text NOT NULL,
-    item text NOT NULL,
-    qty integer NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now()
-)";
-
-const INSERT_ORDER: &str = "INSERT INTO idem_demo_orders (owner, item, qty) VALUES ($1, $2, $3) RETURNING id";
-
-/// The part of a create that follows the INSERT: the delay (a crash can be aimed at it), the
-/// injected failures, and the 201.
-async fn after_insert(db: &Db, id: i64, order: NewOrder) -> Response {
-    tokio::time::sleep(db.handler_delay).await;
-    if db.failures_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
-        return problem(StatusCode::INTERNAL_SERVER_ERROR, "injected failure (--fail-first); nothing was created");
-    }
-    let order = Order { id: format!("ord_{id}"), item: order.item, qty: order.qty };
-    (StatusCode::CREATED, [(header::LOCATION, format!("/orders/{}", order.id))], Json(order)).into_response()
-}
-
-/// Inserts the caller's order on `conn` (the request's transaction, or the pool) and answers.
-async fn insert_order<'c>(conn: impl sqlx::PgExecutor<'c>, db: &Db, caller: &Caller, order: NewOrder) -> Response {
-    let inserted =
-        sqlx::query_scalar(INSERT_ORDER).bind(&caller.0).bind(&order.item).bind(order.qty as i32).fetch_one(conn).await;
-    match inserted {
-        Ok(id) => after_insert(db, id, order).await,
-        Err(error) => database_problem(error),
-    }
-}
-
-fn database_problem(error: sqlx::Error) -> Response {
-    tracing::error!(%error, "the orders database failed");
-    problem(StatusCode::SERVICE_UNAVAILABLE, "the orders database is unavailable; retry with the same key")
-}
-
-/// The order and the idempotency record commit together: a 500 (or a crash) rolls both back.
-#[idempotent(defaults = ORDERS)]
-async fn create_order_in_tx(
-    State(state): State<TxOrders>,
-    Extension(caller): Extension<Caller>,
-    mut tx: Tx,
-    Json(order): Json<NewOrder>,
-) -> Response {
-    insert_order(&mut *tx, &state.orders.db, &caller, order).await
-}
-
-/// [`create_order_in_tx`], waiting for a duplicate still running.
-#[idempotent(defaults = ORDERS, on_conflict = "wait")]
-async fn create_order_in_tx_waiting(
-    State(state): State<TxOrders>,
-    Extension(caller): Extension<Caller>,
-    mut tx: Tx,
-    Json(order): Json<NewOrder>,
-) -> Response {
-    insert_order(&mut *tx, &state.orders.db, &caller, order).await
-}
-
-/// The order commits at once; the record is written to the other store after the handler.
-#[idempotent(defaults = ORDERS)]
-async fn create_order_autocommit(
-    State(orders): State<PgOrders>,
-    Extension(caller): Extension<Caller>,
-    Json(order): Json<NewOrder>,
-) -> Response {
-    insert_order(&orders.pool, &orders.db, &caller, order).await
-}
-
-/// [`create_order_autocommit`], waiting for a duplicate still running.
-#[idempotent(defaults = ORDERS, on_conflict = "wait")]
-async fn create_order_autocommit_waiting(
-    State(orders): State<PgOrders>,
-    Extension(caller): Extension<Caller>,
-    Json(order): Json<NewOrder>,
-) -> Response {
-    insert_order(&orders.pool, &orders.db, &caller, order).await
-}
-
-async fn list_orders_in_db(State(orders): State<PgOrders>, Extension(caller): Extension<Caller>) -> Response {
-    let rows: Result<Vec<(i64, String, i32)>, _> =
-        sqlx::query_as("SELECT id, item, qty FROM idem_demo_orders WHERE owner = $1 ORDER BY id")
-            .bind(&caller.0)
-            .fetch_all(&orders.pool)
-            .await;
-    match rows {
-        Ok(rows) => Json(
-            rows.into_iter()
-                .map(|(id, item, qty)| Order { id: format!("ord_{id}"), item, qty: qty as u32 })
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
-        Err(error) => database_problem(error),
-    }
-}
-
 /// Take a note.
 #[utoipa::path(post, path = "/notes", security(("bearer" = [])), responses((status = 201, description = "The note", body = Note), Refusals))]
 #[idempotent(optional, scope = "pat")]
@@ -445,13 +292,6 @@ fn app(options: &Options, idempotency: Idempotency, orders_in: OrdersIn, prometh
         .route("/openapi.json", get(Json(api_doc())))
         // Added after the authentication layer: a scraper needs no token.
         .merge(Router::new().route("/metrics", get(metrics)).with_state(prometheus))
-}
-
-/// The orders table on `url`'s database, created if missing.
-async fn orders_db(url: &str) -> Result<PgPool, sqlx::Error> {
-    let pool = PgPoolOptions::new().max_connections(10).connect(url).await?;
-    sqlx::query(ORDERS_TABLE).execute(&pool).await?;
-    Ok(pool)
 }
 
 #[tokio::main]
