@@ -377,3 +377,34 @@ async fn a_miss_costs_three_statements_more_than_the_plain_transaction_and_a_rep
     assert_eq!(measure("/orders", "a").await, (6, 0, false), "BEGIN, claim, SAVEPOINT, INSERT, record, COMMIT");
     assert_eq!(measure("/orders", "a").await, (3, 0, true), "BEGIN, claim, ROLLBACK (after the response)");
 }
+
+#[tokio::test]
+async fn a_replay_through_a_warm_local_tier_costs_the_database_nothing() {
+    let Some(f) = Fixture::new("tx_warm_tier").await else { return };
+    let proxy = pg_common::CountingProxy::start(&f.schema.url).await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .test_before_acquire(false)
+        .connect_with(proxy.options(&f.schema.url))
+        .await
+        .unwrap();
+    let store = f.schema.builder(pool.clone()).sweep_every(None).build();
+    let app = App { store: store.clone(), ..f.app.clone() };
+    let tiered = idem_runtime::Idempotency::new(idem_runtime::store::LocalTier::new(store));
+    let router = Router::new().route("/orders", post(insert_tx)).layer(tiered).with_state(app);
+    let measure = |key: &'static str| {
+        let (proxy, router, pool) = (&proxy, &router, &pool);
+        async move {
+            let before = proxy.counts();
+            let reply = post_to("/orders").key(key).json(&order(key)).send(router).await;
+            assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+            drop(pool.acquire().await.unwrap());
+            ((proxy.counts() - before).statements, reply.replayed())
+        }
+    };
+    measure("warm-up").await;
+    assert_eq!(measure("t").await, (6, false), "a miss, as without the tier");
+    assert_eq!(measure("t").await, (0, true), "the committed record, from the tier: no transaction at all");
+    assert_eq!(measure("t").await, (0, true));
+    assert_eq!(f.orders("t").await, 1, "one order");
+}

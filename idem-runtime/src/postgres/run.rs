@@ -25,7 +25,7 @@ use crate::observe::{self, HeldClaim, Operation};
 use crate::outcome::{Answer, Outcome};
 use crate::problem::Problem;
 use crate::record::{body_with_trailers, replayable_trailers, trailers_len, Record, StoredBody};
-use crate::store::{aborted_earlier, Claim, ClaimToken, PgStore, Store as _, StoreError};
+use crate::store::{aborted_earlier, Claim, ClaimToken, LocalTier, PgStore, Store as _, StoreError};
 
 const STILL_IN_USE: &str =
     "the handler returned while its `Tx` was still held elsewhere (moved into a task?); its transaction is rolled back";
@@ -129,6 +129,17 @@ where
             "the router's `Idempotency` layer configures a store other than the `PgStore` in its state, where `Tx` keeps its records; give both the same store",
         );
     }
+    // A replay a warm local tier in front of the same store already holds costs the database
+    // nothing: no transaction is opened for it.
+    let tier = call.idempotency.store.as_any().downcast_ref::<LocalTier<PgStore>>().cloned();
+    match tier.as_ref().and_then(|tier| tier.cached(&call.key, &fingerprint)) {
+        Some(Claim::Completed(record)) => {
+            call.report(Outcome::Replayed(record.status));
+            return Arc::try_unwrap(record).map_or_else(|shared| shared.replay(), Record::into_replay);
+        }
+        Some(Claim::Mismatch) => return call.ended(Answer::Mismatch),
+        _ => {}
+    }
     let mut transaction = match store.pool().begin().await {
         Ok(transaction) => transaction,
         Err(error) => return unavailable(&call, &error),
@@ -143,6 +154,9 @@ where
         match claim.await {
             Ok(Some(Claim::Acquired(token))) => break token,
             Ok(Some(Claim::Completed(record))) => {
+                if let Some(tier) = &tier {
+                    tier.remember(&call.key, &record);
+                }
                 call.report(Outcome::Replayed(record.status));
                 return Arc::try_unwrap(record).map_or_else(|shared| shared.replay(), Record::into_replay);
             }
@@ -178,7 +192,7 @@ where
     }
     link.open(transaction);
     let claim = call.held_claim();
-    let owner = Owner { call, token, fingerprint, link, store, _claim: claim };
+    let owner = Owner { call, token, fingerprint, link, store, tier, _claim: claim };
     // A client that disconnects drops this future; the handler then finishes in a task of its
     // own and commits for the retry.
     RunToCompletion::new(mode::execute(owner, handler)).await
@@ -210,6 +224,8 @@ struct Owner {
     fingerprint: Fingerprint,
     link: Arc<Link>,
     store: PgStore,
+    /// The layer's local tier in front of `store`, if any: it keeps a copy of the committed record.
+    tier: Option<LocalTier<PgStore>>,
     _claim: HeldClaim,
 }
 
@@ -275,6 +291,9 @@ impl Claimed for Owner {
         });
         match committed.await {
             Ok(()) => {
+                if let Some(tier) = &self.tier {
+                    tier.remember(&self.call.key, &record);
+                }
                 self.call.report(Outcome::Executed(status));
                 Response::from_parts(parts, body)
             }

@@ -56,7 +56,20 @@ impl<S: Store> LocalTier<S> {
         &self.inner
     }
 
-    fn remember(&self, key: &RecordKey, record: &Record) {
+    /// What the tier knows of `key` without asking the inner store: a completed record for
+    /// `fingerprint` (or a mismatch), when a copy is cached and not expired.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn cached(&self, key: &RecordKey, fingerprint: &Fingerprint) -> Option<Claim> {
+        let packed = self.cache.get(key)?;
+        if packed.is_expired_at(self.inner.now()) {
+            self.cache.invalidate(key);
+            return None;
+        }
+        Some(packed.claim(fingerprint))
+    }
+
+    /// Caches a copy of `key`'s completed `record`, unless it has expired or is too heavy.
+    pub(crate) fn remember(&self, key: &RecordKey, record: &Record) {
         if !record.is_expired_at(self.inner.now()) {
             self.keep(key, Packed::new(record));
         }
