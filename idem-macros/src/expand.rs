@@ -23,7 +23,7 @@ pub(crate) fn expand(args: &Args, handler: &Handler<'_>) -> TokenStream {
     let name = &sig.ident;
     let spec = format_ident!("__idem_{}", name);
     let vis = &func.vis;
-    let config = config(args, &private);
+    let config = config(args, params.iter().any(|p| crate::steps::is_steps(p.ty)), &private);
 
     let (outer_attrs, mut inner) = split_attributes(func);
     let cfgs: Vec<&Attribute> = outer_attrs.iter().filter(|a| a.path().is_ident("cfg")).collect();
@@ -187,7 +187,7 @@ fn duration(d: std::time::Duration, private: &TokenStream) -> TokenStream {
 /// `HandlerConfig::new()`, or the named defaults, and one builder call per argument given, in a
 /// block `const`: evaluated when the crate compiles, used or not, so that a rule only the
 /// compiler can check (an argument against the defaults it adjusts) fails there.
-fn config(args: &Args, private: &TokenStream) -> TokenStream {
+fn config(args: &Args, steps: bool, private: &TokenStream) -> TokenStream {
     let start = match args.defaults.get() {
         // Spanned at the path: a `const` of another type is an error there.
         Some(path) => quote_spanned!(path.span()=> #private::HandlerConfig::from_defaults(#path)),
@@ -247,6 +247,10 @@ fn config(args: &Args, private: &TokenStream) -> TokenStream {
     if let Some(refuse_expired) = args.refuse_expired.get() {
         calls.extend(quote!(.refuse_expired(#refuse_expired)));
     }
+    // Seen in the signature, not an argument: the handler keeps the results of its steps.
+    if steps {
+        calls.extend(quote!(.steps(true)));
+    }
     let mut config = quote!(#start #calls);
     // A `ttl` or a `lease` given next to `defaults = …` alone: checked against the lease or the
     // ttl taken from them, with the error at the argument.
@@ -269,7 +273,7 @@ fn config(args: &Args, private: &TokenStream) -> TokenStream {
 /// arguments as [`config`] makes a handler's.
 pub(crate) fn defaults(args: &Args) -> TokenStream {
     let private = private_path(args);
-    let config = config(args, &private);
+    let config = config(args, false, &private);
     quote!(#private::HandlerConfig::into_defaults(#config))
 }
 

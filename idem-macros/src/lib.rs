@@ -9,6 +9,7 @@ use quote::ToTokens as _;
 mod attr;
 mod expand;
 mod fallback;
+mod steps;
 mod validate;
 
 /// Makes an axum handler idempotent: the first request with an `Idempotency-Key` runs it, every
@@ -330,6 +331,7 @@ pub fn idempotent(args: TokenStream, item: TokenStream) -> TokenStream {
         Err(_) => return fallback::not_a_parsed_function(item.into(), errors).into(),
     };
     let handler = validate::handler(&args, &func, &mut errors);
+    steps::check_names(&func, &handler.params, &mut errors);
     match errors.into_result() {
         Ok(()) => expand::expand(&args, &handler).into(),
         Err(error) => {

@@ -38,6 +38,8 @@ pub struct HandlerConfig {
     /// `on_expired_key = "refuse"` (true): a request whose logical call began longer ago than
     /// the ttl, and whose record is gone, is refused instead of run.
     pub(crate) refuse_expired: bool,
+    /// The handler takes `Steps`: a covered request gets where its steps' results are kept.
+    pub(crate) steps: bool,
 }
 
 impl Default for HandlerConfig {
@@ -63,6 +65,7 @@ impl HandlerConfig {
             replay_headers: None,
             layer_only: false,
             refuse_expired: true,
+            steps: false,
         }
     }
 
@@ -74,6 +77,11 @@ impl HandlerConfig {
     /// What `defaults!(…)` makes of its arguments.
     pub const fn into_defaults(self) -> Defaults {
         Defaults(self)
+    }
+
+    /// The handler takes `Steps` (seen in its signature).
+    pub const fn steps(self, steps: bool) -> Self {
+        Self { steps, ..self }
     }
 
     /// `required` (true) or `optional` (false).

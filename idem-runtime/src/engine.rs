@@ -21,6 +21,7 @@ use crate::mode::{self, Claimed};
 use crate::outcome::{Answer, Outcome};
 use crate::owner::Owner;
 use crate::record::Record;
+use crate::steps::Kept;
 use crate::store::{Claim, ClaimToken, StoreError};
 use crate::wake::{self, Slot, Waiting};
 
@@ -31,22 +32,27 @@ impl<C: HandlerSpec> IdempotencyContext<C> {
     where
         F: Future<Output = Response> + Send + 'static,
     {
+        let covered = self.covered.map(|covered| {
+            let Covered { call, fingerprint, steps } = *covered;
+            let fingerprint = fingerprint.finish(params);
+            if let Some(steps) = steps {
+                let (store, key, fingerprint) = (call.idempotency.store.clone(), call.key, fingerprint);
+                steps.fill(Kept { store, key, fingerprint, lease: call.config.lease, ttl: call.config.ttl });
+            }
+            (call, fingerprint)
+        });
         if let Some(mode) = self.plug.as_deref().and_then(|plug| plug.mode()) {
             let (mode, handler) = (mode.clone(), Box::pin(handler));
-            return match self.covered {
+            return match covered {
                 None => mode.run_uncovered(C::CONFIG, handler).await,
-                Some(covered) => {
-                    let Covered { call, fingerprint } = *covered;
-                    mode.run_covered(call, fingerprint.finish(params), handler).await
-                }
+                Some((call, fingerprint)) => mode.run_covered(call, fingerprint, handler).await,
             };
         }
-        match self.covered {
+        match covered {
             None => handler.await,
-            Some(covered) => {
-                let Covered { call, fingerprint } = *covered;
+            Some((call, fingerprint)) => {
                 let span = call.span.clone();
-                run(call, fingerprint.finish(params), handler).instrument(span).await
+                run(call, fingerprint, handler).instrument(span).await
             }
         }
     }

@@ -22,6 +22,7 @@ use crate::observe::{self, Digests, Stopwatch};
 use crate::outcome::{self, Answer, Seen};
 use crate::problem::Problem;
 use crate::record::X_REQUEST_ID;
+use crate::steps::StepsSlot;
 use crate::store::RecordKey;
 
 /// Present in a request's extensions when its fingerprint is needed: the record it addresses,
@@ -64,6 +65,8 @@ impl<C> std::fmt::Debug for IdempotencyContext<C> {
 pub(crate) struct Covered {
     pub(crate) call: Call,
     pub(crate) fingerprint: FingerprintBuilder,
+    /// Where the handler's steps are kept, when it takes `Steps`.
+    pub(crate) steps: Option<std::sync::Arc<StepsSlot>>,
 }
 
 impl<S: Send + Sync, C: HandlerSpec> FromRequestParts<S> for IdempotencyContext<C> {
@@ -71,6 +74,13 @@ impl<S: Send + Sync, C: HandlerSpec> FromRequestParts<S> for IdempotencyContext<
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
         let plug = Plug::offer(parts);
+        // A handler that takes `Steps` finds where they are kept; it stays empty (steps just
+        // run) unless the request is covered.
+        let steps = C::CONFIG.steps.then(|| {
+            let slot = std::sync::Arc::new(StepsSlot::default());
+            parts.extensions.insert(slot.clone());
+            slot
+        });
         let inactive = Self { covered: None, plug: plug.clone(), _spec: PhantomData };
         if is_safe(&parts.method) {
             return Ok(inactive);
@@ -118,7 +128,7 @@ impl<S: Send + Sync, C: HandlerSpec> FromRequestParts<S> for IdempotencyContext<
         let mut call = Call::new(idempotency, record, parts.method.clone(), route, config, started, request_id);
         call.late = late;
         parts.extensions.insert(Fingerprinting(record, call.watch.digests()));
-        Ok(Self { covered: Some(Box::new(Covered { call, fingerprint })), ..inactive })
+        Ok(Self { covered: Some(Box::new(Covered { call, fingerprint, steps })), ..inactive })
     }
 }
 

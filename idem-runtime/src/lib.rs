@@ -141,6 +141,7 @@ pub mod postgres;
 pub mod problem;
 pub mod record;
 pub mod scope;
+pub mod steps;
 pub mod store;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]

@@ -1,0 +1,205 @@
+//! Steps: side effects inside a handler whose results are kept, so that an attempt that runs
+//! the handler again (its first attempt crashed, answered a status that is not kept, or rolled
+//! back its `Tx`) gets each completed step's result back instead of running it twice.
+//!
+//! ```
+//! use axum::{http::StatusCode, routing::post, Router};
+//! use idem_runtime::{idempotent, steps::Steps};
+//!
+//! #[idempotent(required)]
+//! async fn pay(steps: Steps) -> Result<String, StatusCode> {
+//!     let charge: String = steps
+//!         .run("charge", || async { Ok::<_, std::io::Error>("ch_1".to_owned()) /* call the provider */ })
+//!         .await
+//!         .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
+//!     // … record the payment; if this fails, the retry gets "ch_1" from the step, not a second charge.
+//!     Ok(charge)
+//! }
+//!
+//! let app: Router = Router::new().route("/payments", post(pay));
+//! ```
+//!
+//! - **Where a result is kept**: in the handler's store, as a record of its own under an address
+//!   derived from the request's record and the step's name, with the request's fingerprint: a
+//!   step's result is returned only to an attempt of the same request (another request with the
+//!   same key is refused before the handler runs anyway). It expires with the request's `ttl`.
+//! - **Every store**: it uses the store's own claim and completion, so memory, Redis, Redis
+//!   Cluster and PostgreSQL keep steps alike. With `Tx`, a step is kept by the store outside the
+//!   request's transaction: it survives the transaction's rollback, which is the point.
+//! - **When a step runs**: when no attempt of the request has completed it. A step that fails
+//!   (returns `Err`) keeps nothing and runs again on the next attempt. A step another attempt of
+//!   the same request is running right now (an earlier attempt still alive after its lease ran
+//!   out) is not run twice: `run` answers [`StepError::Busy`].
+//! - **Names**: a step's name is where its result is kept; the attribute refuses a literal name
+//!   given to two `run` calls in one handler. A result must fit the store's body limit.
+//! - **Without a key** (an `optional` handler, a safe method), steps simply run: there is no
+//!   request to keep them for.
+
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::FromRequestParts;
+use axum::response::{IntoResponse as _, Response};
+use http::request::Parts;
+use http::{HeaderMap, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::fingerprint::{Fingerprint, FingerprintSource, FingerprintWriter, RequestInput};
+use crate::problem::{Problem, ProblemKind};
+use crate::record::{Record, StoredBody};
+use crate::store::{Claim, DynStore, RecordKey, StoreError};
+
+/// Where a covered request's steps are kept, filled when its handler is called (the
+/// fingerprint is known then).
+#[derive(Default)]
+pub(crate) struct StepsSlot(OnceLock<Kept>);
+
+/// What a covered request's steps need to keep their results.
+pub(crate) struct Kept {
+    pub(crate) store: Arc<dyn DynStore>,
+    pub(crate) key: RecordKey,
+    pub(crate) fingerprint: Fingerprint,
+    pub(crate) lease: Duration,
+    pub(crate) ttl: Duration,
+}
+
+impl StepsSlot {
+    pub(crate) fn fill(&self, kept: Kept) {
+        // Filled once, by the engine, before the handler runs.
+        let _ = self.0.set(kept);
+    }
+}
+
+/// The steps of a request (see the [module docs](self)).
+#[derive(Clone)]
+pub struct Steps {
+    slot: Arc<StepsSlot>,
+}
+
+impl std::fmt::Debug for Steps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Steps").field("kept", &self.slot.0.get().is_some()).finish()
+    }
+}
+
+/// Why [`Steps::run`] gave no result.
+#[derive(Debug)]
+pub enum StepError<E> {
+    /// The step ran and failed; nothing is kept, and the next attempt runs it again.
+    Step(E),
+    /// Another attempt of the same request is running this step right now.
+    Busy,
+    /// The store could not be used; the step did not run, or ran and its result is not kept.
+    Store(StoreError),
+    /// The step's result is larger than the store keeps, or could not be written or read as JSON.
+    Unkept(String),
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for StepError<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Step(error) => write!(f, "the step failed: {error}"),
+            Self::Busy => f.write_str("another attempt of this request is running the step"),
+            Self::Store(error) => write!(f, "the store could not keep the step: {error}"),
+            Self::Unkept(why) => write!(f, "the step's result cannot be kept: {why}"),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for StepError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Step(error) => Some(error),
+            Self::Store(error) => Some(error),
+            Self::Busy | Self::Unkept(_) => None,
+        }
+    }
+}
+
+impl Steps {
+    /// Runs `step` under `name`, or returns the result an earlier attempt of this request kept
+    /// for it. The result is kept (as JSON) before it is returned.
+    ///
+    /// # Errors
+    ///
+    /// [`StepError`]: the step's own error (nothing kept), another attempt running it, the store,
+    /// or a result that cannot be kept.
+    pub async fn run<T, E, F, Fut>(&self, name: &str, step: F) -> Result<T, StepError<E>>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let Some(kept) = self.slot.0.get() else {
+            return step().await.map_err(StepError::Step);
+        };
+        let key = step_key(&kept.key, name);
+        let token = match kept.store.clone().claim_owned(key, kept.fingerprint, kept.lease).await {
+            Ok(Claim::Acquired(token)) => token,
+            Ok(Claim::Completed(record)) => {
+                let bytes = record.body.bytes().ok_or_else(|| StepError::Unkept("kept without its bytes".into()))?;
+                return serde_json::from_slice(bytes).map_err(|e| StepError::Unkept(e.to_string()));
+            }
+            Ok(Claim::InFlight { .. }) => return Err(StepError::Busy),
+            Ok(Claim::Mismatch) => return Err(StepError::Unkept("kept for another request".into())),
+            Err(error) => return Err(StepError::Store(error)),
+        };
+        let value = match step().await {
+            Ok(value) => value,
+            Err(error) => {
+                if let Err(release) = kept.store.release(&key, token).await {
+                    tracing::warn!(target: "idem", %release, "could not release a failed step; it can run again once its lease expires");
+                }
+                return Err(StepError::Step(error));
+            }
+        };
+        let bytes = serde_json::to_vec(&value).map_err(|e| StepError::Unkept(e.to_string()))?;
+        if bytes.len() > kept.store.max_body_bytes() {
+            let _ = kept.store.release(&key, token).await;
+            return Err(StepError::Unkept(format!("{} bytes, more than the store keeps", bytes.len())));
+        }
+        let now = kept.store.now();
+        let record = Record {
+            fingerprint: kept.fingerprint,
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: StoredBody::Kept(bytes.into()),
+            expires_at: now.checked_add(kept.ttl).unwrap_or(now),
+        };
+        kept.store.complete(&key, token, record).await.map_err(StepError::Store)?;
+        Ok(value)
+    }
+}
+
+/// Where the step `name` of the request at `record` is kept.
+fn step_key(record: &RecordKey, name: &str) -> RecordKey {
+    let mut digest = Sha256::new();
+    digest.update(b"idem-step-v1\0");
+    digest.update(record.as_bytes());
+    digest.update(name.as_bytes());
+    RecordKey::from_digest(digest.finalize().into())
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Steps {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
+        match parts.extensions.get::<Arc<StepsSlot>>() {
+            Some(slot) => Ok(Self { slot: slot.clone() }),
+            None => {
+                let detail = "this handler's steps cannot be kept: `Steps` is a parameter of `#[idempotent]` handlers \
+                              only, written `Steps` in the signature (the attribute sees it by that name)";
+                tracing::error!(target: "idem", path = parts.uri.path(), "{detail}");
+                Err(Problem::new(ProblemKind::StoreNotConfigured, detail).into_response())
+            }
+        }
+    }
+}
+
+/// The steps are no input of the request: they add nothing to the fingerprint.
+impl FingerprintSource for Steps {
+    fn write(_: &RequestInput<'_>, _: &mut FingerprintWriter) {}
+}

@@ -1,0 +1,153 @@
+//! Steps through the public API: a step's result is kept before it is returned, and an attempt
+//! that runs the handler again (after a status that is not kept, or a rolled-back `Tx`) gets it
+//! back instead of running the step twice; a step that failed runs again; without a key, steps
+//! simply run. On the embedded store, on Redis, and on PostgreSQL with `Tx`.
+
+mod common;
+mod pg_common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use axum::extract::{FromRef, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+use common::post_to;
+use idem_runtime::postgres::Tx;
+use idem_runtime::steps::Steps;
+use idem_runtime::store::{MemoryStore, PgStore, RedisStore, Store};
+use idem_runtime::{idempotent, Idempotency};
+
+/// What the handlers count: charges made, attempts of the handler, charges that failed.
+#[derive(Clone, Default)]
+struct Counts {
+    charges: Arc<AtomicUsize>,
+    attempts: Arc<AtomicUsize>,
+    fail_charges: Arc<AtomicUsize>,
+}
+
+impl Counts {
+    /// A charge at the provider: fails while `fail_charges` is above zero.
+    async fn charge(&self) -> Result<String, std::io::Error> {
+        if self.fail_charges.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Err(std::io::Error::other("the provider is down"));
+        }
+        Ok(format!("ch_{}", self.charges.fetch_add(1, Ordering::SeqCst) + 1))
+    }
+}
+
+/// Charges in a step, then fails its first attempt (503: the key is released).
+#[idempotent(optional)]
+async fn pay(State(counts): State<Counts>, steps: Steps) -> (StatusCode, String) {
+    let charge = match steps.run("charge", || counts.charge()).await {
+        Ok(charge) => charge,
+        Err(error) => return (StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+    };
+    if counts.attempts.fetch_add(1, Ordering::SeqCst) == 0 {
+        return (StatusCode::SERVICE_UNAVAILABLE, "crashed after the charge".into());
+    }
+    (StatusCode::CREATED, charge)
+}
+
+fn app(store: impl Store, counts: &Counts) -> Router {
+    Router::new().route("/pay", post(pay)).layer(Idempotency::new(store)).with_state(counts.clone())
+}
+
+/// The first attempt charges and fails; the retry gets the kept charge; one charge in all.
+async fn a_retry_gets_the_kept_charge(app: &Router, counts: &Counts, key: &str) {
+    let first = post_to("/pay").key(key).send(app).await;
+    assert_eq!((first.status.as_u16(), first.body.as_ref()), (503, &b"crashed after the charge"[..]));
+    let retry = post_to("/pay").key(key).send(app).await;
+    assert_eq!((retry.status.as_u16(), retry.body.as_ref()), (201, &b"ch_1"[..]), "the kept charge");
+    assert_eq!(counts.charges.load(Ordering::SeqCst), 1, "charged once");
+    let replay = post_to("/pay").key(key).send(app).await;
+    assert!(replay.replayed() && replay.body.as_ref() == b"ch_1");
+}
+
+#[tokio::test]
+async fn on_the_embedded_store_a_retry_gets_the_kept_result_and_a_failed_step_runs_again() {
+    let counts = Counts::default();
+    let app = app(MemoryStore::new(), &counts);
+    a_retry_gets_the_kept_charge(&app, &counts, "kept").await;
+
+    // A step that fails keeps nothing: the next attempt runs it again.
+    let counts = Counts::default();
+    counts.fail_charges.store(1, Ordering::SeqCst);
+    counts.attempts.store(1, Ordering::SeqCst);
+    let app = self::app(MemoryStore::new(), &counts);
+    let failed = post_to("/pay").key("failed").send(&app).await;
+    assert_eq!(failed.status, 503);
+    let retry = post_to("/pay").key("failed").send(&app).await;
+    assert_eq!((retry.status.as_u16(), retry.body.as_ref()), (201, &b"ch_1"[..]));
+
+    // Without a key, steps just run, every time.
+    let counts = Counts::default();
+    counts.attempts.store(1, Ordering::SeqCst);
+    let app = self::app(MemoryStore::new(), &counts);
+    for n in 1..=2 {
+        let reply = post_to("/pay").send(&app).await;
+        assert_eq!(reply.body, format!("ch_{n}"));
+    }
+}
+
+#[tokio::test]
+async fn on_redis_a_retry_gets_the_kept_result() {
+    let Some(url) = common::redis_url("on_redis_a_retry_gets_the_kept_result") else { return };
+    let store = RedisStore::builder(url).prefix("idem-test:steps:").connect().await.expect("Redis is reachable");
+    let counts = Counts::default();
+    let key = format!("steps-{}", uuid::Uuid::now_v7());
+    a_retry_gets_the_kept_charge(&app(store, &counts), &counts, &key).await;
+}
+
+#[derive(Clone)]
+struct TxApp {
+    store: PgStore,
+    orders: String,
+    counts: Counts,
+}
+
+impl FromRef<TxApp> for PgStore {
+    fn from_ref(app: &TxApp) -> PgStore {
+        app.store.clone()
+    }
+}
+
+/// Charges in a step, inserts the payment in `Tx`, and fails its first attempt: the insert
+/// rolls back, the kept charge does not.
+#[idempotent(required)]
+async fn pay_in_tx(State(app): State<TxApp>, steps: Steps, mut tx: Tx) -> (StatusCode, String) {
+    let charge = match steps.run("charge", || app.counts.charge()).await {
+        Ok(charge) => charge,
+        Err(error) => return (StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+    };
+    let insert = format!("INSERT INTO {} (item) VALUES ($1)", app.orders);
+    sqlx::query(&insert).bind(&charge).execute(&mut *tx).await.unwrap();
+    if app.counts.attempts.fetch_add(1, Ordering::SeqCst) == 0 {
+        return (StatusCode::SERVICE_UNAVAILABLE, "crashed after the charge".into());
+    }
+    (StatusCode::CREATED, charge)
+}
+
+#[tokio::test]
+async fn with_tx_the_kept_step_survives_the_rollback() {
+    let Some(schema) = pg_common::TestSchema::create("with_tx_the_kept_step_survives_the_rollback").await else {
+        return;
+    };
+    let pool = schema.pool(2).await;
+    let orders = format!("\"{}\".payments", schema.name);
+    sqlx::query(&format!("CREATE TABLE {orders} (id bigserial PRIMARY KEY, item text NOT NULL)"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let store = schema.builder(schema.pool(4).await).build();
+    let app = TxApp { store: store.clone(), orders: orders.clone(), counts: Counts::default() };
+    let router = Router::new().route("/pay", post(pay_in_tx)).layer(Idempotency::new(store)).with_state(app.clone());
+    let first = post_to("/pay").key("tx-1").send(&router).await;
+    assert_eq!(first.status, 503, "rolled back after the charge");
+    let retry = post_to("/pay").key("tx-1").send(&router).await;
+    assert_eq!((retry.status.as_u16(), retry.body.as_ref()), (201, &b"ch_1"[..]), "the kept charge");
+    assert_eq!(app.counts.charges.load(Ordering::SeqCst), 1, "charged once");
+    let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {orders}")).fetch_one(&pool).await.unwrap();
+    assert_eq!(rows, 1, "one payment: the first attempt's insert rolled back");
+}
