@@ -44,6 +44,7 @@
 //! | [`stores::postgres`] | a fleet sharing a PostgreSQL table | `postgres` |
 //! | [`tx`] | exactly once with the database: the handler's writes and its record in one transaction | `postgres` |
 //! | [`client`] | the client side: one key per logical call, reused on every retry | `client` |
+//! | [`chained`] | handlers that call other services: derived keys, steps, `Tx`, and what each survives | |
 //! | [`openapi`] | annotated handlers documenting themselves in a utoipa document | `utoipa` |
 //! | [`observability`] | hooks that shape idem's responses and observe outcomes, tracing, metrics | `metrics` for the metrics |
 //! | [`testing`] | testing your handlers, with leases and ttls on a paused clock | |
@@ -93,6 +94,10 @@ pub mod client {
 #[cfg_attr(docsrs, doc(cfg(feature = "utoipa")))]
 pub mod openapi {
     #![doc = include_str!("openapi.md")]
+}
+
+pub mod chained {
+    #![doc = include_str!("chained.md")]
 }
 
 pub mod observability {
