@@ -1,6 +1,7 @@
 //! One covered request as every step after its extraction sees it: its key's record, its route,
 //! its handler's configuration, its stopwatch, and the one report of how it ended.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::MatchedPath;
@@ -96,6 +97,12 @@ impl Call {
     /// Reports an outcome whose response is the handler's or a replay's.
     pub(crate) fn report(&self, outcome: Outcome) {
         outcome::report(&self.seen(), outcome);
+    }
+
+    /// Reports the replay of `record`, and gives it (moved out when no one else shares it).
+    pub(crate) fn replay(&self, record: Arc<Record>) -> Response {
+        self.report(Outcome::Replayed(record.status));
+        Arc::try_unwrap(record).map_or_else(|shared| shared.replay(), Record::into_replay)
     }
 }
 

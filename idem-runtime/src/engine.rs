@@ -4,7 +4,6 @@
 //! transactional one) runs the request instead.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::response::Response;
@@ -20,7 +19,6 @@ use crate::lifetime::Late;
 use crate::mode::{self, Claimed};
 use crate::outcome::{Answer, Outcome};
 use crate::owner::Owner;
-use crate::record::Record;
 use crate::steps::Kept;
 use crate::store::{Claim, ClaimToken, StoreError};
 use crate::wake::{self, Slot, Waiting};
@@ -77,10 +75,7 @@ where
         let attempt = ClaimInFlight::new(&call.idempotency.store, call.key, fingerprint, lease);
         match attempt.await {
             Ok(Claim::Acquired(token)) => break token,
-            Ok(Claim::Completed(record)) => {
-                call.report(Outcome::Replayed(record.status));
-                return Arc::try_unwrap(record).map_or_else(|shared| shared.replay(), Record::into_replay);
-            }
+            Ok(Claim::Completed(record)) => return call.replay(record),
             Ok(Claim::Mismatch) => return call.ended(Answer::Mismatch),
             Ok(Claim::InFlight { .. }) if call.config.wait && Instant::now() < give_up => {
                 let Some(woken) = woken else {

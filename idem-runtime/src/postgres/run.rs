@@ -133,10 +133,7 @@ where
     // nothing: no transaction is opened for it.
     let tier = call.idempotency.store.as_any().downcast_ref::<LocalTier<PgStore>>().cloned();
     match tier.as_ref().and_then(|tier| tier.cached(&call.key, &fingerprint)) {
-        Some(Claim::Completed(record)) => {
-            call.report(Outcome::Replayed(record.status));
-            return Arc::try_unwrap(record).map_or_else(|shared| shared.replay(), Record::into_replay);
-        }
+        Some(Claim::Completed(record)) => return call.replay(record),
         Some(Claim::Mismatch) => return call.ended(Answer::Mismatch),
         _ => {}
     }
@@ -157,8 +154,7 @@ where
                 if let Some(tier) = &tier {
                     tier.remember(&call.key, &record);
                 }
-                call.report(Outcome::Replayed(record.status));
-                return Arc::try_unwrap(record).map_or_else(|shared| shared.replay(), Record::into_replay);
+                return call.replay(record);
             }
             Ok(Some(Claim::Mismatch)) => return call.ended(Answer::Mismatch),
             // Claimed outside a transaction (by a handler without `Tx`): wait as on any store.
