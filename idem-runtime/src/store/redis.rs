@@ -257,17 +257,6 @@ impl RedisStore {
         invocation
     }
 
-    /// Whether a completion or release publishes on the key's channel (when a request waits for
-    /// it): not on a cluster, where a publish from a script would reach every node and waiting
-    /// requests poll.
-    fn publishes(&self) -> &'static str {
-        match self.conn {
-            Connection::Single(_) => "1",
-            #[cfg(feature = "redis-cluster")]
-            Connection::Cluster(_) => "",
-        }
-    }
-
     async fn invoke(&self, invocation: ScriptInvocation<'static>) -> Result<Vec<Value>, StoreError> {
         invocation.invoke_async(&mut self.conn.clone()).await.map_err(unavailable)
     }
@@ -313,18 +302,7 @@ impl Store for RedisStore {
     }
 
     async fn listen(&self, key: &RecordKey) -> Option<Listener> {
-        let listener = self.shared.listening.as_ref()?.listen(self.keys.record(key)).await?;
-        // Subscribed first, then the claim marked: its end is published only when it is marked,
-        // so that a miss nobody waits for publishes nothing.
-        let max_lease = self.shared.max_lease_ms.load(Ordering::Relaxed);
-        let reply = self.invoke(self.invocation(&scripts().waited, key, max_lease)).await;
-        match reply.as_deref() {
-            Ok([forgot, _]) => {
-                self.noticed(forgot, max_lease).await;
-                Some(listener)
-            }
-            _ => None,
-        }
+        self.listen_for(key).await
     }
 
     async fn complete(&self, key: &RecordKey, token: ClaimToken, record: Record) -> Result<(), StoreError> {

@@ -10,11 +10,43 @@ use futures_util::StreamExt as _;
 use redis::aio::PubSubSink;
 use tokio::sync::Notify;
 
-use super::super::Listener;
+use super::connection::Connection;
+use super::scripts::scripts;
+use super::RedisStore;
+use crate::store::{Listener, RecordKey};
 
 /// Per channel, what wakes its listeners, how many they are, and the subscriber connection it
 /// was subscribed on (set once it is).
 type Channels = HashMap<Vec<u8>, (Arc<Notify>, usize, Option<PubSubSink>)>;
+
+impl RedisStore {
+    /// [`Store::listen`](crate::store::Store::listen): subscribed first, then the claim marked as
+    /// waited for, so that its end is published only when someone listens for it and a miss
+    /// nobody waits for publishes nothing.
+    pub(super) async fn listen_for(&self, key: &RecordKey) -> Option<Listener> {
+        let listener = self.shared.listening.as_ref()?.listen(self.keys.record(key)).await?;
+        let max_lease = self.shared.max_lease_ms.load(Ordering::Relaxed);
+        let reply = self.invoke(self.invocation(&scripts().waited, key, max_lease)).await;
+        match reply.as_deref() {
+            Ok([forgot, _]) => {
+                self.noticed(forgot, max_lease).await;
+                Some(listener)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether a completion or release publishes on the key's channel (when a request waits for
+    /// it): not on a cluster, where a publish from a script would reach every node and waiting
+    /// requests poll.
+    pub(super) fn publishes(&self) -> &'static str {
+        match self.conn {
+            Connection::Single(_) => "1",
+            #[cfg(feature = "redis-cluster")]
+            Connection::Cluster(_) => "",
+        }
+    }
+}
 
 /// A store's listening: the client it opens its subscriber connection with, that connection
 /// while it lives, and the channels listened to.
