@@ -344,11 +344,10 @@ async fn insert_tx(State(app): State<App>, mut tx: Tx, Json(order): Json<NewOrde
     insert(&app, &mut tx, &order).await
 }
 
-#[tokio::test]
-async fn a_miss_costs_three_statements_more_than_the_plain_transaction_and_a_replay_no_commit() {
-    let Some(f) = Fixture::new("tx_round_trips").await else { return };
+/// A store on one connection through a proxy that counts the statements sent: one connection,
+/// so that warming up prepares every statement once.
+async fn counted(f: &Fixture) -> (pg_common::CountingProxy, sqlx::PgPool, PgStore) {
     let proxy = pg_common::CountingProxy::start(&f.schema.url).await;
-    // One connection, so that warming up prepares every statement once.
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .test_before_acquire(false)
@@ -356,6 +355,13 @@ async fn a_miss_costs_three_statements_more_than_the_plain_transaction_and_a_rep
         .await
         .unwrap();
     let store = f.schema.builder(pool.clone()).sweep_every(None).build();
+    (proxy, pool, store)
+}
+
+#[tokio::test]
+async fn a_miss_costs_three_statements_more_than_the_plain_transaction_and_a_replay_no_commit() {
+    let Some(f) = Fixture::new("tx_round_trips").await else { return };
+    let (proxy, pool, store) = counted(&f).await;
     let app = App { store, ..f.app.clone() };
     let router = Router::new().route("/plain", post(plain_tx)).route("/orders", post(insert_tx)).with_state(app);
     let measure = |path: &'static str, key: &'static str| {
@@ -381,14 +387,7 @@ async fn a_miss_costs_three_statements_more_than_the_plain_transaction_and_a_rep
 #[tokio::test]
 async fn a_replay_through_a_warm_local_tier_costs_the_database_nothing() {
     let Some(f) = Fixture::new("tx_warm_tier").await else { return };
-    let proxy = pg_common::CountingProxy::start(&f.schema.url).await;
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .test_before_acquire(false)
-        .connect_with(proxy.options(&f.schema.url))
-        .await
-        .unwrap();
-    let store = f.schema.builder(pool.clone()).sweep_every(None).build();
+    let (proxy, pool, store) = counted(&f).await;
     let app = App { store: store.clone(), ..f.app.clone() };
     let tiered = idem_runtime::Idempotency::new(idem_runtime::store::LocalTier::new(store));
     let router = Router::new().route("/orders", post(insert_tx)).layer(tiered).with_state(app);
