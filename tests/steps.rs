@@ -12,7 +12,7 @@ use std::sync::Arc;
 use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::routing::post;
-use axum::Router;
+use axum::{Json, Router};
 use common::post_to;
 use idem_runtime::postgres::Tx;
 use idem_runtime::steps::Steps;
@@ -89,6 +89,38 @@ async fn on_the_embedded_store_a_retry_gets_the_kept_result_and_a_failed_step_ru
         let reply = post_to("/pay").send(&app).await;
         assert_eq!(reply.body, format!("ch_{n}"));
     }
+}
+
+/// Charges `amount` in a step, then fails its first attempt (503: the key is released).
+#[idempotent(required)]
+async fn pay_amount(State(counts): State<Counts>, steps: Steps, Json(amount): Json<u32>) -> (StatusCode, String) {
+    let charge = steps.run("charge", || async { counts.charge().await.map(|id| format!("{id} of {amount}")) }).await;
+    let charge = match charge {
+        Ok(charge) => charge,
+        Err(error) => return (StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+    };
+    if counts.attempts.fetch_add(1, Ordering::SeqCst) == 0 {
+        return (StatusCode::SERVICE_UNAVAILABLE, "crashed after the charge".into());
+    }
+    (StatusCode::CREATED, charge)
+}
+
+/// A key whose first request kept a step and then failed (nothing stored) is free for another
+/// request: it runs its own step, and never sees the first request's result.
+#[tokio::test]
+async fn a_key_reused_by_another_request_runs_its_own_steps() {
+    let counts = Counts::default();
+    let app = Router::new()
+        .route("/pay", post(pay_amount))
+        .layer(Idempotency::new(MemoryStore::new()))
+        .with_state(counts.clone());
+    let first = post_to("/pay").key("reused").json("5").send(&app).await;
+    assert_eq!((first.status.as_u16(), first.body.as_ref()), (503, &b"crashed after the charge"[..]));
+    let other = post_to("/pay").key("reused").json("7").send(&app).await;
+    assert_eq!((other.status.as_u16(), other.body.as_ref()), (201, &b"ch_2 of 7"[..]), "its own charge");
+    let again = post_to("/pay").key("reused").json("5").send(&app).await;
+    again.assert_problem(422, "urn:idem:problem:key-reused");
+    assert_eq!(counts.charges.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]

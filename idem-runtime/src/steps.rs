@@ -20,9 +20,10 @@
 //! ```
 //!
 //! - **Where a result is kept**: in the handler's store, as a record of its own under an address
-//!   derived from the request's record and the step's name, with the request's fingerprint: a
-//!   step's result is returned only to an attempt of the same request (another request with the
-//!   same key is refused before the handler runs anyway). It expires with the request's `ttl`.
+//!   derived from the request's record, its fingerprint and the step's name: a step's result is
+//!   returned only to an attempt of the same request. Another request that takes the key later
+//!   (the first one's answer was not kept, so the key was free) runs steps of its own. A kept
+//!   step expires with the request's `ttl`, never after the request's stored response.
 //! - **Every store**: it uses the store's own claim and completion, so memory, Redis, Redis
 //!   Cluster and PostgreSQL keep steps alike. With `Tx`, a step is kept by the store outside the
 //!   request's transaction: it survives the transaction's rollback, which is the point.
@@ -136,7 +137,7 @@ impl Steps {
         let Some(kept) = self.slot.0.get() else {
             return step().await.map_err(StepError::Step);
         };
-        let key = step_key(&kept.key, name);
+        let key = step_key(&kept.key, &kept.fingerprint, name);
         let token = match kept.store.clone().claim_owned(key, kept.fingerprint, kept.lease).await {
             Ok(Claim::Acquired(token)) => token,
             Ok(Claim::Completed(record)) => {
@@ -174,11 +175,13 @@ impl Steps {
     }
 }
 
-/// Where the step `name` of the request at `record` is kept.
-fn step_key(record: &RecordKey, name: &str) -> RecordKey {
+/// Where the step `name` of the request with `fingerprint` at `record` is kept: another request
+/// that takes the same key later (the first one's answer was not kept) has steps of its own.
+fn step_key(record: &RecordKey, fingerprint: &Fingerprint, name: &str) -> RecordKey {
     let mut digest = Sha256::new();
-    digest.update(b"idem-step-v1\0");
+    digest.update(b"idem-step-v2\0");
     digest.update(record.as_bytes());
+    digest.update(fingerprint.as_bytes());
     digest.update(name.as_bytes());
     RecordKey::from_digest(digest.finalize().into())
 }
