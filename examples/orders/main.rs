@@ -5,7 +5,7 @@
 //!                                [--store memory|redis://HOST:PORT|redis-cluster://HOST:PORT[,HOST:PORT…]
 //!                                         |postgres://USER@HOST:PORT/DB]
 //!                                [--orders-db postgres://USER@HOST:PORT/DB]
-//!                                [--handler-delay-ms N] [--fail-first N]
+//!                                [--handler-delay-ms N] [--fail-first N] [--provider http://HOST:PORT]
 //! ```
 //!
 //! Every request needs `Authorization: Bearer <token>`; orders and notes are kept per token. The
@@ -17,24 +17,40 @@
 //! with `--handler-delay-ms 300`, a retry sent 100 ms after the first returns the replay right
 //! after the first's 201.
 //!
+//! `POST /payments {"amount": N}` pays through a payment provider: the demo serves a simulated
+//! one (`POST /provider/charges`, one charge per `Idempotency-Key`; `GET /provider/charges` lists
+//! each charge with its key, amount and the requests received for it), or the one at
+//! `--provider`. The charge is a step (`idem_runtime::steps::Steps`) sent under a key derived
+//! from the payment's (`idem_runtime::downstream::DownstreamKeys`); `--handler-delay-ms` sleeps
+//! between the charge and the payment's write. A retry after a crash gets the kept charge, or the
+//! provider's replay of it: one charge per payment. `GET /payments` lists the caller's payments.
+//!
 //! With `--store postgres://…` the orders live in that database's table `idem_demo_orders`,
 //! written through the request's transaction (`idem_runtime::postgres::Tx`) together with the
 //! idempotency record: a crash at any instant leaves both or neither. `--orders-db` keeps the
 //! orders in PostgreSQL with another store (each INSERT commits on its own, as in a service
-//! whose idempotency records live elsewhere): the comparison the crash test draws.
+//! whose idempotency records live elsewhere): the comparison the crash test draws. Payments and
+//! the provider's charges are in that database with `--store postgres://…` (payments through
+//! `Tx`), in memory otherwise.
 
+mod memory;
 mod options;
+mod payments;
 mod pg;
+mod provider;
 
+use self::memory::{create_note, create_order, create_order_waiting, list_notes, list_orders};
 use self::options::{parse_options, Options};
+use self::payments::Payer;
 use self::pg::{
     create_order_autocommit, create_order_autocommit_waiting, create_order_in_tx, create_order_in_tx_waiting,
     list_orders_in_db, orders_db, PgOrders, TxOrders,
 };
+use self::provider::Charges;
 
 use std::collections::HashMap;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,10 +59,10 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use idem_runtime::store::{LocalTier, MemoryStore, PgStore, RedisStore};
 use idem_runtime::Idempotency;
-use idem_runtime::{defaults, idempotent, openapi, Defaults};
+use idem_runtime::{defaults, openapi, Defaults};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgPool;
@@ -159,82 +175,21 @@ enum Refusals {
 /// key after 5 s; a handler that runs longer keeps its claim alive (idem renews it).
 const ORDERS: Defaults = defaults!(required, ttl = "24h", scope = "pat", lease = "5s");
 
-/// Place an order.
-#[utoipa::path(post, path = "/orders", security(("bearer" = [])), responses(
-    (status = 201, description = "The order", body = Order, headers(("Location" = String, description = "The order's URL"))),
-    (status = 500, description = "An injected failure (`--fail-first`)", content_type = "application/problem+json", body = Problem),
-    Refusals,
-))]
-#[idempotent(defaults = ORDERS)]
-async fn create_order(
-    State(db): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Json(order): Json<NewOrder>,
-) -> Response {
-    place_order(&db, caller, order).await
-}
-
-/// Place an order; a duplicate sent while the first runs waits for its response (at most the
-/// lease) instead of a 409.
-#[utoipa::path(post, path = "/orders/wait", security(("bearer" = [])), responses(
-    (status = 201, description = "The order", body = Order, headers(("Location" = String, description = "The order's URL"))),
-    (status = 500, description = "An injected failure (`--fail-first`)", content_type = "application/problem+json", body = Problem),
-    Refusals,
-))]
-#[idempotent(defaults = ORDERS, on_conflict = "wait")]
-async fn create_order_waiting(
-    State(db): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Json(order): Json<NewOrder>,
-) -> Response {
-    place_order(&db, caller, order).await
-}
-
-async fn place_order(db: &AppState, caller: Caller, order: NewOrder) -> Response {
-    tokio::time::sleep(db.handler_delay).await;
-    if db.failures_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
-        return problem(StatusCode::INTERNAL_SERVER_ERROR, "injected failure (--fail-first); nothing was created");
-    }
-    let id = format!("ord_{}", db.next_id.fetch_add(1, Ordering::SeqCst) + 1);
-    let order = Order { id: id.clone(), item: order.item, qty: order.qty };
-    db.orders.lock().expect("orders lock").entry(caller).or_default().push(order.clone());
-    (StatusCode::CREATED, [(header::LOCATION, format!("/orders/{id}"))], Json(order)).into_response()
-}
-
-/// The caller's orders.
-#[utoipa::path(get, path = "/orders", security(("bearer" = [])), responses(
-    (status = 200, description = "The orders", body = Vec<Order>),
-    (status = 401, description = "No `Authorization: Bearer <token>`", content_type = "application/problem+json", body = Problem),
-))]
-async fn list_orders(State(db): State<AppState>, Extension(caller): Extension<Caller>) -> Json<Vec<Order>> {
-    Json(db.orders.lock().expect("orders lock").get(&caller).cloned().unwrap_or_default())
-}
-
-/// Take a note.
-#[utoipa::path(post, path = "/notes", security(("bearer" = [])), responses((status = 201, description = "The note", body = Note), Refusals))]
-#[idempotent(optional, scope = "pat")]
-async fn create_note(
-    State(db): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Json(note): Json<NewNote>,
-) -> (StatusCode, Json<Note>) {
-    tokio::time::sleep(db.handler_delay).await;
-    let note = Note { id: format!("note_{}", db.next_id.fetch_add(1, Ordering::SeqCst) + 1), text: note.text };
-    db.notes.lock().expect("notes lock").entry(caller).or_default().push(note.clone());
-    (StatusCode::CREATED, Json(note))
-}
-
-/// The caller's notes.
-#[utoipa::path(get, path = "/notes", security(("bearer" = [])), responses(
-    (status = 200, description = "The notes", body = Vec<Note>),
-    (status = 401, description = "No `Authorization: Bearer <token>`", content_type = "application/problem+json", body = Problem),
-))]
-async fn list_notes(State(db): State<AppState>, Extension(caller): Extension<Caller>) -> Json<Vec<Note>> {
-    Json(db.notes.lock().expect("notes lock").get(&caller).cloned().unwrap_or_default())
-}
-
 #[derive(OpenApi)]
-#[openapi(info(title = "orders demo"), paths(create_order, create_order_waiting, list_orders, create_note, list_notes))]
+#[openapi(
+    info(title = "orders demo"),
+    paths(
+        memory::create_order,
+        memory::create_order_waiting,
+        memory::list_orders,
+        memory::create_note,
+        memory::list_notes,
+        payments::create_payment,
+        payments::list_payments,
+        provider::create_charge,
+        provider::list_charges,
+    )
+)]
 struct ApiDoc;
 
 /// The document: what utoipa reads from the handlers, plus what idem does on each annotated one.
@@ -245,6 +200,7 @@ fn api_doc() -> utoipa::openapi::OpenApi {
     openapi::document(&mut api, "/orders", HttpMethod::Post, create_order).expect("documented");
     openapi::document(&mut api, "/orders/wait", HttpMethod::Post, create_order_waiting).expect("documented");
     openapi::document(&mut api, "/notes", HttpMethod::Post, create_note).expect("documented");
+    openapi::document(&mut api, "/payments", HttpMethod::Post, payments::create_payment).expect("documented");
     api
 }
 
@@ -263,7 +219,34 @@ async fn metrics(State(prometheus): State<PrometheusHandle>) -> impl IntoRespons
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], prometheus.render())
 }
 
-fn app(options: &Options, idempotency: Idempotency, orders_in: OrdersIn, prometheus: PrometheusHandle) -> Router {
+/// The routes of payments and of the provider they charge.
+struct Paying {
+    payments: Router,
+    charges: Charges,
+}
+
+impl Paying {
+    /// Payments and charges in the store's database with the PostgreSQL store, else in memory;
+    /// the provider at `provider`.
+    async fn new(options: &Options, provider: String, orders_in: &OrdersIn) -> Result<Self, sqlx::Error> {
+        let payer = Payer::new(provider, options.handler_delay);
+        Ok(match orders_in {
+            OrdersIn::Db { pool, store: Some(store) } => Self {
+                payments: payments::in_db(payer, pool.clone(), store.clone()).await?,
+                charges: Charges::in_db(pool.clone()).await?,
+            },
+            _ => Self { payments: payments::in_memory(payer), charges: Charges::Memory(Arc::default()) },
+        })
+    }
+}
+
+fn app(
+    options: &Options,
+    idempotency: Idempotency,
+    orders_in: OrdersIn,
+    paying: Paying,
+    prometheus: PrometheusHandle,
+) -> Router {
     let db = Arc::new(Db {
         failures_left: AtomicU64::new(options.fail_first),
         handler_delay: options.handler_delay,
@@ -287,6 +270,8 @@ fn app(options: &Options, idempotency: Idempotency, orders_in: OrdersIn, prometh
         .route("/notes", post(create_note).get(list_notes))
         .with_state(db)
         .merge(orders)
+        .merge(paying.payments)
+        .merge(provider::routes(paying.charges))
         .layer(idempotency)
         .layer(middleware::from_fn(authenticate))
         .route("/openapi.json", get(Json(api_doc())))
@@ -386,8 +371,16 @@ async fn main() -> ExitCode {
         }
     };
     let addr = listener.local_addr().expect("bound address");
+    let provider = options.provider.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let paying = match Paying::new(&options, provider, &orders_in).await {
+        Ok(paying) => paying,
+        Err(e) => {
+            eprintln!("--store {}: cannot keep payments: {e}", options.store);
+            return ExitCode::FAILURE;
+        }
+    };
     println!("orders demo listening on http://{addr} (store: {})", options.store);
-    if let Err(e) = axum::serve(listener, app(&options, idempotency, orders_in, prometheus)).await {
+    if let Err(e) = axum::serve(listener, app(&options, idempotency, orders_in, paying, prometheus)).await {
         eprintln!("server error: {e}");
         return ExitCode::FAILURE;
     }

@@ -10,11 +10,13 @@ pub(super) struct Options {
     pub(super) orders_db: Option<String>,
     pub(super) handler_delay: Duration,
     pub(super) fail_first: u64,
+    /// The payment provider's base URL; the demo's own address when not given.
+    pub(super) provider: Option<String>,
 }
 
 const USAGE: &str = "usage: orders [--addr 127.0.0.1:3000] \
      [--store memory|redis://HOST:PORT|redis-cluster://HOST:PORT[,HOST:PORT…]|postgres://USER@HOST:PORT/DB] \
-     [--orders-db postgres://USER@HOST:PORT/DB] [--handler-delay-ms N] [--fail-first N]";
+     [--orders-db postgres://USER@HOST:PORT/DB] [--handler-delay-ms N] [--fail-first N] [--provider http://HOST:PORT]";
 
 pub(super) fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut options = Options {
@@ -23,6 +25,7 @@ pub(super) fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Op
         orders_db: None,
         handler_delay: Duration::ZERO,
         fail_first: 0,
+        provider: None,
     };
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"));
@@ -35,6 +38,13 @@ pub(super) fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Op
                     Duration::from_millis(value()?.parse().map_err(|e| format!("--handler-delay-ms: {e}"))?)
             }
             "--fail-first" => options.fail_first = value()?.parse().map_err(|e| format!("--fail-first: {e}"))?,
+            "--provider" => {
+                let url = value()?;
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(format!("--provider {url}: expected http://HOST:PORT"));
+                }
+                options.provider = Some(url.trim_end_matches('/').to_owned())
+            }
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown option {other}\n{USAGE}")),
         }

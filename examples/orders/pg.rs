@@ -72,7 +72,7 @@ async fn insert_order<'c>(conn: impl sqlx::PgExecutor<'c>, db: &Db, caller: &Cal
     }
 }
 
-fn database_problem(error: sqlx::Error) -> Response {
+pub(super) fn database_problem(error: sqlx::Error) -> Response {
     tracing::error!(%error, "the orders database failed");
     problem(StatusCode::SERVICE_UNAVAILABLE, "the orders database is unavailable; retry with the same key")
 }
