@@ -14,72 +14,11 @@ mod common;
 mod pg_common;
 
 use std::collections::HashMap;
-use std::io::{Read as _, Write as _};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::crash::{try_post, Database, Random};
 use common::demo::{start, Demo};
-use sqlx::{Connection as _, Executor as _};
-
-/// A database of its own on the test server, dropped afterwards.
-struct Database {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl Database {
-    fn create(admin_url: &str, runtime: &tokio::runtime::Runtime) -> Self {
-        let name = format!("idem_crash_{}", &idem_runtime::testkit::fresh_key().to_hex()[..12]);
-        runtime.block_on(async {
-            let mut conn = sqlx::PgConnection::connect(admin_url).await.unwrap();
-            conn.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap();
-        });
-        let (base, _) = admin_url.rsplit_once('/').expect("a URL ending in /DATABASE");
-        Self { admin_url: admin_url.to_owned(), url: format!("{base}/{name}"), name }
-    }
-
-    fn drop_now(&self, runtime: &tokio::runtime::Runtime) {
-        runtime.block_on(async {
-            let mut conn = sqlx::PgConnection::connect(&self.admin_url).await.unwrap();
-            let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-            if let Err(e) = conn.execute(drop.as_str()).await {
-                eprintln!("could not drop the test database {}: {e}", self.name);
-            }
-        });
-    }
-}
-
-/// One request on a fresh connection; `None` when the connection failed or broke (the
-/// instance died under it).
-fn try_post(addr: SocketAddr, key: &str, body: &str) -> Option<(u16, bool, String)> {
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    let request = format!(
-        "POST /orders HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer crash\r\n\
-Content-Type: application/json\r\nIdempotency-Key: {key}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let status = head.split(' ').nth(1)?.parse().ok()?;
-    let replayed = head.lines().any(|line| line.eq_ignore_ascii_case("idempotent-replayed: true"));
-    Some((status, replayed, body.to_owned()))
-}
-
-/// xorshift64*, seeded and printed, so a failing run can be repeated.
-struct Random(u64);
-
-impl Random {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    }
-}
+use sqlx::Connection as _;
 
 #[derive(Debug, Default)]
 struct Report {
@@ -117,7 +56,7 @@ fn scenario(test: &str, store_args: &[&str], orders_url: &str, runtime: &tokio::
         let body = format!(r#"{{"item":"{key}","qty":1}}"#);
         let victim = random.below(2) as usize;
         let (addr, key_sent, body_sent) = (instances[victim].addr, key.clone(), body.clone());
-        let first = std::thread::spawn(move || try_post(addr, &key_sent, &body_sent));
+        let first = std::thread::spawn(move || try_post(addr, "/orders", &key_sent, &body_sent));
         // Anywhere from before the INSERT to after the response.
         std::thread::sleep(Duration::from_millis(random.below(DELAY_MS + 80)));
         instances[victim].child.kill().unwrap();
@@ -135,7 +74,7 @@ fn scenario(test: &str, store_args: &[&str], orders_url: &str, runtime: &tokio::
                 assert!(started.elapsed() < Duration::from_secs(60), "{key} never got its 201");
                 let addr = instances[attempt % 2].addr;
                 attempt += 1;
-                match try_post(addr, &key, &body) {
+                match try_post(addr, "/orders", &key, &body) {
                     Some((201, _, body)) => break body,
                     Some((409 | 503, _, _)) | None => std::thread::sleep(Duration::from_millis(100)),
                     Some(other) => panic!("{key}: unexpected answer {other:?}"),
@@ -148,7 +87,8 @@ fn scenario(test: &str, store_args: &[&str], orders_url: &str, runtime: &tokio::
     for (key, body_201) in &first_201 {
         let body = format!(r#"{{"item":"{key}","qty":1}}"#);
         for instance in &instances {
-            let (status, replayed, replay) = try_post(instance.addr, key, &body).expect("the instance answers");
+            let (status, replayed, replay) =
+                try_post(instance.addr, "/orders", key, &body).expect("the instance answers");
             if status != 201 || !replayed || &replay != body_201 {
                 println!("{key}: replay {status} replayed={replayed} {replay} differs from the first 201 {body_201}");
                 report.wrong_replays += 1;

@@ -1,6 +1,7 @@
 //! A router of annotated handlers that count their executions, and helpers to drive it.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod crash;
 pub mod demo;
 pub mod json_values;
 mod requests;
