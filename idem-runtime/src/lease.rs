@@ -153,10 +153,21 @@ pub(crate) fn hold(store: &Arc<dyn DynStore>, key: RecordKey, token: ClaimToken,
 impl Drop for HeldLease {
     fn drop(&mut self) {
         if let Some((runtime, id)) = self.at {
-            if let Some(keeper) = keepers().get_mut(&runtime) {
+            let mut keepers = keepers();
+            if let Some(keeper) = keepers.get_mut(&runtime) {
                 keeper.held.remove(&id);
+                forget_if_idle(&mut keepers, runtime);
             }
         }
+    }
+}
+
+/// Forgets the keeper of `runtime` once it holds nothing and its task has ended: the entry
+/// holds the runtime's handle, which would keep a dropped runtime's driver (and its file
+/// descriptors) alive.
+fn forget_if_idle(keepers: &mut IdMap<runtime::Id, Keeper>, runtime: runtime::Id) {
+    if keepers.get(&runtime).is_some_and(|keeper| !keeper.running && keeper.held.is_empty()) {
+        keepers.remove(&runtime);
     }
 }
 
@@ -170,9 +181,11 @@ struct Running {
 impl Drop for Running {
     fn drop(&mut self) {
         if self.armed {
-            if let Some(keeper) = keepers().get_mut(&self.runtime) {
+            let mut keepers = keepers();
+            if let Some(keeper) = keepers.get_mut(&self.runtime) {
                 keeper.running = false;
                 keeper.sleeping_until = None;
+                forget_if_idle(&mut keepers, self.runtime);
             }
         }
     }
