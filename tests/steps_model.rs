@@ -136,6 +136,20 @@ struct Model {
     kept: HashMap<(u8, u8, usize), u64>,
     /// Per (key, body, step): until when a crashed run of the step holds it.
     running: HashMap<(u8, u8, usize), u64>,
+    tally: Tally,
+}
+
+/// What the cases exercised.
+#[derive(Clone, Copy, Debug, Default)]
+struct Tally {
+    attempts: u64,
+    crashes: u64,
+    /// Attempts that ran the handler on a key a crashed attempt had claimed.
+    takeovers: u64,
+    /// Steps returned from what an earlier attempt kept, without running.
+    kept_returned: u64,
+    /// Handlers run for a body on a key where another body had kept steps.
+    other_body_runs: u64,
 }
 
 /// What an attempt got, and which of its steps started (with the value of those that ended).
@@ -164,11 +178,13 @@ impl Model {
                 return expect(Some((if holder == body { 409 } else { 422 }, "")), &[]);
             }
         }
-        self.claims.remove(&key);
+        self.tally.takeovers += u64::from(self.claims.remove(&key).is_some());
+        self.tally.other_body_runs += u64::from(self.kept.keys().any(|&(k, b, _)| k == key && b != body));
         let (mut values, mut started) = (Vec::new(), Vec::new());
         for i in 0..STEPS.len() {
             let at = (key, body, i);
             if let Some(&value) = self.kept.get(&at) {
+                self.tally.kept_returned += 1;
                 values.push(value);
             } else if self.running.get(&at).is_some_and(|&until| self.now < until) {
                 return expect(Some((503, "busy")), &started);
@@ -179,6 +195,7 @@ impl Model {
                         started.push((i, None));
                         self.running.insert(at, self.now + LEASE_MS);
                         self.claims.insert(key, (body, self.now + LEASE_MS));
+                        self.tally.crashes += 1;
                         return expect(None, &started);
                     }
                     Stop::FailAt(s) if s == i => {
@@ -200,6 +217,7 @@ impl Model {
                 Stop::AnswerAfter(s) if s == i => return expect(Some((503, "after")), &started),
                 Stop::CrashAfter(s) if s == i => {
                     self.claims.insert(key, (body, self.now + LEASE_MS));
+                    self.tally.crashes += 1;
                     return expect(None, &started);
                 }
                 _ => {}
@@ -237,7 +255,7 @@ fn attempt(store: &MemoryStore, world: &Arc<World>, key: u8, body: u8, stop: Sto
     Seen { answer, started: std::mem::take(&mut *world.started.lock().unwrap()) }
 }
 
-fn run_case(ops: &[Op]) -> Result<(), String> {
+fn run_case(ops: &[Op], tally: &Mutex<Tally>) -> Result<(), String> {
     let clock = ManualClock::new();
     let store = MemoryStore::builder().clock(clock.clone()).build();
     let world = Arc::new(World::default());
@@ -250,11 +268,19 @@ fn run_case(ops: &[Op]) -> Result<(), String> {
                 model.now += by;
             }
             Op::Attempt { key, body, stop } => {
+                model.tally.attempts += 1;
                 let seen = attempt(&store, &world, key, body, stop);
                 model.attempt(key, body, stop, &seen).map_err(|e| format!("op {n} {op:?}: {e}"))?;
             }
         }
     }
+    let mut total = tally.lock().unwrap();
+    let t = model.tally;
+    total.attempts += t.attempts;
+    total.crashes += t.crashes;
+    total.takeovers += t.takeovers;
+    total.kept_returned += t.kept_returned;
+    total.other_body_runs += t.other_body_runs;
     Ok(())
 }
 
@@ -262,10 +288,12 @@ fn run_case(ops: &[Op]) -> Result<(), String> {
 fn steps_follow_the_model_across_crashes_takeovers_and_reused_keys() {
     let cases = std::env::var("IDEM_MODEL_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
     let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+    let tally = Mutex::new(Tally::default());
     let result = runner.run(&proptest::collection::vec(op(), 1..40), |ops| {
-        run_case(&ops).map_err(proptest::test_runner::TestCaseError::fail)
+        run_case(&ops, &tally).map_err(proptest::test_runner::TestCaseError::fail)
     });
     if let Err(error) = result {
         panic!("{error}");
     }
+    println!("{cases} cases: {:?}", tally.lock().unwrap());
 }
