@@ -1,8 +1,10 @@
 //! Steps through the public API: a step's result is kept before it is returned, and an attempt
 //! that runs the handler again (after a status that is not kept, or a rolled-back `Tx`) gets it
 //! back instead of running the step twice; a step that failed runs again; without a key, steps
-//! simply run. On the embedded store, on Redis, and on PostgreSQL with `Tx`.
+//! simply run. On the embedded store, on Redis, on a Redis Cluster, on PostgreSQL, and on PostgreSQL
+//! with `Tx`.
 
+mod cluster_common;
 mod common;
 mod pg_common;
 
@@ -130,6 +132,23 @@ async fn on_redis_a_retry_gets_the_kept_result() {
     let counts = Counts::default();
     let key = format!("steps-{}", uuid::Uuid::now_v7());
     a_retry_gets_the_kept_charge(&app(store, &counts), &counts, &key).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_a_retry_gets_the_kept_result() {
+    let Some(cluster) = cluster_common::RedisCluster::start("steps on a cluster") else { return };
+    let store = RedisStore::cluster_builder(cluster.urls()).prefix("steps:").new_key_space().connect().await;
+    let counts = Counts::default();
+    a_retry_gets_the_kept_charge(&app(store.expect("the cluster"), &counts), &counts, "on-a-cluster").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_retry_gets_the_kept_result() {
+    let Some(schema) = pg_common::TestSchema::create("on_postgres_a_retry_gets_the_kept_result").await else {
+        return;
+    };
+    let counts = Counts::default();
+    a_retry_gets_the_kept_charge(&app(schema.store().await, &counts), &counts, "on-postgres").await;
 }
 
 #[derive(Clone)]
