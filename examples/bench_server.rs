@@ -2,7 +2,8 @@
 //! second under `#[idempotent(required, ttl = "24h")]`. With `--store postgres://…`,
 //! `POST /plain-tx` and `POST /idem-tx` insert the order in PostgreSQL in a transaction of
 //! their own: the first opens and commits it itself, the second is handed it by idem (`Tx`),
-//! which commits the response record with it.
+//! which commits the response record with it; `POST /idem-tx-tiered` is `/idem-tx` behind a
+//! `LocalTier` over the same store, whose replays on a warm instance open no transaction.
 //!
 //! ```text
 //! cargo run --release --example bench_server -- [--addr 127.0.0.1:3100]
@@ -129,7 +130,13 @@ async fn main() -> ExitCode {
                     .route("/plain-tx", post(plain_tx))
                     .route("/idem-tx", post(idem_tx))
                     .with_state(pg.clone());
-                app.merge(transactional).layer(Idempotency::new(pg))
+                // The same handler behind a layer whose store keeps completed records in process
+                // too: a replay on a warm instance opens no transaction.
+                let tiered = Router::new()
+                    .route("/idem-tx-tiered", post(idem_tx))
+                    .with_state(pg.clone())
+                    .layer(Idempotency::new(LocalTier::new(pg.clone())));
+                app.merge(transactional).layer(Idempotency::new(pg)).merge(tiered)
             }
             Err(e) => {
                 eprintln!("--store {store}: {e}");

@@ -107,7 +107,8 @@ run() { # name path seconds
 printf 'load benchmark: %s s per scenario and round, %s rounds, after %s s warm-up, %s connections, store %s, %s build, server on core %s, wrk on core %s\n' \
   "$duration" "$rounds" "$warmup" "$connections" "$store" "$profile" "$server_core" "$client_core"
 scenarios=(plain:/plain miss:/idem replay:/idem)
-[[ "$store" == postgres://* || "$store" == postgresql://* ]] && scenarios=(plain:/plain-tx miss:/idem-tx replay:/idem-tx)
+[[ "$store" == postgres://* || "$store" == postgresql://* ]] &&
+  scenarios=(plain:/plain-tx miss:/idem-tx replay:/idem-tx tiered-replay:/idem-tx-tiered)
 [[ -n "$scenario_list" ]] && read -r -a scenarios <<< "$scenario_list"
 if [[ "$warmup" != 0 ]]; then
   for scenario in "${scenarios[@]}"; do run "${scenario%%:*}" "${scenario#*:}" "$warmup" > /dev/null; done
