@@ -202,3 +202,53 @@ async fn with_tx_the_kept_step_survives_the_rollback() {
     let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {orders}")).fetch_one(&pool).await.unwrap();
     assert_eq!(rows, 1, "one payment: the first attempt's insert rolled back");
 }
+
+/// With no `Idempotency` layer, a `Tx` handler's record goes to the `PgStore` of its state, and so
+/// must its steps: kept in the database, where another instance or a restart finds them.
+#[tokio::test]
+async fn with_tx_and_no_layer_the_steps_are_kept_in_the_database() {
+    let test = "with_tx_and_no_layer_the_steps_are_kept_in_the_database";
+    let Some(schema) = pg_common::TestSchema::create(test).await else { return };
+    let pool = schema.pool(2).await;
+    let orders = format!("\"{}\".payments", schema.name);
+    sqlx::query(&format!("CREATE TABLE {orders} (id bigserial PRIMARY KEY, item text NOT NULL)"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let store = schema.builder(schema.pool(4).await).build();
+    let app = TxApp { store, orders, counts: Counts::default() };
+    let router = Router::new().route("/pay", post(pay_in_tx)).with_state(app.clone());
+    let first = post_to("/pay").key("no-layer").send(&router).await;
+    assert_eq!(first.status, 503, "rolled back after the charge");
+    let records = format!("SELECT count(*) FROM \"{}\".idem_records", schema.name);
+    let kept: i64 = sqlx::query_scalar(&records).fetch_one(&pool).await.unwrap();
+    assert_eq!(kept, 1, "the step's record, in the database (the request's claim rolled back)");
+}
+
+/// Runs the step named "item" once per item of the body.
+#[idempotent(required)]
+async fn per_item(State(counts): State<Counts>, steps: Steps, Json(items): Json<u32>) -> String {
+    let mut results = Vec::new();
+    for _ in 0..items {
+        match steps.run("item", || counts.charge()).await {
+            Ok(charge) => results.push(charge),
+            Err(error) => results.push(format!("refused: {error}")),
+        }
+    }
+    results.join(", ")
+}
+
+/// A name the attribute cannot see (here in a loop) used twice in one attempt is refused: the
+/// second call would otherwise get the first one's result.
+#[tokio::test]
+async fn a_step_name_run_twice_in_one_attempt_is_refused() {
+    let counts = Counts::default();
+    let app = Router::new()
+        .route("/items", post(per_item))
+        .layer(Idempotency::new(MemoryStore::new()))
+        .with_state(counts.clone());
+    let reply = post_to("/items").key("twice").json("2").send(&app).await;
+    let text = String::from_utf8_lossy(&reply.body).into_owned();
+    assert!(text.starts_with("ch_1, refused: ") && text.contains("\"item\""), "{text}");
+    assert_eq!(counts.charges.load(Ordering::SeqCst), 1);
+}

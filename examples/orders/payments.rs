@@ -99,6 +99,7 @@ impl Payer {
             StepError::Unkept(why) => {
                 problem(StatusCode::INTERNAL_SERVER_ERROR, &format!("the charge cannot be kept: {why}"))
             }
+            _ => problem(StatusCode::INTERNAL_SERVER_ERROR, "the charge step was refused"),
         })
     }
 }

@@ -30,16 +30,20 @@ impl<C: HandlerSpec> IdempotencyContext<C> {
     where
         F: Future<Output = Response> + Send + 'static,
     {
+        let mode = self.plug.as_deref().and_then(|plug| plug.mode());
         let covered = self.covered.map(|covered| {
             let Covered { call, fingerprint, steps } = *covered;
             let fingerprint = fingerprint.finish(params);
             if let Some(steps) = steps {
-                let (store, key, fingerprint) = (call.idempotency.store.clone(), call.key, fingerprint);
-                steps.fill(Kept { store, key, fingerprint, lease: call.config.lease, ttl: call.config.ttl });
+                // Kept where the request's record goes: the layer's store, or a mode's own.
+                let store = mode.and_then(|mode| mode.records_without_a_layer(&call.idempotency));
+                let store = store.unwrap_or_else(|| call.idempotency.store.clone());
+                let (key, lease, ttl) = (call.key, call.config.lease, call.config.ttl);
+                steps.fill(Kept { store, key, fingerprint, lease, ttl });
             }
             (call, fingerprint)
         });
-        if let Some(mode) = self.plug.as_deref().and_then(|plug| plug.mode()) {
+        if let Some(mode) = mode {
             let (mode, handler) = (mode.clone(), Box::pin(handler));
             return match covered {
                 None => mode.run_uncovered(C::CONFIG, handler).await,

@@ -14,6 +14,8 @@ use http::request::Parts;
 use crate::call::Call;
 use crate::config::HandlerConfig;
 use crate::fingerprint::Fingerprint;
+use crate::layer::Idempotency;
+use crate::store::DynStore;
 
 /// A handler's call, boxed to cross the seam.
 pub(crate) type Handler = Pin<Box<dyn Future<Output = Response> + Send>>;
@@ -32,6 +34,11 @@ pub(crate) trait Mode: Send + Sync {
 
     /// A request without a key (an `optional` handler, a safe method).
     fn run_uncovered(self: Arc<Self>, config: HandlerConfig, handler: Handler) -> BoxFuture<'static, Response>;
+
+    /// Where this mode keeps a covered request's record when the router configures no store of
+    /// its own (`layer` is the process's default): the request's steps are kept there too.
+    /// `None`: in the layer's store.
+    fn records_without_a_layer(&self, layer: &Idempotency) -> Option<Arc<dyn DynStore>>;
 }
 
 /// Where a parameter of an annotated handler plugs a [`Mode`] into its request. The hidden

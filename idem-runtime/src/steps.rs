@@ -32,12 +32,16 @@
 //!   the same request is running right now (an earlier attempt still alive after its lease ran
 //!   out) is not run twice: `run` answers [`StepError::Busy`].
 //! - **Names**: a step's name is where its result is kept; the attribute refuses a literal name
-//!   given to two `run` calls in one handler. A result must fit the store's body limit.
+//!   given to two `run` calls in one handler, and `run` refuses a name the attempt has run
+//!   already ([`StepError::Repeated`]: a name built at run time, a call in a loop). A name
+//!   must be the same on every attempt: built from the request, never from the time or a
+//!   fresh id. A result must fit the store's body limit.
 //! - **Without a key** (an `optional` handler, a safe method), steps simply run: there is no
 //!   request to keep them for.
 
+use std::collections::HashSet;
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::extract::FromRequestParts;
@@ -54,9 +58,9 @@ use crate::record::{Record, StoredBody};
 use crate::store::{Claim, DynStore, RecordKey, StoreError};
 
 /// Where a covered request's steps are kept, filled when its handler is called (the
-/// fingerprint is known then).
+/// fingerprint is known then), and the names the attempt has run.
 #[derive(Default)]
-pub(crate) struct StepsSlot(OnceLock<Kept>);
+pub(crate) struct StepsSlot(OnceLock<Kept>, Mutex<HashSet<String>>);
 
 /// What a covered request's steps need to keep their results.
 pub(crate) struct Kept {
@@ -88,13 +92,17 @@ impl std::fmt::Debug for Steps {
 
 /// Why [`Steps::run`] gave no result.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum StepError<E> {
     /// The step ran and failed; nothing is kept, and the next attempt runs it again.
     Step(E),
     /// Another attempt of the same request is running this step right now.
     Busy,
-    /// The store could not be used; the step did not run, or ran and its result is not kept.
+    /// The store could not be used; the step did not run.
     Store(StoreError),
+    /// A step of this name ran already in this attempt (a name built at run time, or a call in
+    /// a loop): the second would get the first one's result. Each step needs a name of its own.
+    Repeated(String),
     /// The step's result is larger than the store keeps, or could not be written or read as JSON.
     Unkept(String),
 }
@@ -106,6 +114,9 @@ impl<E: std::fmt::Display> std::fmt::Display for StepError<E> {
             Self::Busy => f.write_str("another attempt of this request is running the step"),
             Self::Store(error) => write!(f, "the store could not keep the step: {error}"),
             Self::Unkept(why) => write!(f, "the step's result cannot be kept: {why}"),
+            Self::Repeated(name) => {
+                write!(f, "the step {name:?} ran already in this attempt: each step needs a name of its own")
+            }
         }
     }
 }
@@ -115,7 +126,7 @@ impl<E: std::error::Error + 'static> std::error::Error for StepError<E> {
         match self {
             Self::Step(error) => Some(error),
             Self::Store(error) => Some(error),
-            Self::Busy | Self::Unkept(_) => None,
+            Self::Busy | Self::Unkept(_) | Self::Repeated(_) => None,
         }
     }
 }
@@ -134,6 +145,10 @@ impl Steps {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        let first = self.slot.1.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(name.to_owned());
+        if !first {
+            return Err(StepError::Repeated(name.to_owned()));
+        }
         let Some(kept) = self.slot.0.get() else {
             return step().await.map_err(StepError::Step);
         };

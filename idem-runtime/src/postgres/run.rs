@@ -20,6 +20,7 @@ use crate::call::Call;
 use crate::completion::RunToCompletion;
 use crate::config::HandlerConfig;
 use crate::fingerprint::Fingerprint;
+use crate::layer::Idempotency;
 use crate::mode::{self, Claimed, Handler, Mode};
 use crate::observe::{self, HeldClaim, Operation};
 use crate::outcome::{Answer, Outcome};
@@ -45,6 +46,12 @@ impl Mode for Link {
     fn run_uncovered(self: Arc<Self>, config: HandlerConfig, handler: Handler) -> BoxFuture<'static, Response> {
         let store = self.store().expect("a `Tx` parameter registers its store before it plugs the link in").clone();
         Box::pin(run_uncovered(self, store, config, handler))
+    }
+
+    /// Without a layer, the record goes to the state's `PgStore`: so do the steps.
+    fn records_without_a_layer(&self, layer: &Idempotency) -> Option<Arc<dyn crate::store::DynStore>> {
+        let store = self.store().filter(|_| layer.is_default())?;
+        Some(Arc::new(store.clone()))
     }
 }
 
