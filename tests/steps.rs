@@ -19,6 +19,7 @@ use common::post_to;
 use idem_runtime::postgres::Tx;
 use idem_runtime::steps::Steps;
 use idem_runtime::store::{MemoryStore, PgStore, RedisStore, Store};
+use idem_runtime::testkit::{Fault, FaultyStore, Operation};
 use idem_runtime::{idempotent, Idempotency};
 
 /// What the handlers count: charges made, attempts of the handler, charges that failed.
@@ -251,4 +252,55 @@ async fn a_step_name_run_twice_in_one_attempt_is_refused() {
     let text = String::from_utf8_lossy(&reply.body).into_owned();
     assert!(text.starts_with("ch_1, refused: ") && text.contains("\"item\""), "{text}");
     assert_eq!(counts.charges.load(Ordering::SeqCst), 1);
+}
+
+/// A step whose result is `size` bytes long, counted; the first attempt answers 503 after it.
+#[idempotent(required)]
+async fn sized(State(counts): State<Counts>, steps: Steps, Json(size): Json<usize>) -> (StatusCode, String) {
+    let step = || async {
+        counts.charges.fetch_add(1, Ordering::SeqCst);
+        Ok::<_, std::io::Error>("x".repeat(size))
+    };
+    match steps.run("sized", step).await {
+        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+        Ok(_) if counts.attempts.fetch_add(1, Ordering::SeqCst) == 0 => {
+            (StatusCode::SERVICE_UNAVAILABLE, "after".into())
+        }
+        Ok(value) => (StatusCode::CREATED, format!("{} bytes", value.len())),
+    }
+}
+
+/// A step that ran but whose result cannot be kept (larger than the store keeps) is reported, and
+/// never runs again: the retries are told so.
+#[tokio::test]
+async fn a_step_that_ran_but_cannot_be_kept_never_runs_again() {
+    let counts = Counts::default();
+    let store = MemoryStore::builder().max_body_bytes(1000).build();
+    let app = Router::new().route("/sized", post(sized)).layer(Idempotency::new(store)).with_state(counts.clone());
+    let first = post_to("/sized").key("too-large").json("2000").send(&app).await;
+    let text = String::from_utf8_lossy(&first.body).into_owned();
+    assert!(first.status == 503 && text.contains("more than the store keeps"), "{text}");
+    for _ in 0..2 {
+        let retry = post_to("/sized").key("too-large").json("2000").send(&app).await;
+        let text = String::from_utf8_lossy(&retry.body).into_owned();
+        assert!(retry.status == 503 && text.contains("an earlier attempt ran"), "{text}");
+    }
+    assert_eq!(counts.charges.load(Ordering::SeqCst), 1, "the step ran once");
+}
+
+/// The store fails to keep a step's result (its first write refused): the step ran, so its
+/// result is returned anyway and kept once the store answers; the retry gets it without running it.
+#[tokio::test]
+async fn a_result_the_store_failed_to_keep_is_returned_and_kept_later() {
+    let counts = Counts::default();
+    let store = FaultyStore::new(MemoryStore::new());
+    store.schedule(Operation::Complete, [Some(Fault::ErrorBefore)]);
+    let app =
+        Router::new().route("/sized", post(sized)).layer(Idempotency::new(store.clone())).with_state(counts.clone());
+    let first = post_to("/sized").key("kept-later").json("10").send(&app).await;
+    assert_eq!((first.status.as_u16(), first.body.as_ref()), (503, &b"after"[..]), "the step's result in hand");
+    common::eventually(std::time::Duration::from_secs(5), || store.calls(Operation::Complete) >= 2).await;
+    let retry = post_to("/sized").key("kept-later").json("10").send(&app).await;
+    assert_eq!((retry.status.as_u16(), retry.body.as_ref()), (201, &b"10 bytes"[..]));
+    assert_eq!(counts.charges.load(Ordering::SeqCst), 1, "kept in the background: not run again");
 }

@@ -35,7 +35,12 @@
 //!   given to two `run` calls in one handler, and `run` refuses a name the attempt has run
 //!   already ([`StepError::Repeated`]: a name built at run time, a call in a loop). A name
 //!   must be the same on every attempt: built from the request, never from the time or a
-//!   fresh id. A result must fit the store's body limit.
+//!   fresh id.
+//! - **A result that cannot be kept** (larger than the store keeps, or JSON that does not read
+//!   back as `T`, such as a NaN): the step ran, so what is kept says so, and every attempt gets
+//!   [`StepError::Unkept`] instead of running it again. A result the store failed to write is
+//!   returned all the same and written in the background while the step's lease lasts. Every
+//!   result is returned as replays read it back.
 //! - **Without a key** (an `optional` handler, a safe method), steps simply run: there is no
 //!   request to keep them for.
 
@@ -55,7 +60,7 @@ use sha2::{Digest as _, Sha256};
 use crate::fingerprint::{Fingerprint, FingerprintSource, FingerprintWriter, RequestInput};
 use crate::problem::{Problem, ProblemKind};
 use crate::record::{Record, StoredBody};
-use crate::store::{Claim, DynStore, RecordKey, StoreError};
+use crate::store::{Claim, ClaimToken, DynStore, RecordKey, StoreError};
 
 /// Where a covered request's steps are kept, filled when its handler is called (the
 /// fingerprint is known then), and the names the attempt has run.
@@ -103,7 +108,8 @@ pub enum StepError<E> {
     /// A step of this name ran already in this attempt (a name built at run time, or a call in
     /// a loop): the second would get the first one's result. Each step needs a name of its own.
     Repeated(String),
-    /// The step's result is larger than the store keeps, or could not be written or read as JSON.
+    /// The step's result is larger than the store keeps, or could not be written or read back as
+    /// JSON; this attempt or an earlier one ran the step, and it is not run again.
     Unkept(String),
 }
 
@@ -157,37 +163,86 @@ impl Steps {
             Ok(Claim::Acquired(token)) => token,
             Ok(Claim::Completed(record)) => {
                 let bytes = record.body.bytes().ok_or_else(|| StepError::Unkept("kept without its bytes".into()))?;
+                if record.status != StatusCode::OK {
+                    let why = String::from_utf8_lossy(bytes);
+                    return Err(StepError::Unkept(format!(
+                        "an earlier attempt ran this step, and its result could not be kept: {why}"
+                    )));
+                }
                 return serde_json::from_slice(bytes).map_err(|e| StepError::Unkept(e.to_string()));
             }
             Ok(Claim::InFlight { .. }) => return Err(StepError::Busy),
             Ok(Claim::Mismatch) => return Err(StepError::Unkept("kept for another request".into())),
             Err(error) => return Err(StepError::Store(error)),
         };
+        // Renewed while the step runs and until its result is kept, as the request's own claim is.
+        let held = crate::lease::hold(&kept.store, key, token, kept.lease);
         let value = match step().await {
             Ok(value) => value,
             Err(error) => {
+                drop(held);
                 if let Err(release) = kept.store.release(&key, token).await {
                     tracing::warn!(target: "idem", %release, "could not release a failed step; it can run again once its lease expires");
                 }
                 return Err(StepError::Step(error));
             }
         };
-        let bytes = serde_json::to_vec(&value).map_err(|e| StepError::Unkept(e.to_string()))?;
-        if bytes.len() > kept.store.max_body_bytes() {
-            let _ = kept.store.release(&key, token).await;
-            return Err(StepError::Unkept(format!("{} bytes, more than the store keeps", bytes.len())));
-        }
+        // The result is returned as replays will read it back, or not at all.
+        let readable = serde_json::to_vec(&value).map_err(|e| e.to_string()).and_then(|bytes| {
+            if bytes.len() > kept.store.max_body_bytes() {
+                return Err(format!("{} bytes, more than the store keeps", bytes.len()));
+            }
+            let read: T = serde_json::from_slice(&bytes).map_err(|e| format!("its JSON does not read back: {e}"))?;
+            Ok((bytes, read))
+        });
+        let (status, body, result) = match readable {
+            Ok((bytes, read)) => (StatusCode::OK, bytes, Ok(read)),
+            // The step ran: what is kept says so, and no later attempt runs it again.
+            Err(why) => (StatusCode::INTERNAL_SERVER_ERROR, why.clone().into_bytes(), Err(StepError::Unkept(why))),
+        };
         let now = kept.store.now();
         let record = Record {
             fingerprint: kept.fingerprint,
-            status: StatusCode::OK,
+            status,
             headers: HeaderMap::new(),
-            body: StoredBody::Kept(bytes.into()),
+            body: StoredBody::Kept(body.into()),
             expires_at: now.checked_add(kept.ttl).unwrap_or(now),
         };
-        kept.store.complete(&key, token, record).await.map_err(StepError::Store)?;
-        Ok(value)
+        if let Err(error) = kept.store.complete(&key, token, record.clone()).await {
+            // The step ran, and its result is in hand: returned, and kept once the store answers.
+            tracing::warn!(target: "idem", %error, "could not keep a step's result; retrying in the background");
+            keep_later(kept.store.clone(), key, token, record, kept.lease, held);
+        }
+        result
     }
+}
+
+/// Keeps a step's record once the store answers again, within the step's lease (renewed
+/// meanwhile by `held`); past it, a later attempt may run the step again, and the log says so.
+fn keep_later(
+    store: Arc<dyn DynStore>,
+    key: RecordKey,
+    token: ClaimToken,
+    record: Record,
+    lease: Duration,
+    held: crate::lease::HeldLease,
+) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+    runtime.spawn(async move {
+        let _held = held;
+        let (started, mut pause) = (tokio::time::Instant::now(), Duration::from_millis(50));
+        loop {
+            tokio::time::sleep(pause).await;
+            match store.complete(&key, token, record.clone()).await {
+                Ok(()) => return,
+                Err(error) if matches!(error, StoreError::LeaseLost) || started.elapsed() + pause >= lease => {
+                    tracing::error!(target: "idem", %error, "a step's result could not be kept: a later attempt of its request runs it again");
+                    return;
+                }
+                Err(_) => pause = (pause * 2).min(lease / 4),
+            }
+        }
+    });
 }
 
 /// Where the step `name` of the request with `fingerprint` at `record` is kept: another request
