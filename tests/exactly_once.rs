@@ -14,9 +14,9 @@ mod common;
 mod pg_common;
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::crash::{try_post, Database, Random};
+use common::crash::{post_until_201, trials, try_post, Database, Random};
 use common::demo::{start, Demo};
 use sqlx::Connection as _;
 
@@ -41,10 +41,8 @@ const DELAY_MS: u64 = 300;
 /// Runs the scenario against demos started with `store_args`; the orders are read from
 /// `orders_url`.
 fn scenario(test: &str, store_args: &[&str], orders_url: &str, runtime: &tokio::runtime::Runtime) -> Report {
-    let trials: usize = std::env::var("IDEM_CRASH_TRIALS").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
-    println!("{test}: {trials} trials, seed {seed}");
-    let mut random = Random(seed);
+    let trials = trials();
+    let mut random = Random::seeded(test, trials);
     let delay = DELAY_MS.to_string();
     let args: Vec<&str> = store_args.iter().copied().chain(["--handler-delay-ms", &delay]).collect();
     let mut instances: [Demo; 2] = [start(&args), start(&args)];
@@ -68,18 +66,7 @@ fn scenario(test: &str, store_args: &[&str], orders_url: &str, runtime: &tokio::
         }
         instances[victim] = start(&args);
         if !first_201.contains_key(&key) {
-            let started = Instant::now();
-            let mut attempt = 0;
-            let body_201 = loop {
-                assert!(started.elapsed() < Duration::from_secs(60), "{key} never got its 201");
-                let addr = instances[attempt % 2].addr;
-                attempt += 1;
-                match try_post(addr, "/orders", &key, &body) {
-                    Some((201, _, body)) => break body,
-                    Some((409 | 503, _, _)) | None => std::thread::sleep(Duration::from_millis(100)),
-                    Some(other) => panic!("{key}: unexpected answer {other:?}"),
-                }
-            };
+            let body_201 = post_until_201(&[instances[0].addr, instances[1].addr], "/orders", &key, &body);
             first_201.insert(key.clone(), body_201);
         }
     }

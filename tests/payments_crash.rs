@@ -12,9 +12,9 @@ mod common;
 mod pg_common;
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::crash::{try_post, Database, Random};
+use common::crash::{post_until_201, trials, try_post, Database, Random};
 use common::demo::{start, Demo};
 use sqlx::Connection as _;
 
@@ -44,29 +44,33 @@ struct Report {
     wrong_replays: usize,
 }
 
+/// Every row `sql` reads from the database at `url`.
+fn rows<T>(url: &str, sql: &'static str, runtime: &tokio::runtime::Runtime) -> Vec<T>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    runtime.block_on(async {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query_as(sql).fetch_all(&mut conn).await.unwrap()
+    })
+}
+
 /// The provider's charges by amount: (id, requests), one entry per charge.
 fn charges(url: &str, runtime: &tokio::runtime::Runtime) -> HashMap<i64, Vec<(String, i32)>> {
-    let rows: Vec<(i64, i64, i32)> = runtime.block_on(async {
-        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-        sqlx::query_as("SELECT id, amount, requests FROM idem_demo_charges").fetch_all(&mut conn).await.unwrap()
-    });
     let mut by_amount: HashMap<i64, Vec<(String, i32)>> = HashMap::new();
-    for (id, amount, requests) in rows {
+    for (id, amount, requests) in
+        rows::<(i64, i64, i32)>(url, "SELECT id, amount, requests FROM idem_demo_charges", runtime)
+    {
         by_amount.entry(amount).or_default().push((format!("ch_{id}"), requests));
     }
     by_amount
 }
 
+/// The payments by amount: the charge each records.
 fn payments(url: &str, runtime: &tokio::runtime::Runtime) -> HashMap<i64, Vec<String>> {
-    let rows: Vec<(i64, String)> = runtime.block_on(async {
-        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-        sqlx::query_as("SELECT amount, charge FROM idem_demo_payments WHERE owner = 'crash'")
-            .fetch_all(&mut conn)
-            .await
-            .unwrap()
-    });
+    let sql = "SELECT amount, charge FROM idem_demo_payments WHERE owner = 'crash'";
     let mut by_amount: HashMap<i64, Vec<String>> = HashMap::new();
-    for (amount, charge) in rows {
+    for (amount, charge) in rows::<(i64, String)>(url, sql, runtime) {
         by_amount.entry(amount).or_default().push(charge);
     }
     by_amount
@@ -78,10 +82,8 @@ fn every_payment_is_charged_once_whenever_the_paying_instance_dies() {
     let Some(admin_url) = pg_common::database_url(test) else { return };
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let database = Database::create(&admin_url, &runtime);
-    let trials: usize = std::env::var("IDEM_CRASH_TRIALS").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
-    println!("{test}: {trials} trials, seed {seed}");
-    let mut random = Random(seed);
+    let trials = trials();
+    let mut random = Random::seeded(test, trials);
 
     let provider = start(&["--store", &database.url]);
     let provider_url = format!("http://{}", provider.addr);
@@ -112,18 +114,7 @@ fn every_payment_is_charged_once_whenever_the_paying_instance_dies() {
         if first_201.contains_key(&amount) {
             continue;
         }
-        let started = Instant::now();
-        let mut attempt = 0;
-        let body_201 = loop {
-            assert!(started.elapsed() < Duration::from_secs(60), "{key} never got its 201");
-            let addr = payers[attempt % 2].addr;
-            attempt += 1;
-            match try_post(addr, "/payments", &key, &body) {
-                Some((201, _, body)) => break body,
-                Some((409 | 503, _, _)) | None => std::thread::sleep(Duration::from_millis(100)),
-                Some(other) => panic!("{key}: unexpected answer {other:?}"),
-            }
-        };
+        let body_201 = post_until_201(&[payers[0].addr, payers[1].addr], "/payments", &key, &body);
         first_201.insert(amount, body_201);
         let requests = charges(&database.url, &runtime).get(&amount).map(|c| c[0].1).unwrap_or(0);
         match (charged_before_retry, requests) {

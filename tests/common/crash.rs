@@ -3,7 +3,7 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::{Connection as _, Executor as _};
 
@@ -55,10 +55,37 @@ Content-Type: application/json\r\nIdempotency-Key: {key}\r\nContent-Length: {}\r
     Some((status, replayed, body.to_owned()))
 }
 
+/// Posts until the answer is 201, to each of `addrs` in turn (a 409, a 503 or a connection the
+/// instance dropped: again 100 ms later), within a minute; the 201's body.
+pub fn post_until_201(addrs: &[SocketAddr], path: &str, key: &str, body: &str) -> String {
+    let started = Instant::now();
+    for addr in addrs.iter().cycle() {
+        assert!(started.elapsed() < Duration::from_secs(60), "{key} never got its 201");
+        match try_post(*addr, path, key, body) {
+            Some((201, _, body)) => return body,
+            Some((409 | 503, _, _)) | None => std::thread::sleep(Duration::from_millis(100)),
+            Some(other) => panic!("{key}: unexpected answer {other:?}"),
+        }
+    }
+    unreachable!("a cycle over instances never ends")
+}
+
+/// The number of trials: `IDEM_CRASH_TRIALS`, 4 unless set.
+pub fn trials() -> usize {
+    std::env::var("IDEM_CRASH_TRIALS").ok().and_then(|v| v.parse().ok()).unwrap_or(4)
+}
+
 /// xorshift64*, seeded and printed, so a failing run can be repeated.
 pub struct Random(pub u64);
 
 impl Random {
+    /// Seeded from the clock; the seed is printed with `test` and its `trials`.
+    pub fn seeded(test: &str, trials: usize) -> Self {
+        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+        println!("{test}: {trials} trials, seed {seed}");
+        Self(seed)
+    }
+
     pub fn below(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
