@@ -181,18 +181,23 @@ async fn pay_in_tx(State(app): State<TxApp>, steps: Steps, mut tx: Tx) -> (Statu
     (StatusCode::CREATED, charge)
 }
 
-#[tokio::test]
-async fn with_tx_the_kept_step_survives_the_rollback() {
-    let Some(schema) = pg_common::TestSchema::create("with_tx_the_kept_step_survives_the_rollback").await else {
-        return;
-    };
+/// A payments table in the schema, a pool to read it, and a store of the schema's own.
+async fn payments_table(schema: &pg_common::TestSchema) -> (sqlx::PgPool, PgStore, String) {
     let pool = schema.pool(2).await;
     let orders = format!("\"{}\".payments", schema.name);
     sqlx::query(&format!("CREATE TABLE {orders} (id bigserial PRIMARY KEY, item text NOT NULL)"))
         .execute(&pool)
         .await
         .unwrap();
-    let store = schema.builder(schema.pool(4).await).build();
+    (pool, schema.builder(schema.pool(4).await).build(), orders)
+}
+
+#[tokio::test]
+async fn with_tx_the_kept_step_survives_the_rollback() {
+    let Some(schema) = pg_common::TestSchema::create("with_tx_the_kept_step_survives_the_rollback").await else {
+        return;
+    };
+    let (pool, store, orders) = payments_table(&schema).await;
     let app = TxApp { store: store.clone(), orders: orders.clone(), counts: Counts::default() };
     let router = Router::new().route("/pay", post(pay_in_tx)).layer(Idempotency::new(store)).with_state(app.clone());
     let first = post_to("/pay").key("tx-1").send(&router).await;
@@ -210,13 +215,7 @@ async fn with_tx_the_kept_step_survives_the_rollback() {
 async fn with_tx_and_no_layer_the_steps_are_kept_in_the_database() {
     let test = "with_tx_and_no_layer_the_steps_are_kept_in_the_database";
     let Some(schema) = pg_common::TestSchema::create(test).await else { return };
-    let pool = schema.pool(2).await;
-    let orders = format!("\"{}\".payments", schema.name);
-    sqlx::query(&format!("CREATE TABLE {orders} (id bigserial PRIMARY KEY, item text NOT NULL)"))
-        .execute(&pool)
-        .await
-        .unwrap();
-    let store = schema.builder(schema.pool(4).await).build();
+    let (pool, store, orders) = payments_table(&schema).await;
     let app = TxApp { store, orders, counts: Counts::default() };
     let router = Router::new().route("/pay", post(pay_in_tx)).with_state(app.clone());
     let first = post_to("/pay").key("no-layer").send(&router).await;

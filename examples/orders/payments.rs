@@ -62,7 +62,8 @@ impl Payer {
     }
 
     /// Charges `amount` in the step `charge`: made once by the provider (the derived key), and
-    /// not asked again once kept (the step).
+    /// not asked again once kept (the step). Then pauses for `--handler-delay-ms`, before the
+    /// payment is written.
     async fn charge(&self, keys: &DownstreamKeys, steps: &Steps, amount: u32) -> Result<ChargeMade, Response> {
         let call = || async {
             let response = (self.http.post(format!("{}/provider/charges", self.provider)))
@@ -80,7 +81,7 @@ impl Payer {
             }
             response.json::<ChargeMade>().await.map_err(|error| (StatusCode::BAD_GATEWAY, error.to_string()))
         };
-        steps.run("charge", call).await.map_err(|error| match error {
+        let charge = steps.run("charge", call).await.map_err(|error| match error {
             StepError::Step((status, detail)) if status == StatusCode::UNPROCESSABLE_ENTITY => {
                 problem(StatusCode::UNPROCESSABLE_ENTITY, &detail)
             }
@@ -100,7 +101,9 @@ impl Payer {
                 problem(StatusCode::INTERNAL_SERVER_ERROR, &format!("the charge cannot be kept: {why}"))
             }
             _ => problem(StatusCode::INTERNAL_SERVER_ERROR, "the charge step was refused"),
-        })
+        })?;
+        tokio::time::sleep(self.delay).await;
+        Ok(charge)
     }
 }
 
@@ -152,7 +155,6 @@ pub(super) async fn create_payment(
         Ok(charge) => charge,
         Err(refused) => return refused,
     };
-    tokio::time::sleep(state.payer.delay).await;
     let id = format!("pay_{}", state.next_id.fetch_add(1, Ordering::SeqCst) + 1);
     let payment = Payment { id, amount: charge.amount, charge: charge.id };
     state.payments.lock().expect("payments lock").entry(caller).or_default().push(payment.clone());
@@ -182,7 +184,6 @@ pub(super) async fn create_payment_in_tx(
         Ok(charge) => charge,
         Err(refused) => return refused,
     };
-    tokio::time::sleep(state.payer.delay).await;
     let inserted: Result<i64, _> =
         sqlx::query_scalar("INSERT INTO idem_demo_payments (owner, amount, charge) VALUES ($1, $2, $3) RETURNING id")
             .bind(&caller.0)
