@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
-use common::post_to;
+use common::{post_to, Reply};
 use idem_runtime::idempotent;
 use idem_runtime::store::{MemoryStore, TokioClock};
 use idem_runtime::testkit::{FaultyStore, Operation};
@@ -50,18 +50,27 @@ fn store() -> FaultyStore<MemoryStore> {
     FaultyStore::new(MemoryStore::builder().clock(TokioClock::new()).build())
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_waiting_duplicate_is_woken_by_the_first_requests_record_not_by_polling() {
-    let (store, runs) = (store(), Runs::default());
-    let app = app(&store, &runs);
+/// The first request to `path`, and 100 ms into it a duplicate; their replies, and when the
+/// duplicate was sent.
+async fn first_and_duplicate(
+    app: &Router,
+    path: &'static str,
+    key: &'static str,
+) -> (Reply, Reply, tokio::time::Instant) {
     let first = tokio::spawn({
         let app = app.clone();
-        async move { post_to("/slow").key("w-1").send(&app).await }
+        async move { post_to(path).key(key).send(&app).await }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = tokio::time::Instant::now();
-    let second = post_to("/slow").key("w-1").send(&app).await;
-    let first = first.await.unwrap();
+    let second = post_to(path).key(key).send(app).await;
+    (first.await.unwrap(), second, started)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_duplicate_is_woken_by_the_first_requests_record_not_by_polling() {
+    let (store, runs) = (store(), Runs::default());
+    let (first, second, started) = first_and_duplicate(&app(&store, &runs), "/slow", "w-1").await;
     assert_eq!((first.status.as_u16(), first.replayed()), (201, false));
     assert_eq!((second.status.as_u16(), second.replayed(), second.body.as_ref()), (201, true, &b"run 1"[..]));
     assert_eq!(runs.load(Ordering::SeqCst), 1);
@@ -75,15 +84,7 @@ async fn a_waiting_duplicate_is_woken_by_the_first_requests_record_not_by_pollin
 #[tokio::test(start_paused = true)]
 async fn a_waiting_duplicate_is_woken_when_the_first_releases_the_key_and_runs_it() {
     let (store, runs) = (store(), Runs::default());
-    let app = app(&store, &runs);
-    let first = tokio::spawn({
-        let app = app.clone();
-        async move { post_to("/slow-failing").key("w-2").send(&app).await }
-    });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let started = tokio::time::Instant::now();
-    let second = post_to("/slow-failing").key("w-2").send(&app).await;
-    let first = first.await.unwrap();
+    let (first, second, started) = first_and_duplicate(&app(&store, &runs), "/slow-failing", "w-2").await;
     assert_eq!(first.status, 503, "the first's answer is not kept: the key is released");
     assert_eq!((second.status.as_u16(), second.replayed(), second.body.as_ref()), (201, false, &b"run 2"[..]));
     assert_eq!(store.calls(Operation::Claim), 4, "the first's claim; the duplicate's three, the last acquired");
