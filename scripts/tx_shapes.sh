@@ -21,21 +21,14 @@ while [[ $# -gt 0 ]]; do
 done
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"; psql -q "$url" -c "DROP SCHEMA IF EXISTS idem_tx_shapes CASCADE" 2>/dev/null || true' EXIT
-psql -q "$url" <<'SQL'
+# The store's own table (its migration, from the source), in a scratch schema, and an orders table.
+migration=$(sed -n '/^pub(super) const MIGRATION/,/^"#;/p' "$(dirname "$0")/../idem-runtime/src/store/postgres/sql.rs" |
+  sed '1s/.*r#"//; $d' | sed 's/"public"/"idem_tx_shapes"/g')
+[[ $migration == *"CREATE TABLE"* ]] || { echo "the store's migration was not found in sql.rs" >&2; exit 1; }
+psql -q "$url" <<SQL
 DROP SCHEMA IF EXISTS idem_tx_shapes CASCADE;
 CREATE SCHEMA idem_tx_shapes;
-CREATE SEQUENCE idem_tx_shapes.idem_records_token;
-CREATE TABLE idem_tx_shapes.idem_records (
-    record_key  bytea       PRIMARY KEY CHECK (octet_length(record_key) = 32),
-    token       bigint      NOT NULL,
-    fingerprint bytea       NOT NULL CHECK (octet_length(fingerprint) = 32),
-    completed   boolean     NOT NULL,
-    deadline    timestamptz NOT NULL,
-    purge_at    timestamptz NOT NULL,
-    record      bytea,
-    CHECK (completed = (record IS NOT NULL))
-);
-CREATE INDEX idem_records_purge_at ON idem_tx_shapes.idem_records (purge_at);
+$migration
 CREATE TABLE idem_tx_shapes.orders (id bigserial PRIMARY KEY, item text NOT NULL, qty integer NOT NULL);
 SQL
 t=idem_tx_shapes.idem_records
