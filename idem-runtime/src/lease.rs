@@ -156,18 +156,19 @@ impl Drop for HeldLease {
             let mut keepers = keepers();
             if let Some(keeper) = keepers.get_mut(&runtime) {
                 keeper.held.remove(&id);
-                forget_if_idle(&mut keepers, runtime);
+                if keeper.idle() {
+                    keepers.remove(&runtime);
+                }
             }
         }
     }
 }
 
-/// Forgets the keeper of `runtime` once it holds nothing and its task has ended: the entry
-/// holds the runtime's handle, which would keep a dropped runtime's driver (and its file
-/// descriptors) alive.
-fn forget_if_idle(keepers: &mut IdMap<runtime::Id, Keeper>, runtime: runtime::Id) {
-    if keepers.get(&runtime).is_some_and(|keeper| !keeper.running && keeper.held.is_empty()) {
-        keepers.remove(&runtime);
+impl Keeper {
+    /// Holds nothing and its task has ended: forgotten then, since the entry holds the runtime's
+    /// handle, which would keep a dropped runtime's driver (and its file descriptors) alive.
+    fn idle(&self) -> bool {
+        !self.running && self.held.is_empty()
     }
 }
 
@@ -185,7 +186,9 @@ impl Drop for Running {
             if let Some(keeper) = keepers.get_mut(&self.runtime) {
                 keeper.running = false;
                 keeper.sleeping_until = None;
-                forget_if_idle(&mut keepers, self.runtime);
+                if keeper.idle() {
+                    keepers.remove(&self.runtime);
+                }
             }
         }
     }
